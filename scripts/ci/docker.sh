@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Start a local Docker engine and build the worker's test images, without pulling anything.
+#
+# Idempotent: every step checks first and does nothing when its work is already done.
+#   1. install docker.io and busybox-static with apt if they are missing;
+#   2. start dockerd in the background (overlay2, falling back to vfs) if `docker info` fails;
+#   3. wait (bounded) until `docker info` answers;
+#   4. build dcp-test/busybox:1 from the busybox-static .deb (dpkg -x + docker import).
+#
+# Needs root (CI runs it with sudo where it is not root). Settings, by environment:
+#   DCP_DOCKER_DATA_ROOT   dockerd --data-root          (default /var/lib/docker)
+#   DCP_DOCKER_LOG         dockerd's log file           (default /tmp/dcp-dockerd.log)
+#   DCP_DOCKER_WAIT_S      how long to wait for dockerd (default 60)
+#   DCP_TEST_IMAGE         the test image's reference   (default dcp-test/busybox:1)
+set -euo pipefail
+
+DATA_ROOT="${DCP_DOCKER_DATA_ROOT:-/var/lib/docker}"
+LOG="${DCP_DOCKER_LOG:-/tmp/dcp-dockerd.log}"
+WAIT_S="${DCP_DOCKER_WAIT_S:-60}"
+IMAGE="${DCP_TEST_IMAGE:-dcp-test/busybox:1}"
+
+log() { printf 'docker.sh: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_packages() {
+    local missing=()
+    command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+    dpkg -s busybox-static >/dev/null 2>&1 || [ -n "$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null)" ] \
+        || missing+=(busybox-static)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing ${missing[*]}"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+docker_answers() {
+    timeout 10 docker info >/dev/null 2>&1
+}
+
+wait_for_docker() {
+    local deadline=$((SECONDS + WAIT_S))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        docker_answers && return 0
+        # dockerd died: no point waiting any longer.
+        if [ -n "${DOCKERD_PID:-}" ] && ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            return 1
+        fi
+        sleep 1
+    done
+    return 1
+}
+
+start_dockerd() {
+    local driver="$1"
+    log "starting dockerd (storage driver $driver, log $LOG)"
+    as_root mkdir -p "$DATA_ROOT"
+    # setsid + nohup: dockerd must outlive this script and the shell that called it.
+    as_root setsid nohup dockerd \
+        --data-root "$DATA_ROOT" \
+        --storage-driver "$driver" \
+        --log-level warn \
+        >>"$LOG" 2>&1 </dev/null &
+    DOCKERD_PID=$!
+    if wait_for_docker; then
+        log "dockerd is up (storage driver $driver)"
+        return 0
+    fi
+    log "dockerd with $driver did not come up; last log lines:"
+    tail -n 20 "$LOG" >&2 || true
+    as_root pkill -TERM -F /var/run/docker.pid 2>/dev/null || kill "$DOCKERD_PID" 2>/dev/null || true
+    sleep 2
+    return 1
+}
+
+ensure_dockerd() {
+    if docker_answers; then
+        log "docker already answers"
+        return 0
+    fi
+    # A stale pid file from a dead dockerd makes the next one refuse to start.
+    if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+        as_root rm -f /var/run/docker.pid
+    fi
+    if grep -qw overlay /proc/filesystems && start_dockerd overlay2; then
+        return 0
+    fi
+    start_dockerd vfs || { log "dockerd did not start"; exit 1; }
+}
+
+build_busybox_image() {
+    if timeout 30 docker image inspect "$IMAGE" >/dev/null 2>&1; then
+        log "$IMAGE already present"
+        return 0
+    fi
+    local work deb
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' RETURN
+    deb="$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null | head -n 1 || true)"
+    if [ -z "$deb" ]; then
+        (cd "$work" && apt-get download busybox-static >/dev/null)
+        deb="$(ls "$work"/busybox-static_*.deb | head -n 1)"
+    fi
+    mkdir -p "$work/root"
+    dpkg -x "$deb" "$work/root"
+    local root="$work/root"
+    mkdir -p "$root/bin" "$root/sbin" "$root/usr/bin" "$root/usr/sbin" "$root/tmp" "$root/etc" \
+        "$root/proc" "$root/sys" "$root/dev" "$root/root"
+    chmod 1777 "$root/tmp"
+    # One symlink per applet, like busybox --install -s, so /bin/sh, sleep, wget... exist.
+    local applet
+    for applet in $("$root/bin/busybox" --list); do
+        [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+    tar -C "$root" -cf "$work/rootfs.tar" .
+    timeout 120 docker import \
+        --change 'CMD ["/bin/sh"]' \
+        --change 'ENV PATH=/bin:/sbin:/usr/bin:/usr/sbin' \
+        --message "dcp test image from $(basename "$deb")" \
+        "$work/rootfs.tar" "$IMAGE" >/dev/null
+    log "built $IMAGE from $(basename "$deb")"
+}
+
+install_packages
+ensure_dockerd
+build_busybox_image
+timeout 30 docker image inspect --format '{{.Id}} {{index .RepoTags 0}}' "$IMAGE"
