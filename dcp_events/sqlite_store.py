@@ -1,0 +1,391 @@
+"""The SQLite event store: one file in WAL mode, group commit, hash chain.
+
+Writes: one writer thread owns the only write connection. Appends from any number of tasks go
+into a queue; the writer takes everything queued (up to a bound), writes it in one
+`BEGIN IMMEDIATE` transaction with one fsync (`synchronous=FULL`), then wakes each caller. Each
+caller's share runs under its own SAVEPOINT, so one caller's version clash never fails the
+others in its group. The whole group runs in one thread hop rather than one hop per statement,
+which is why the writer uses the stdlib driver directly instead of aiosqlite.
+
+Reads: an aiosqlite connection of their own, so a long read never blocks an append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from dcp_events.chain import GENESIS_HASH, canonical_bytes, chain_hash
+from dcp_events.errors import ConcurrencyError, DcpError, StaleHeadError, StoreError
+from dcp_events.store import AppendRequest, AppendResult, NewEvent, RecordedEvent, TxHook
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+# Bounds (TigerBeetle: put a limit on everything).
+MAX_GROUP_UNITS = 4096  # appends written in one transaction
+MAX_GROUP_EVENTS = 20_000  # events written in one transaction
+MAX_EVENTS_PER_APPEND = 10_000
+MAX_READ_LIMIT = 100_000
+
+_COLUMNS = (
+    "seq, stream_id, stream_version, type, schema_version, payload, recorded_at_us, actor,"
+    " idempotency_key, prev_hash, hash"
+)
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_STOP = object()
+
+
+def schema_files() -> list[Path]:
+    """The DDL files applied to every database, in order."""
+    return sorted(SCHEMA_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+
+
+def _row_to_event(row: Sequence[Any]) -> RecordedEvent:
+    return RecordedEvent(
+        seq=row[0],
+        stream_id=row[1],
+        stream_version=row[2],
+        type=row[3],
+        schema_version=row[4],
+        payload=row[5].encode(),
+        recorded_at_us=row[6],
+        actor=row[7],
+        idempotency_key=row[8],
+        prev_hash=row[9],
+        hash=row[10],
+    )
+
+
+@dataclass
+class _Unit:
+    """One caller's share of a group: written all-or-nothing under a savepoint."""
+
+    requests: Sequence[AppendRequest]
+    expected_head: int | None
+    tx_hook: TxHook | None
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[AppendResult]]
+    n_events: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.n_events = sum(len(r.events) for r in self.requests)
+
+
+def _resolve(fut: asyncio.Future[Any], outcome: Any) -> None:
+    if fut.done():  # the caller gave up waiting; its events are durable all the same
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)
+
+
+def open_connection(path: str | Path) -> sqlite3.Connection:
+    """A stdlib connection with the pragmas every writer and reader of the log uses."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def apply_schema(conn: sqlite3.Connection) -> None:
+    """Create every table, index and trigger that does not exist yet."""
+    for f in schema_files():
+        conn.executescript(f.read_text())
+
+
+class SqliteEventStore:
+    """The embedded event store. Open with `await SqliteEventStore.open(path)`."""
+
+    def __init__(self, path: Path, writer: sqlite3.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._committed = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="dcp-event-writer", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteEventStore:
+        """Open (creating if needed) the log at `path` and apply the schema."""
+        p = Path(path)
+        try:
+            writer = await asyncio.to_thread(open_connection, p)
+            await asyncio.to_thread(apply_schema, writer)
+            reader = await aiosqlite.connect(str(p))
+            await reader.execute("PRAGMA busy_timeout=10000")
+            await reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open event log {p}: {e}") from e
+        return cls(p, writer, reader)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append `events` to `stream_id` durably.
+
+        Raises ConcurrencyError when the stream's last version is not `expected_version`
+        (0 for a stream that must be new; None skips the check). A reused `idempotency_key`
+        returns the first append's result with `duplicate=True` and writes nothing.
+        """
+        request = AppendRequest(stream_id, expected_version, events, idempotency_key)
+        (result,) = await self.append_atomic([request])
+        return result
+
+    async def append_atomic(
+        self,
+        requests: Sequence[AppendRequest],
+        *,
+        expected_head: int | None = None,
+        tx_hook: TxHook | None = None,
+    ) -> list[AppendResult]:
+        """Append to several streams all-or-nothing, in the order given.
+
+        Raises StaleHeadError when `expected_head` is given and the log's last sequence differs,
+        ConcurrencyError on a version clash, StoreError on I/O faults or if `tx_hook` fails.
+        """
+        for r in requests:
+            if not r.events:
+                raise StoreError(f"append to {r.stream_id!r} has no events")
+            if len(r.events) > MAX_EVENTS_PER_APPEND:
+                raise StoreError(f"append of {len(r.events)} events exceeds the bound")
+            if r.idempotency_key == "":
+                raise StoreError("an idempotency key may not be empty")
+        if self._closed:
+            raise StoreError("event store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[AppendResult]] = loop.create_future()
+        self._queue.put(_Unit(requests, expected_head, tx_hook, loop, fut))
+        return await fut
+
+    def _run(self) -> None:
+        """The writer thread: take whatever is queued, write it as one group, repeat."""
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            group = [item]
+            n_events = item.n_events
+            stop = False
+            while len(group) < MAX_GROUP_UNITS and n_events < MAX_GROUP_EVENTS:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                group.append(nxt)
+                n_events += nxt.n_events
+            self._write_group(group)
+            if stop:
+                return
+
+    def _write_group(self, group: list[_Unit]) -> None:
+        conn = self._writer
+        outcomes: list[Any] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            head = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            head_seq, head_hash = head if head else (0, GENESIS_HASH)
+            now_us = time.time_ns() // 1000
+            for unit in group:
+                conn.execute("SAVEPOINT unit")
+                try:
+                    results, head_seq2, head_hash2 = self._write_unit(
+                        conn, unit, head_seq, head_hash, now_us
+                    )
+                except Exception as e:  # noqa: BLE001 - every failure is reported to its caller
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    if not isinstance(e, DcpError):
+                        e = StoreError(f"append failed: {e}")
+                    outcomes.append(e)
+                    continue
+                conn.execute("RELEASE unit")
+                head_seq, head_hash = head_seq2, head_hash2
+                outcomes.append(results)
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            err = StoreError(f"event log write failed: {e}")
+            outcomes = [err] * len(group)
+        for unit, outcome in zip(group, outcomes, strict=True):
+            unit.loop.call_soon_threadsafe(_resolve, unit.future, outcome)
+        self._loop.call_soon_threadsafe(self._notify_commit)
+
+    @staticmethod
+    def _write_unit(
+        conn: sqlite3.Connection, unit: _Unit, head_seq: int, head_hash: str, now_us: int
+    ) -> tuple[list[AppendResult], int, str]:
+        if unit.expected_head is not None and unit.expected_head != head_seq:
+            raise StaleHeadError(unit.expected_head, head_seq)
+        results: list[AppendResult] = []
+        recorded: list[RecordedEvent] = []
+        for req in unit.requests:
+            key = req.idempotency_key
+            if key is not None:
+                seen = conn.execute(
+                    "SELECT min(seq), max(seq), max(stream_version), stream_id FROM events"
+                    " WHERE idempotency_key = ?",
+                    (key,),
+                ).fetchone()
+                if seen[0] is not None:
+                    results.append(AppendResult(seen[3], seen[0], seen[1], seen[2], True))
+                    continue
+            row = conn.execute(
+                "SELECT stream_version FROM events WHERE stream_id = ?"
+                " ORDER BY stream_version DESC LIMIT 1",
+                (req.stream_id,),
+            ).fetchone()
+            version = row[0] if row else 0
+            if req.expected_version is not None and req.expected_version != version:
+                raise ConcurrencyError(req.stream_id, req.expected_version, version)
+            first_seq = head_seq + 1
+            rows = []
+            for ev in req.events:
+                head_seq += 1
+                version += 1
+                canonical = canonical_bytes(
+                    head_seq,
+                    req.stream_id,
+                    version,
+                    ev.type,
+                    ev.schema_version,
+                    now_us,
+                    ev.actor,
+                    key,
+                    ev.payload,
+                )
+                h = chain_hash(head_hash, canonical)
+                rows.append(
+                    (
+                        head_seq,
+                        req.stream_id,
+                        version,
+                        ev.type,
+                        ev.schema_version,
+                        ev.payload.decode(),
+                        now_us,
+                        ev.actor,
+                        key,
+                        head_hash,
+                        h,
+                    )
+                )
+                if unit.tx_hook is not None:
+                    recorded.append(_row_to_event(rows[-1]))
+                head_hash = h
+            conn.executemany(_INSERT, rows)
+            results.append(AppendResult(req.stream_id, first_seq, head_seq, version))
+        if unit.tx_hook is not None:
+            unit.tx_hook(conn, recorded)
+        return results, head_seq, head_hash
+
+    def _notify_commit(self) -> None:
+        # Wake every tail waiting for new events, then arm a fresh event for the next commit.
+        self._committed.set()
+        self._committed = asyncio.Event()
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def read_all(self, after_seq: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to `limit` events with seq > `after_seq`, in sequence order."""
+        limit = max(1, min(limit, MAX_READ_LIMIT))
+        async with self._reader.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ) as cur:
+            return [_row_to_event(r) for r in await cur.fetchall()]
+
+    async def read_stream(
+        self, stream_id: str, from_version: int = 1, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Up to `limit` events of `stream_id` with version >= `from_version`, in order."""
+        limit = max(1, min(limit, MAX_READ_LIMIT))
+        async with self._reader.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND stream_version >= ?"
+            " ORDER BY stream_version LIMIT ?",
+            (stream_id, from_version, limit),
+        ) as cur:
+            return [_row_to_event(r) for r in await cur.fetchall()]
+
+    async def head(self) -> tuple[int, str]:
+        """The last sequence and its hash; (0, GENESIS_HASH) for an empty log."""
+        async with self._reader.execute(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+        ) as cur:
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else (0, GENESIS_HASH)
+
+    async def tail(
+        self, after_seq: int = 0, batch_size: int = 500, poll_s: float = 0.5
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Yield batches of at most `batch_size` events as they commit, forever.
+
+        Appends made through this store wake the tail at once; appends from other processes
+        are seen within `poll_s`.
+        """
+        while True:
+            waiter = self._committed
+            batch = await self.read_all(after_seq, batch_size)
+            if batch:
+                after_seq = batch[-1].seq
+                yield batch
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), poll_s)
+
+    async def close(self) -> None:
+        """Write what is queued, stop the writer and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._writer.close()
+        await self._reader.close()
+
+    async def __aenter__(self) -> SqliteEventStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def iter_event_batches(
+    conn: sqlite3.Connection, after_seq: int = 0, batch_size: int = 10_000
+) -> Iterator[list[RecordedEvent]]:
+    """Successive batches of events read through a stdlib connection, for tools that replay the
+    whole log without an event loop (audit, rebuild)."""
+    while True:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, batch_size),
+        ).fetchall()
+        if not rows:
+            return
+        after_seq = rows[-1][0]
+        yield [_row_to_event(r) for r in rows]
