@@ -52,7 +52,9 @@ class Codec:
             raise DecodeError(f"unknown event type {type_!r}")
         try:
             if schema_version < cls.schema_version:
-                obj = upcast(type_, schema_version, cls.schema_version, self._generic.decode(payload))
+                obj = upcast(
+                    type_, schema_version, cls.schema_version, self._generic.decode(payload)
+                )
                 return msgspec.convert(obj, cls)
             event = self._decoder.decode(payload)
         except (msgspec.ValidationError, msgspec.DecodeError, KeyError) as e:

@@ -20,12 +20,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from dcp_events.chain import GENESIS_HASH, canonical_bytes, chain_hash
+from dcp_events.chain import GENESIS_HASH
 from dcp_events.errors import ConcurrencyError, DcpError, StaleHeadError, StoreError
 from dcp_events.store import AppendRequest, AppendResult, NewEvent, RecordedEvent, TxHook
 
@@ -43,6 +44,11 @@ _COLUMNS = (
 )
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 _STOP = object()
+
+
+def _ns(b: bytes) -> bytes:
+    """A netstring, the unit of the canonical form (dcp_events.chain)."""
+    return b"%d:%b," % (len(b), b)
 
 
 def schema_files() -> list[Path]:
@@ -81,13 +87,14 @@ class _Unit:
         self.n_events = sum(len(r.events) for r in self.requests)
 
 
-def _resolve(fut: asyncio.Future[Any], outcome: Any) -> None:
-    if fut.done():  # the caller gave up waiting; its events are durable all the same
-        return
-    if isinstance(outcome, BaseException):
-        fut.set_exception(outcome)
-    else:
-        fut.set_result(outcome)
+def _resolve_all(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for fut, outcome in pairs:
+        if fut.done():  # the caller gave up waiting; its events are durable all the same
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
 
 
 def open_connection(path: str | Path) -> sqlite3.Connection:
@@ -211,19 +218,31 @@ class SqliteEventStore:
             head_seq, head_hash = head if head else (0, GENESIS_HASH)
             now_us = time.time_ns() // 1000
             for unit in group:
-                conn.execute("SAVEPOINT unit")
+                # A unit's checks all run before it writes, so a refused unit has written
+                # nothing. Only a tx_hook can fail after the inserts: those units get a
+                # savepoint to roll back to, the rest skip its cost.
+                hooked = unit.tx_hook is not None
+                if hooked:
+                    conn.execute("SAVEPOINT unit")
                 try:
                     results, head_seq2, head_hash2 = self._write_unit(
                         conn, unit, head_seq, head_hash, now_us
                     )
-                except Exception as e:  # noqa: BLE001 - every failure is reported to its caller
-                    conn.execute("ROLLBACK TO unit")
-                    conn.execute("RELEASE unit")
-                    if not isinstance(e, DcpError):
-                        e = StoreError(f"append failed: {e}")
+                except DcpError as e:
+                    if hooked:
+                        conn.execute("ROLLBACK TO unit")
+                        conn.execute("RELEASE unit")
                     outcomes.append(e)
                     continue
-                conn.execute("RELEASE unit")
+                except Exception as e:
+                    if not hooked:
+                        raise  # an insert failed: the whole group rolls back
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    outcomes.append(StoreError(f"append failed in its transaction hook: {e!r}"))
+                    continue
+                if hooked:
+                    conn.execute("RELEASE unit")
                 head_seq, head_hash = head_seq2, head_hash2
                 outcomes.append(results)
             conn.execute("COMMIT")
@@ -232,8 +251,12 @@ class SqliteEventStore:
                 conn.execute("ROLLBACK")
             err = StoreError(f"event log write failed: {e}")
             outcomes = [err] * len(group)
+        # One wake-up of the event loop per group, not one per caller.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
         for unit, outcome in zip(group, outcomes, strict=True):
-            unit.loop.call_soon_threadsafe(_resolve, unit.future, outcome)
+            by_loop.setdefault(unit.loop, []).append((unit.future, outcome))
+        for loop, pairs in by_loop.items():
+            loop.call_soon_threadsafe(_resolve_all, pairs)
         self._loop.call_soon_threadsafe(self._notify_commit)
 
     @staticmethod
@@ -243,10 +266,16 @@ class SqliteEventStore:
         if unit.expected_head is not None and unit.expected_head != head_seq:
             raise StaleHeadError(unit.expected_head, head_seq)
         results: list[AppendResult] = []
-        recorded: list[RecordedEvent] = []
+        rows: list[tuple[Any, ...]] = []
+        # Streams and keys this unit already wrote to (its rows are inserted at the end).
+        versions: dict[str, int] = {}
+        keys: dict[str, AppendResult] = {}
         for req in unit.requests:
             key = req.idempotency_key
             if key is not None:
+                if key in keys:
+                    results.append(keys[key])
+                    continue
                 seen = conn.execute(
                     "SELECT min(seq), max(seq), max(stream_version), stream_id FROM events"
                     " WHERE idempotency_key = ?",
@@ -255,31 +284,35 @@ class SqliteEventStore:
                 if seen[0] is not None:
                     results.append(AppendResult(seen[3], seen[0], seen[1], seen[2], True))
                     continue
-            row = conn.execute(
-                "SELECT stream_version FROM events WHERE stream_id = ?"
-                " ORDER BY stream_version DESC LIMIT 1",
-                (req.stream_id,),
-            ).fetchone()
-            version = row[0] if row else 0
+            version = versions.get(req.stream_id)
+            if version is None:
+                row = conn.execute(
+                    "SELECT stream_version FROM events WHERE stream_id = ?"
+                    " ORDER BY stream_version DESC LIMIT 1",
+                    (req.stream_id,),
+                ).fetchone()
+                version = row[0] if row else 0
             if req.expected_version is not None and req.expected_version != version:
                 raise ConcurrencyError(req.stream_id, req.expected_version, version)
             first_seq = head_seq + 1
-            rows = []
+            # The hot path of every append: canonical_bytes() and chain_hash() inlined, with the
+            # fields shared by the whole request encoded once (tests check it against them).
+            shared = _ns(req.stream_id.encode())
+            tail = _ns(str(now_us).encode())
+            key_ns = _ns((key or "").encode())
+            prev = bytes.fromhex(head_hash)
             for ev in req.events:
                 head_seq += 1
                 version += 1
-                canonical = canonical_bytes(
-                    head_seq,
-                    req.stream_id,
-                    version,
-                    ev.type,
-                    ev.schema_version,
-                    now_us,
-                    ev.actor,
-                    key,
-                    ev.payload,
-                )
-                h = chain_hash(head_hash, canonical)
+                seq_b, ver_b = str(head_seq).encode(), str(version).encode()
+                type_b, sv_b = ev.type.encode(), str(ev.schema_version).encode()
+                actor_b, payload_b = ev.actor.encode(), ev.payload
+                canonical = b"%d:%b,%b%d:%b,%d:%b,%d:%b,%b%d:%b,%b%d:%b," % (
+                    len(seq_b), seq_b, shared, len(ver_b), ver_b, len(type_b), type_b,
+                    len(sv_b), sv_b, tail, len(actor_b), actor_b, key_ns, len(payload_b), payload_b,
+                )  # fmt: skip
+                digest = sha256(prev + canonical).digest()
+                h = digest.hex()
                 rows.append(
                     (
                         head_seq,
@@ -295,13 +328,15 @@ class SqliteEventStore:
                         h,
                     )
                 )
-                if unit.tx_hook is not None:
-                    recorded.append(_row_to_event(rows[-1]))
-                head_hash = h
-            conn.executemany(_INSERT, rows)
-            results.append(AppendResult(req.stream_id, first_seq, head_seq, version))
+                head_hash, prev = h, digest
+            versions[req.stream_id] = version
+            result = AppendResult(req.stream_id, first_seq, head_seq, version)
+            results.append(result)
+            if key is not None:
+                keys[key] = AppendResult(req.stream_id, first_seq, head_seq, version, True)
+        conn.executemany(_INSERT, rows)
         if unit.tx_hook is not None:
-            unit.tx_hook(conn, recorded)
+            unit.tx_hook(conn, [_row_to_event(r) for r in rows])
         return results, head_seq, head_hash
 
     def _notify_commit(self) -> None:
