@@ -1,0 +1,185 @@
+"""Server settings: SPEC section 7, read from environment variables and flags (a flag wins).
+
+`ServerConfig` holds everything `dcp serve` needs: where to listen, the database, the admin
+credential, the HTTP protections, and the domain thresholds. The domain's own settings object
+(`dcp_projections.settings.Settings`) is built from the fields it shares with this one, so a
+threshold is named once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from dcp_events.errors import DcpError
+
+MIB = 1024 * 1024
+
+
+class ConfigError(DcpError):
+    """Raised when an environment variable or flag holds a value that cannot be used."""
+
+
+class RateLimit(msgspec.Struct, frozen=True):
+    """At most `limit` requests per `period_s` seconds for one key (or one IP)."""
+
+    limit: int
+    period_s: float
+
+
+DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
+    "register": RateLimit(5, 3600.0),
+    "submit": RateLimit(60, 60.0),
+    "heartbeat": RateLimit(30, 60.0),
+    "admin": RateLimit(120, 60.0),
+    "default": RateLimit(1000, 60.0),
+}
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting of the API server, with SPEC section 7's defaults."""
+
+    db: str = "./dcp.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    admin_token: str | None = None
+    sandbox: bool = False
+    lease_ttl_s: int = 120
+    max_attempts: int = 3
+    online_s: int = 90
+    stale_s: int = 300
+    auto_approve: bool = False
+    sweep_interval_s: float = 5.0
+    deadline_grace_s: int = 60
+    queue_timeout_s: int = 86400
+    rate_limits: bool = True
+    cors_origins: tuple[str, ...] = ()
+    # Not in SPEC's table, but "all configurable": per-class limits and body sizes.
+    rate_limit_table: dict[str, RateLimit] = msgspec.field(
+        default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
+    )
+    max_body_bytes: int = 1 * MIB
+    max_result_body_bytes: int = 4 * MIB
+
+    def domain_settings(self) -> Any:
+        """The domain's `Settings`, from the fields it shares with this config."""
+        from dcp_projections.settings import Settings
+
+        names = getattr(Settings, "__struct_fields__", ())
+        values = {n: getattr(self, n) for n in names if n in self.__struct_fields__}
+        if "sweep_interval_s" in values:  # the domain counts whole seconds
+            values["sweep_interval_s"] = max(1, math.ceil(self.sweep_interval_s))
+        return Settings(**values)
+
+
+# env var -> (field, parser). Every field of SPEC section 7's table.
+def _bool(name: str, raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}: expected 0 or 1, got {raw!r}")
+
+
+def _int(lo: int, hi: int):  # type: ignore[no-untyped-def]
+    def parse(name: str, raw: str) -> int:
+        try:
+            v = int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+        if not lo <= v <= hi:
+            raise ConfigError(f"{name}: {v} is outside {lo}..{hi}")
+        return v
+
+    return parse
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        v = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+    if not (math.isfinite(v) and 0.01 <= v <= 86400):
+        raise ConfigError(f"{name}: {v} is outside 0.01..86400")
+    return v
+
+
+def _str(name: str, raw: str) -> str:
+    return raw
+
+
+def _opt_str(name: str, raw: str) -> str | None:
+    return raw or None
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(o.strip() for o in raw.split(",") if o.strip())
+
+
+ENV: dict[str, tuple[str, Any]] = {
+    "DCP_DB": ("db", _str),
+    "DCP_HOST": ("host", _str),
+    "DCP_PORT": ("port", _int(0, 65535)),
+    "DCP_ADMIN_TOKEN": ("admin_token", _opt_str),
+    "DCP_SANDBOX": ("sandbox", _bool),
+    "DCP_LEASE_TTL_S": ("lease_ttl_s", _int(1, 86400)),
+    "DCP_MAX_ATTEMPTS": ("max_attempts", _int(1, 100)),
+    "DCP_ONLINE_S": ("online_s", _int(1, 86400)),
+    "DCP_STALE_S": ("stale_s", _int(1, 86400 * 7)),
+    "DCP_AUTO_APPROVE": ("auto_approve", _bool),
+    "DCP_SWEEP_INTERVAL_S": ("sweep_interval_s", _seconds),
+    "DCP_DEADLINE_GRACE_S": ("deadline_grace_s", _int(0, 86400)),
+    "DCP_QUEUE_TIMEOUT_S": ("queue_timeout_s", _int(1, 86400 * 30)),
+    "DCP_RATE_LIMITS": ("rate_limits", _bool),
+    "DCP_CORS_ORIGINS": ("cors_origins", _origins),
+    "DCP_MAX_BODY_BYTES": ("max_body_bytes", _int(1024, 64 * MIB)),
+    "DCP_MAX_RESULT_BODY_BYTES": ("max_result_body_bytes", _int(1024, 256 * MIB)),
+}
+
+# DCP_RATE_LIMIT_SUBMIT=60/60 and so on: "<requests>/<seconds>".
+RATE_ENV_PREFIX = "DCP_RATE_LIMIT_"
+
+
+def parse_rate(name: str, raw: str) -> RateLimit:
+    """`"60/60"` -> RateLimit(60, 60.0); raises ConfigError on anything else."""
+    try:
+        n, _, period = raw.partition("/")
+        limit, period_s = int(n), float(period or "60")
+    except ValueError:
+        raise ConfigError(f"{name}: expected <requests>/<seconds>, got {raw!r}") from None
+    if limit < 1 or not (math.isfinite(period_s) and period_s > 0):
+        raise ConfigError(f"{name}: limit and period must be positive, got {raw!r}")
+    return RateLimit(limit, period_s)
+
+
+def load_config(environ: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> ServerConfig:
+    """Settings from `environ`, then `flags` (field name -> value; None = not given) on top.
+
+    Raises ConfigError naming the variable when a value cannot be parsed.
+    """
+    values: dict[str, Any] = {}
+    for var, (field, parse) in ENV.items():
+        if var in environ:
+            values[field] = parse(var, environ[var])
+    table = dict(DEFAULT_RATE_LIMITS)
+    for var, raw in environ.items():
+        if var.startswith(RATE_ENV_PREFIX):
+            cls = var[len(RATE_ENV_PREFIX) :].lower()
+            if cls not in table:
+                raise ConfigError(f"{var}: unknown rate-limit class {cls!r}")
+            table[cls] = parse_rate(var, raw)
+    values["rate_limit_table"] = table
+    for field, value in (flags or {}).items():
+        if value is not None:
+            values[field] = value
+    try:
+        config = msgspec.convert(values, ServerConfig)
+    except msgspec.ValidationError as e:
+        raise ConfigError(str(e)) from e
+    if config.online_s > config.stale_s:
+        raise ConfigError("DCP_ONLINE_S must not exceed DCP_STALE_S")
+    return config

@@ -1,0 +1,80 @@
+"""Structured JSON logs, with every key and token redacted before a line is written.
+
+One processor scrubs every string value of every log event: API keys (`dcp-renter-...`,
+`dcp-provider-...`), `key=` in query strings, bearer tokens and the configured admin token.
+It runs last before rendering, so no code path can log a secret by accident.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "[redacted]"
+
+_PATTERNS = (
+    re.compile(r"dcp-(?:renter|provider)-[0-9A-Za-z]+"),
+    re.compile(r"(?i)((?:^|[?&;])(?:key|token|api_key|admin_token)=)[^&;#\s]*"),
+    re.compile(r"(?i)(bearer\s+)[^\s\"',]+"),
+)
+
+
+class Redactor:
+    """Scrubs secrets from strings; `add_secret` registers an exact value (the admin token)."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+
+    def add_secret(self, secret: str | None) -> None:
+        if secret:
+            self._secrets.add(secret)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        text = _PATTERNS[0].sub(REDACTED, text)
+        text = _PATTERNS[1].sub(lambda m: m.group(1) + REDACTED, text)
+        return _PATTERNS[2].sub(lambda m: m.group(1) + REDACTED, text)
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {k: self._value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._value(v) for v in value]
+        return value
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {k: self._value(v) for k, v in event.items()}
+
+
+redactor = Redactor()
+
+
+def redact_path(path: str, query_string: bytes | str = b"") -> str:
+    """`path?query` with keys in either part replaced by `[redacted]`."""
+    qs = query_string.decode("latin-1") if isinstance(query_string, bytes) else query_string
+    return redactor.scrub(f"{path}?{qs}" if qs else path)
+
+
+def configure_logging(stream: TextIO | None = None, level: int = logging.INFO) -> None:
+    """JSON lines on `stream` (stderr by default) through structlog, secrets scrubbed."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redactor,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )

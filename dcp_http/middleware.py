@@ -1,0 +1,180 @@
+"""Plain ASGI middleware: request context and access log, and the body guard.
+
+Plain ASGI rather than Starlette's BaseHTTPMiddleware, which its own docs warn about (it breaks
+contextvars and streams bodies through an extra task).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dcp_http.errors import PayloadTooLarge, UnsupportedMediaType
+from dcp_http.logs import redact_path
+from dcp_http.respond import send_error
+
+access_log = structlog.get_logger("dcp_http.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestInfo:
+    """What the layers below learn about a request, for its access-log line."""
+
+    __slots__ = ("actor", "request_id", "route")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.route: str | None = None
+        self.actor: str | None = None
+
+
+def request_info(scope: Scope) -> RequestInfo | None:
+    """The RequestInfo the context middleware put in `scope`, if it ran."""
+    return scope.get("dcp.info")
+
+
+class RequestContextMiddleware:
+    """Gives each request an id, logs one JSON line for it, and turns a crash into a 500.
+
+    The id comes from a well-formed `x-request-id` header or is made here; it is bound to
+    structlog's context variables for every log line of the request and echoed in the response.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        incoming = _header(scope, b"x-request-id")
+        rid = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        info = RequestInfo(rid)
+        scope["dcp.info"] = info
+        status = 0
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # the last line of defence: never a trace to the client
+            if not started:
+                await send_error(send_wrapper, exc)
+            else:
+                access_log.error("response_aborted", exc_info=exc)
+        finally:
+            fields: dict[str, Any] = {
+                "method": scope["method"],
+                "route": info.route,
+                "path": redact_path(scope["path"], scope.get("query_string", b"")),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                "request_id": rid,
+                "actor": info.actor,
+            }
+            access_log.info("http_request", **fields)
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", ()):
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def is_json_content_type(value: str | None) -> bool:
+    """True for `application/json` and `application/*+json`, charset utf-8 if given."""
+    if not value:
+        return False
+    media, _, params = value.partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return False
+    for param in params.split(";"):
+        name, _, val = param.partition("=")
+        if name.strip().lower() == "charset" and val.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return False
+    return True
+
+
+class BodyGuardMiddleware:
+    """Refuses bodies over the route's size limit (413) and bodies that are not JSON (415).
+
+    The body is read here, bounded, and replayed to the app, so nothing below ever holds more
+    than the limit. Job results get a larger limit than everything else.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        large_paths: dict[str, int] | None = None,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.large_paths = large_paths or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        limit = self.large_paths.get(scope["path"], self.max_body_bytes)
+        declared = _header(scope, b"content-length")
+        too_large = PayloadTooLarge(f"request body is larger than {limit} bytes")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            await send_error(send, too_large)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await send_error(send, too_large)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body.strip() and not is_json_content_type(_header(scope, b"content-type")):
+            await send_error(send, UnsupportedMediaType("request bodies must be application/json"))
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
