@@ -1,0 +1,160 @@
+"""`dcp replicate`: mirror the read models to PostgreSQL (`--dsn`) or Supabase.
+
+    dcp replicate --db PATH [--dsn DSN] [--once] [status]
+
+Without `--dsn`, the target is Supabase, from SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY.
+`--once` replicates up to the head seen at the start and exits; otherwise the replicator runs
+until SIGINT/SIGTERM. `status` prints the lag as one JSON line and exits. Exit status: 0 done,
+1 the sink failed (with --once), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+
+import structlog
+
+from dcp_replicator.checkpoint import CheckpointStore, checkpoint_path
+from dcp_replicator.errors import ReplicatorError, SinkUnavailable
+from dcp_replicator.replicator import Replicator, Settings, status
+from dcp_replicator.sink import Sink
+from dcp_replicator.source import SqliteSource
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dcp replicate",
+        description="Stream DCP's projections to PostgreSQL (--dsn) or Supabase "
+        "(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY).",
+    )
+    p.add_argument("command", nargs="?", choices=["run", "status"], default="run")
+    p.add_argument("--db", default=os.environ.get("DCP_DB", "./dcp.db"), help="the SQLite log")
+    p.add_argument("--dsn", default=os.environ.get("DCP_REPLICA_DSN"), help="PostgreSQL target")
+    p.add_argument("--once", action="store_true", help="replicate up to the current head, exit")
+    p.add_argument("--sink-name", default=None, help="checkpoint name (default: sink kind)")
+    p.add_argument("--batch-rows", type=int, default=Settings.batch_rows)
+    p.add_argument("--poll-interval-s", type=float, default=Settings.poll_interval_s)
+    p.add_argument("--backoff-max-s", type=float, default=Settings.backoff_max_s)
+    p.add_argument("--no-migrate", action="store_true", help="do not apply the target schema")
+    p.add_argument("--log-level", default=os.environ.get("DCP_LOG_LEVEL", "info"))
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Run `dcp replicate` with `argv` (the words after `replicate`); returns the exit code."""
+    if argv[:1] == ["replicate"]:
+        argv = argv[1:]
+    args = _parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        return asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _main(args: argparse.Namespace) -> int:
+    if args.batch_rows < 1:
+        print("dcp replicate: --batch-rows must be positive", file=sys.stderr)
+        return 2
+    url = os.environ.get("SUPABASE_URL")
+    key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY")
+    if not args.dsn and not (url and key):
+        print(
+            "dcp replicate: give --dsn, or set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        source = await SqliteSource.open(args.db)
+    except ReplicatorError as e:
+        print(f"dcp replicate: {e}", file=sys.stderr)
+        return 2
+    checkpoints = CheckpointStore(checkpoint_path(args.db))
+    name = args.sink_name or ("postgres" if args.dsn else "supabase")
+    try:
+        if args.command == "status":
+            return await _status(args, source, checkpoints, name)
+        sink: Sink
+        if args.dsn:
+            from dcp_replicator.postgres_sink import PostgresSink
+
+            sink = PostgresSink(args.dsn, name=name, migrate=not args.no_migrate)
+        else:
+            from dcp_replicator.supabase_sink import SupabaseSink
+
+            assert url and key
+            sink = await SupabaseSink.create(url, key, checkpoints, name=name)
+        settings = Settings(
+            batch_rows=args.batch_rows,
+            poll_interval_s=args.poll_interval_s,
+            backoff_max_s=args.backoff_max_s,
+        )
+        cache = checkpoints if args.dsn else None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            await Replicator(source, sink, settings, cache=cache).run(once=args.once, stop=stop)
+        except ReplicatorError as e:
+            print(f"dcp replicate: {e}", file=sys.stderr)
+            return 1
+        finally:
+            await sink.close()
+        return 0
+    finally:
+        await source.close()
+
+
+async def _status(
+    args: argparse.Namespace, source: SqliteSource, checkpoints: CheckpointStore, name: str
+) -> int:
+    seq: int | None = None
+    origin = "local"
+    if args.dsn:
+        from dcp_replicator.postgres_sink import PostgresSink
+
+        sink = PostgresSink(args.dsn, name=name, migrate=False, connect_timeout_s=5)
+        try:
+            seq = await sink.checkpoint()
+            origin = "target"
+        except ReplicatorError:
+            origin = "local (target unreachable)"
+        finally:
+            await sink.close()
+    if origin != "target":
+        cp = await checkpoints.get(name)
+        seq = cp.last_seq if cp else None
+    out = await status(source, name, seq)
+    out["checkpoint_from"] = origin
+    print(json.dumps(out))
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+__all__ = ["SinkUnavailable", "main"]
