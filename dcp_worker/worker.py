@@ -1,0 +1,595 @@
+"""The worker's loops: heartbeat, poll, jobs, delivery; recovery at start and drain at stop.
+
+Each loop is its own task, so a slow Docker call or a busy job never delays a heartbeat, and
+each waits on the stop event with a bounded sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import random
+import shutil
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from dcp_worker import __version__
+from dcp_worker.api import ApiClient, LeasedJob, parse_job
+from dcp_worker.container import (
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    LABEL_MAX_S,
+    ContainerState,
+    DockerRunner,
+    Output,
+)
+from dcp_worker.errors import ApiError, ApiUnavailable, JobRefused, NotReadyError
+from dcp_worker.gpu import NO_GPUS, GpuInventory, discover
+from dcp_worker.settings import WorkerSettings
+from dcp_worker.spool import Spool, _write_atomic
+
+log = structlog.get_logger("dcp_worker")
+
+GPU_REFRESH_S = 15.0  # inventory is read in a thread at this pace, never inside a heartbeat
+GPU_DISCOVER_TIMEOUT_S = 20.0
+READY_RECHECK_S = 30.0
+DELIVERY_BATCH = 32
+DELIVERY_BACKOFF_MAX_S = 60.0
+FLUSH_ON_EXIT_S = 10.0
+KILL_WAIT_S = 30.0
+MAX_DOCKER_WAIT_ERRORS = 10
+MAX_START_REPORTS = 20
+FINISHED_MEMORY = 4096  # how many ended (job, attempt) pairs are remembered, to not rerun them
+
+
+@dataclass(eq=False, kw_only=True)
+class RunningJob:
+    """A job this worker runs (or has re-adopted after a restart)."""
+
+    job: LeasedJob
+    slots: int
+    devices: list[str]
+    container_id: str | None = None
+    adopted: bool = False
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_reason: str = ""  # cancelled | lease_lost | shutdown
+    task: asyncio.Task[None] | None = None
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.stop_reason = reason
+            self.stop.set()
+
+
+def build_result(
+    job_id: str,
+    attempt: int,
+    outcome: str,
+    state: ContainerState | None,
+    output: Output | None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The job-result body (SPEC section 5). Runtime comes from Docker's own clock and is
+    rounded up to whole seconds: settlement bills ceil(runtime), so nothing is lost."""
+    runtime = state.runtime_seconds if state else None
+    body: dict[str, Any] = {
+        "job_id": job_id,
+        "attempt": attempt,
+        "outcome": outcome,
+        "exit_code": state.exit_code if state else None,
+        "runtime_seconds": math.ceil(runtime) if runtime is not None else 0,
+        "stdout": output.stdout if output else "",
+        "stderr": output.stderr if output else "",
+        "truncated": output.truncated if output else False,
+    }
+    if error:
+        body["error"] = error
+    return body
+
+
+class Worker:
+    """The provider worker. `run(stop)` returns when `stop` is set and the drain is over."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        discover_gpus: Callable[[], GpuInventory] = discover,
+    ) -> None:
+        self.s = settings
+        self.api = ApiClient(settings.api_url, settings.provider_key, settings.http_timeout_s)
+        self.docker = DockerRunner(settings)
+        self.spool = Spool(settings.state_dir / "spool")
+        self.intents = settings.state_dir / "intents"
+        self.intents.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._discover_gpus = discover_gpus
+        self.inventory: GpuInventory = NO_GPUS
+        self.provider_id = ""
+        self.capacity = 0  # job slots: free GPUs, or the registered count in `none` mode
+        self.running: dict[str, RunningJob] = {}
+        self.finished: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self.draining = False
+        self.ready = False
+        self._ready_checked = 0.0
+        self._free_devices: list[str] = []
+        self._delivery_wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.heartbeats: deque[float] = deque(maxlen=10_000)  # wall times of sent heartbeats
+
+    # ----- the whole life -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Get ready, recover, run the loops until `stop`, then drain. Returns an exit code."""
+        self._stop = stop
+        try:
+            if not await self._start_up():
+                return 1
+            hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+            gpu = asyncio.create_task(self._gpu_loop(), name="gpu")
+            delivery = asyncio.create_task(self._delivery_loop(), name="delivery")
+            poll = asyncio.create_task(self._poll_loop(), name="poll")
+            await stop.wait()
+            log.info("worker_draining", running=len(self.running), drain_s=self.s.drain_s)
+            self.draining = True
+            poll.cancel()
+            await self._drain()
+            await self._flush(FLUSH_ON_EXIT_S)
+            for t in (hb, gpu, delivery, poll):
+                t.cancel()
+            await asyncio.gather(hb, gpu, delivery, poll, return_exceptions=True)
+            log.info("worker_stopped", pending_results=len(self.spool.list()))
+            return 0
+        finally:
+            await self.api.aclose()
+            await self.docker.close()
+
+    async def _start_up(self) -> bool:
+        """Wait (until stop) for readiness and the provider's registration; then recover."""
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                me = await self.api.me()
+                self.provider_id = str(me.get("provider_id") or me.get("id") or "")
+                registered = int(me.get("gpu_count") or 0)
+                if not self.provider_id:
+                    raise ApiUnavailable("GET /api/providers/me gave no provider_id")
+                await self._refresh_gpus()
+                await self._check_ready(force=True)
+                break
+            except ApiError as e:
+                if e.definite:
+                    log.error("worker_refused_by_api", status=e.status, code=e.code)
+                    return False
+                log.warning("worker_not_ready", reason=str(e))
+            except (ApiUnavailable, NotReadyError, OSError, TimeoutError) as e:
+                log.warning("worker_not_ready", reason=str(e) or type(e).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, 30.0)
+        else:
+            return False
+        if self.s.gpus == "none":
+            self.capacity = max(1, registered)
+            self._free_devices = []
+        else:
+            self.capacity = len(self.inventory.devices)
+            self._free_devices = [d.uuid for d in self.inventory.devices]
+        log.info(
+            "worker_started",
+            provider_id=self.provider_id,
+            gpus=self.s.gpus,
+            capacity=self.capacity,
+            gpu_source=self.inventory.source,
+            version=__version__,
+        )
+        await self._recover()
+        return True
+
+    # ----- readiness and GPUs ---------------------------------------------------------------
+
+    async def _refresh_gpus(self) -> None:
+        if self.s.gpus == "none":
+            self.inventory = NO_GPUS
+            return
+        self.inventory = await asyncio.wait_for(
+            asyncio.to_thread(self._discover_gpus), GPU_DISCOVER_TIMEOUT_S
+        )
+
+    async def _gpu_loop(self) -> None:
+        while True:
+            await asyncio.sleep(GPU_REFRESH_S)
+            try:
+                await self._refresh_gpus()
+            except Exception as e:  # keep the last inventory; the next round may work
+                log.warning("gpu_refresh_failed", error=f"{type(e).__name__}: {e}")
+
+    async def _check_ready(self, force: bool = False) -> bool:
+        """Docker answers, disk has room, GPU runtime present if GPUs are configured."""
+        now = time.monotonic()
+        if not force and now - self._ready_checked < READY_RECHECK_S:
+            return self.ready
+        self._ready_checked = now
+        try:
+            info = await self.docker.info()
+            root = Path(info.get("DockerRootDir") or "/var/lib/docker")
+            probe = root if root.exists() else self.s.state_dir
+            free_gb = shutil.disk_usage(probe).free / 1e9
+            if free_gb < self.s.min_free_disk_gb:
+                raise NotReadyError(
+                    f"{free_gb:.1f} GB free under {probe}, below {self.s.min_free_disk_gb} GB"
+                )
+            if self.s.gpus == "auto":
+                if not self.inventory.devices:
+                    raise NotReadyError("no GPU found: " + "; ".join(self.inventory.errors))
+                runtimes = info.get("Runtimes") or {}
+                if "nvidia" not in runtimes and not shutil.which("nvidia-container-runtime-hook"):
+                    raise NotReadyError("the NVIDIA container runtime is not installed")
+        except NotReadyError:
+            self.ready = False
+            raise
+        except Exception as e:
+            self.ready = False
+            raise NotReadyError(f"docker does not answer: {type(e).__name__}: {e}") from e
+        self.ready = True
+        return True
+
+    # ----- heartbeat ------------------------------------------------------------------------
+
+    def heartbeat_payload(self) -> dict[str, Any]:
+        """SPEC section 4: GPU inventory, running job ids, daemon version, accepting_jobs."""
+        payload: dict[str, Any] = self.inventory.as_payload()
+        payload.update(
+            running_jobs=sorted(self.running),
+            daemon_version=__version__,
+            accepting_jobs=self.ready and not self.draining,
+        )
+        return payload
+
+    async def _heartbeat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            try:
+                reply = await self.api.heartbeat(self.heartbeat_payload())
+                self.heartbeats.append(time.time())
+                self._on_heartbeat_reply(reply)
+            except (ApiError, ApiUnavailable) as e:
+                log.warning("heartbeat_failed", error=str(e))
+            j = self.s.heartbeat_jitter
+            next_at += self.s.heartbeat_s * random.uniform(1 - j, 1 + j)
+            now = loop.time()
+            if next_at < now:  # a slow reply: keep the rhythm from now, never burst
+                next_at = now
+            await asyncio.sleep(next_at - now)
+
+    def _on_heartbeat_reply(self, reply: dict[str, Any]) -> None:
+        cancels = reply.get("cancel_jobs") or []
+        for entry in cancels if isinstance(cancels, list) else []:
+            job_id = entry.get("job_id") if isinstance(entry, dict) else entry
+            rj = self.running.get(str(job_id))
+            if rj is not None:
+                log.info("job_cancel_requested", job_id=rj.job.job_id, attempt=rj.job.attempt)
+                rj.request_stop("cancelled")
+
+    # ----- polling --------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while not self.draining:
+            try:
+                if await self._check_ready():
+                    raw = await self.api.leased_jobs()
+                    self._on_leases(raw)
+            except NotReadyError as e:
+                log.warning("worker_not_ready", reason=str(e))
+            except (ApiError, ApiUnavailable) as e:
+                log.warning("poll_failed", error=str(e))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.s.poll_s)
+
+    def _on_leases(self, raw: list[Any]) -> None:
+        """Start new leases that fit; stop running jobs whose lease is gone."""
+        leased: dict[str, LeasedJob] = {}
+        for item in raw:
+            try:
+                job = parse_job(item)
+            except ValueError as e:
+                log.error("job_unreadable", error=str(e))
+                continue
+            leased[job.job_id] = job
+        for job_id, rj in list(self.running.items()):
+            now = leased.get(job_id)
+            if now is None or now.attempt != rj.job.attempt:
+                # Not leased to us any more (cancelled, expired, requeued): stop it. Its result
+                # still goes out as `cancelled`; a lost lease answers 409 and it is dropped.
+                log.warning("job_lease_gone", job_id=job_id, attempt=rj.job.attempt)
+                rj.request_stop("lease_lost")
+        for job in leased.values():
+            if job.job_id in self.running or job.key in self.finished:
+                continue
+            if self.spool.has(job.job_id, job.attempt):
+                continue
+            slots = max(1, job.gpu_count)
+            if slots > self._free_slots():
+                continue  # the platform only assigns what fits; wait for a slot
+            devices: list[str] = []
+            if self.s.gpus == "auto":
+                devices = self._free_devices[: job.gpu_count]
+                del self._free_devices[: job.gpu_count]
+            self._launch(RunningJob(job=job, slots=slots, devices=devices))
+
+    def _free_slots(self) -> int:
+        return self.capacity - sum(rj.slots for rj in self.running.values())
+
+    def _launch(self, rj: RunningJob) -> None:
+        self.running[rj.job.job_id] = rj
+        rj.task = asyncio.create_task(self._job_task(rj), name=f"job-{rj.job.job_id}")
+
+    # ----- one job --------------------------------------------------------------------------
+
+    def _intent_path(self, job_id: str, attempt: int) -> Path:
+        return self.intents / Spool.name(job_id, attempt)
+
+    def _record_intent(self, rj: RunningJob, outcome: str) -> None:
+        """Before a kill, durably note why, so a restart reports the right outcome."""
+        body = json.dumps({"outcome": outcome, "reason": rj.stop_reason}).encode()
+        _write_atomic(self._intent_path(rj.job.job_id, rj.job.attempt), body)
+
+    def _read_intent(self, job_id: str, attempt: int) -> str | None:
+        try:
+            return str(json.loads(self._intent_path(job_id, attempt).read_bytes())["outcome"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    async def _job_task(self, rj: RunningJob) -> None:
+        job = rj.job
+        structlog.contextvars.bind_contextvars(job_id=job.job_id, attempt=job.attempt)
+        started = time.monotonic()
+        result: dict[str, Any] | None = None
+        spooled = False
+        try:
+            result = await self._run(rj)
+            spooled = True
+        except JobRefused as e:
+            log.warning("job_refused", code=e.code, error=str(e))
+            result = build_result(job.job_id, job.attempt, "failed", None, None, e.code)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # an infrastructure fault: the platform requeues the job
+            log.error("job_infra_fault", error=f"{type(e).__name__}: {e}")
+            result = build_result(
+                job.job_id, job.attempt, "failed", None, None, f"worker_error: {type(e).__name__}"
+            )
+            if rj.container_id:
+                with contextlib.suppress(Exception):
+                    await self.docker.remove(rj.container_id)
+        finally:
+            if result is not None:
+                self._finish(rj, result, spooled, time.monotonic() - started)
+            self.running.pop(job.job_id, None)
+            self._free_devices.extend(rj.devices)
+            self.finished[job.key] = None
+            while len(self.finished) > FINISHED_MEMORY:
+                self.finished.popitem(last=False)
+
+    def _finish(self, rj: RunningJob, result: dict[str, Any], spooled: bool, took_s: float) -> None:
+        if not spooled:
+            self.spool.put(result)
+        self._intent_path(rj.job.job_id, rj.job.attempt).unlink(missing_ok=True)
+        self._delivery_wake.set()
+        log.info(
+            "job_ended",
+            outcome=result["outcome"],
+            exit_code=result["exit_code"],
+            runtime_seconds=result["runtime_seconds"],
+            truncated=result["truncated"],
+            took_s=round(took_s, 3),
+        )
+
+    async def _run(self, rj: RunningJob) -> dict[str, Any]:
+        """Create and start the container (unless re-adopted), supervise it, read the result."""
+        job = rj.job
+        if rj.container_id is None:
+            await self.docker.check_image(job.image)
+            config = self.docker.container_config(job, self.provider_id, rj.devices)
+            rj.container_id = await self.docker.create(config, self.docker.container_name(job))
+            await self.docker.start(rj.container_id)
+            log.info("job_container_started", container_id=rj.container_id[:12])
+        reporter = asyncio.create_task(self._report_started(rj))
+        try:
+            outcome = await self._supervise(rj)
+        finally:
+            reporter.cancel()
+        state = await self.docker.inspect(rj.container_id)
+        output = await self.docker.output(rj.container_id)
+        error = "worker_shutdown" if outcome == "failed" else None
+        result = build_result(job.job_id, job.attempt, outcome, state, output, error)
+        result_sha = output.sha256
+        # Spool first, then remove: a crash in between finds the spooled result on restart.
+        self.spool.put(result)
+        await self.docker.remove(rj.container_id)
+        log.info("job_output_captured", sha256=result_sha)
+        return result
+
+    async def _report_started(self, rj: RunningJob) -> None:
+        delay = 0.5
+        for _ in range(MAX_START_REPORTS):
+            try:
+                await self.api.report_started(rj.job.job_id, rj.job.attempt)
+                log.info("job_start_reported")
+                return
+            except ApiError as e:
+                if e.status == 409 and e.code == "lease_lost":
+                    log.warning("job_lease_lost_at_start")
+                    rj.request_stop("lease_lost")
+                    return
+                if e.definite:  # e.g. already started after a restart: nothing to redo
+                    log.info("job_start_not_accepted", status=e.status, code=e.code)
+                    return
+            except ApiUnavailable as e:
+                log.warning("job_start_report_failed", error=str(e))
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, 30.0)
+
+    async def _deadline_left(self, rj: RunningJob) -> float:
+        assert rj.container_id is not None
+        state = await self.docker.inspect(rj.container_id)
+        if state.started_at is None:
+            return float(rj.job.max_duration_seconds)
+        ran = time.time() - state.started_at.timestamp()
+        return rj.job.max_duration_seconds - ran
+
+    async def _supervise(self, rj: RunningJob) -> str:
+        """Wait for the container to end, its deadline, or a stop; return the outcome."""
+        assert rj.container_id is not None
+        cid = rj.container_id
+        errors = 0
+        while True:
+            left = await self._deadline_left(rj)
+            waiter = asyncio.create_task(self.docker.wait(cid, max(0.0, left)))
+            stopper = asyncio.create_task(rj.stop.wait())
+            try:
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+                if not waiter.done():
+                    waiter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await waiter
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                if waiter.result():
+                    return "completed"
+                outcome = "timed_out"
+                rj.stop_reason = rj.stop_reason or "deadline"
+                break
+            if rj.stop.is_set():
+                outcome = {"cancelled": "cancelled", "lease_lost": "cancelled"}.get(
+                    rj.stop_reason, "failed"
+                )
+                break
+            errors += 1  # the wait itself failed (engine hiccup): look again, a bounded number
+            if errors > MAX_DOCKER_WAIT_ERRORS:
+                raise RuntimeError(f"waiting on the container failed: {waiter.exception()}")
+            await asyncio.sleep(min(2.0**errors, 30.0))
+        self._record_intent(rj, outcome)
+        log.info("job_killing", outcome=outcome, reason=rj.stop_reason)
+        await self.docker.kill(cid)
+        await self.docker.wait(cid, KILL_WAIT_S)
+        return outcome
+
+    # ----- delivery -------------------------------------------------------------------------
+
+    async def _delivery_loop(self) -> None:
+        backoff = 0.5
+        while True:
+            self._delivery_wake.clear()
+            transient = False
+            retry_after = 0.0
+            for path in self.spool.list()[:DELIVERY_BATCH]:
+                try:
+                    result = self.spool.read(path)
+                except (OSError, ValueError) as e:
+                    log.error("result_unreadable", file=path.name, error=str(e))
+                    self.spool.bury(path)
+                    continue
+                ids = {"job_id": result.get("job_id"), "attempt": result.get("attempt")}
+                try:
+                    await self.api.send_result(result)
+                except ApiError as e:
+                    if e.status == 409 and e.code == "lease_lost":
+                        log.warning("result_dropped_lease_lost", **ids)
+                        self.spool.remove(path)
+                    elif e.definite:
+                        log.error("result_refused", status=e.status, code=e.code, **ids)
+                        self.spool.bury(path)
+                    else:
+                        log.warning("result_delivery_failed", status=e.status, **ids)
+                        transient = True
+                        retry_after = 1.0 if e.status == 429 else 0.0
+                        break
+                except ApiUnavailable as e:
+                    log.warning("result_delivery_failed", error=str(e), **ids)
+                    transient = True
+                    break
+                else:
+                    log.info("result_delivered", outcome=result.get("outcome"), **ids)
+                    self.spool.remove(path)
+                    backoff = 0.5
+            if transient:
+                await asyncio.sleep(max(retry_after, backoff * random.uniform(0.8, 1.2)))
+                backoff = min(backoff * 2, DELIVERY_BACKOFF_MAX_S)
+                continue
+            if self.spool.list()[:1]:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._delivery_wake.wait(), 30.0)
+
+    async def _flush(self, timeout_s: float) -> None:
+        """At exit: give the delivery loop a bounded time to empty the spool."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        self._delivery_wake.set()
+        while self.spool.list()[:1] and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+
+    # ----- drain ----------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        tasks = [rj.task for rj in self.running.values() if rj.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.s.drain_s)
+        for rj in list(self.running.values()):
+            log.warning("job_killed_at_shutdown", job_id=rj.job.job_id, attempt=rj.job.attempt)
+            rj.request_stop("shutdown")
+        tasks = [rj.task for rj in self.running.values() if rj.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=KILL_WAIT_S + self.s.docker_timeout_s * 3)
+
+    # ----- recovery -------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Report containers that ended while the worker was away; re-adopt running ones.
+
+        A re-adopted job whose lease is gone is stopped by the next poll (`_on_leases`).
+        """
+        for st in await self.docker.managed(self.provider_id):
+            job_id = st.labels.get(LABEL_JOB, "")
+            try:
+                attempt = int(st.labels.get(LABEL_ATTEMPT, ""))
+                max_s = int(st.labels.get(LABEL_MAX_S, "1800"))
+            except ValueError:
+                continue
+            ids = {"job_id": job_id, "attempt": attempt}
+            if self.spool.has(job_id, attempt):
+                log.info("recovered_already_spooled", **ids)
+                await self.docker.remove(st.container_id)
+                self.finished[(job_id, attempt)] = None
+                continue
+            if not st.running:
+                outcome = self._read_intent(job_id, attempt) or "completed"
+                output = await self.docker.output(st.container_id)
+                error = "worker_shutdown" if outcome == "failed" else None
+                result = build_result(job_id, attempt, outcome, st, output, error)
+                self.spool.put(result)
+                self._intent_path(job_id, attempt).unlink(missing_ok=True)
+                await self.docker.remove(st.container_id)
+                self.finished[(job_id, attempt)] = None
+                log.info("recovered_ended_job", outcome=outcome, **ids)
+                continue
+            job = LeasedJob(
+                job_id=job_id, attempt=attempt, image="", command=None, max_duration_seconds=max_s
+            )
+            rj = RunningJob(job=job, slots=1, devices=[], container_id=st.container_id)
+            rj.adopted = True
+            if self.s.gpus == "auto" and self._free_devices:
+                rj.devices = [self._free_devices.pop(0)]
+            log.info("recovered_running_job", **ids)
+            self._launch(rj)
+        self._delivery_wake.set()
