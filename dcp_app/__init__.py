@@ -1,0 +1,1 @@
+"""The application service: commands in, durable events out, read models beside them."""

@@ -1,0 +1,407 @@
+"""Every event type of the DCP domain, so the log is self-describing.
+
+Rules (docs/design.md): each type is a frozen, keyword-only msgspec Struct with an explicit,
+stable tag; fields are only ever added, with defaults; a tag is never reused. Events record
+decisions, not requests: a time-dependent event carries `at_us` (the decision's time, integer
+microseconds UTC) and every number a fold needs (lease expiry, attempt, settlement), so
+folding never needs a clock or the settings. Money-moving events carry `postings` summing to 0.
+Registrations carry `key_hash` (hex sha256 of the API key), never the key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from dcp_events.event import Event, Halala, Posting
+
+Priority = Literal["priority", "standard", "economy"]
+Outcome = Literal["completed", "timed_out", "cancelled", "failed"]
+
+
+# --- parts ---------------------------------------------------------------------------------
+
+
+class GpuInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One GPU model's line in a heartbeat's inventory."""
+
+    model: str
+    count: int = 1
+    vram_total_mb: int = 0
+    vram_free_mb: int = 0
+    utilization_pct: int = 0
+    temperature_c: int = 0
+    driver_version: str = ""
+    cuda_version: str = ""
+
+
+class ContainerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What to run: an allowlisted image, its command line and environment."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class GpuRequirements(msgspec.Struct, frozen=True, kw_only=True):
+    """What a job needs from a provider. `gpu_type` "any" runs anywhere at the default price."""
+
+    gpu_type: str = "any"
+    min_vram_gb: int = 0
+    gpu_count: int = 1
+
+
+class Settlement(msgspec.Struct, frozen=True, kw_only=True):
+    """The numbers of one hold's settlement (SPEC section 2); all zero but the refund for
+    a job that is refunded in full."""
+
+    billable_seconds: int = 0
+    actual_cost_halala: Halala = 0
+    refunded_halala: Halala = 0
+    provider_earned_halala: Halala = 0
+    platform_fee_halala: Halala = 0
+
+
+class JobOutput(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's captured output; `sha256` is over stdout and stderr (see settlement docs)."""
+
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    sha256: str = ""
+
+
+class LeaseRenewal(msgspec.Struct, frozen=True, kw_only=True):
+    """A heartbeat's renewal of one lease: the attempt it renews and the new expiry."""
+
+    job_id: str
+    attempt: int
+    lease_expires_us: int
+
+
+# --- renters -------------------------------------------------------------------------------
+
+
+class RenterRegistered(Event, tag="renter.registered", frozen=True, kw_only=True):
+    renter_id: str
+    name: str
+    email: str
+    key_hash: str
+    at_us: int
+
+
+class DepositCredited(Event, tag="renter.deposit_credited", frozen=True, kw_only=True):
+    """An admin credit, idempotent by `reference`: world:deposits -> renter available."""
+
+    renter_id: str
+    amount_halala: Halala
+    reference: str
+    reason: str = ""
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+class SandboxToppedUp(Event, tag="renter.sandbox_topped_up", frozen=True, kw_only=True):
+    """A renter's own top-up in sandbox mode: platform:adjustments -> renter available."""
+
+    renter_id: str
+    amount_halala: Halala
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+# --- providers -----------------------------------------------------------------------------
+
+
+class ProviderRegistered(Event, tag="provider.registered", frozen=True, kw_only=True):
+    provider_id: str
+    name: str
+    email: str
+    gpu_model: str
+    gpu_count: int
+    vram_gb: int
+    key_hash: str
+    approved: bool = False  # True when the server auto-approves (DCP_AUTO_APPROVE)
+    at_us: int
+
+
+class ProviderApproved(Event, tag="provider.approved", frozen=True, kw_only=True):
+    provider_id: str
+    at_us: int
+
+
+class ProviderSuspended(Event, tag="provider.suspended", frozen=True, kw_only=True):
+    provider_id: str
+    reason: str = ""
+    at_us: int
+
+
+class ProviderUnsuspended(Event, tag="provider.unsuspended", frozen=True, kw_only=True):
+    provider_id: str
+    at_us: int
+
+
+class ProviderPaused(Event, tag="provider.paused", frozen=True, kw_only=True):
+    provider_id: str
+    at_us: int
+
+
+class ProviderResumed(Event, tag="provider.resumed", frozen=True, kw_only=True):
+    provider_id: str
+    at_us: int
+
+
+class ProviderHeartbeat(Event, tag="provider.heartbeat", frozen=True, kw_only=True):
+    """A heartbeat, with the leases it renewed (decided from `running_job_ids`)."""
+
+    provider_id: str
+    at_us: int
+    gpus: tuple[GpuInfo, ...] = ()
+    running_job_ids: tuple[str, ...] = ()
+    daemon_version: str = ""
+    accepting_jobs: bool = True
+    renewals: tuple[LeaseRenewal, ...] = ()
+
+
+# --- platform configuration ----------------------------------------------------------------
+
+
+class PriceSet(Event, tag="platform.price_set", frozen=True, kw_only=True):
+    gpu_model: str
+    halala_per_gpu_hour: Halala
+    at_us: int
+
+
+class ImageAllowed(Event, tag="platform.image_allowed", frozen=True, kw_only=True):
+    reference: str
+    at_us: int
+
+
+class ImageRemoved(Event, tag="platform.image_removed", frozen=True, kw_only=True):
+    reference: str
+    at_us: int
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+class JobSubmitted(Event, tag="job.submitted", frozen=True, kw_only=True):
+    """A job enters the queue; its rate and reserve are fixed here, once, for its whole life.
+    Postings move the reserve (`cost_halala`) from available to held."""
+
+    job_id: str
+    renter_id: str
+    container_spec: ContainerSpec
+    gpu_requirements: GpuRequirements
+    priority: Priority = "standard"
+    max_duration_seconds: int
+    requested_provider_id: str | None = None
+    idempotency_key: str | None = None
+    price_halala_per_gpu_hour: Halala
+    rate_halala_per_hour: Halala
+    cost_halala: Halala
+    attempt: int = 1
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+class JobClaimed(Event, tag="job.claimed", frozen=True, kw_only=True):
+    """A provider's poll leased the job: attempt is the fencing number of this lease."""
+
+    job_id: str
+    renter_id: str
+    provider_id: str
+    attempt: int
+    lease_expires_us: int
+    at_us: int
+
+
+class JobStarted(Event, tag="job.started", frozen=True, kw_only=True):
+    job_id: str
+    renter_id: str
+    provider_id: str
+    attempt: int
+    at_us: int
+
+
+class JobCompleted(Event, tag="job.completed", frozen=True, kw_only=True):
+    """The container ran (any exit code): charged by runtime, the rest refunded."""
+
+    job_id: str
+    renter_id: str
+    provider_id: str
+    attempt: int
+    reported_runtime_seconds: int
+    measured_runtime_seconds: int
+    output: JobOutput
+    settlement: Settlement
+    # Identifies the provider report this came from, so a repeat is recognised.
+    result_fingerprint: str = ""
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+class JobTimedOut(Event, tag="job.timed_out", frozen=True, kw_only=True):
+    """Killed at max_duration_seconds, by the provider's report or the server's deadline
+    sweep (`source`): charged up to the whole reserve."""
+
+    job_id: str
+    renter_id: str
+    provider_id: str
+    attempt: int
+    source: Literal["provider", "deadline"] = "provider"
+    reported_runtime_seconds: int | None = None
+    measured_runtime_seconds: int
+    output: JobOutput | None = None
+    settlement: Settlement
+    # Identifies the provider report this came from, so a repeat is recognised.
+    result_fingerprint: str = ""
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+class JobCancelled(Event, tag="job.cancelled", frozen=True, kw_only=True):
+    """Cancelled by its renter, an admin, or its provider's report. While queued nothing is
+    charged; while assigned or running it is charged by runtime."""
+
+    job_id: str
+    renter_id: str
+    provider_id: str | None = None
+    attempt: int
+    by: Literal["renter", "admin", "provider"]
+    was_status: str
+    reported_runtime_seconds: int | None = None
+    measured_runtime_seconds: int = 0
+    output: JobOutput | None = None
+    settlement: Settlement
+    # Identifies the provider report this came from, so a repeat is recognised.
+    result_fingerprint: str = ""
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+class JobAttemptFailed(Event, tag="job.attempt_failed", frozen=True, kw_only=True):
+    """The provider reported an infrastructure fault and attempts remain: back to the queue
+    with `next_attempt`. No money moves."""
+
+    job_id: str
+    renter_id: str
+    provider_id: str
+    attempt: int
+    next_attempt: int
+    error: str = ""
+    # Identifies the provider report this came from, so a repeat is recognised.
+    result_fingerprint: str = ""
+    at_us: int
+
+
+class JobFailed(Event, tag="job.failed", frozen=True, kw_only=True):
+    """The job ends as failed and its hold is refunded in full: an infrastructure fault on
+    the last attempt, or no provider before the queue timeout."""
+
+    job_id: str
+    renter_id: str
+    provider_id: str | None = None
+    attempt: int
+    reason: Literal["infrastructure", "queue_timeout"]
+    error: str = ""
+    output: JobOutput | None = None
+    settlement: Settlement
+    # Identifies the provider report this came from, so a repeat is recognised.
+    result_fingerprint: str = ""
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+class JobLeaseExpired(Event, tag="job.lease_expired", frozen=True, kw_only=True):
+    """A lease ran out. `requeued`: back to the queue with `next_attempt`, no money moves;
+    otherwise the attempts are spent and the job fails, refunded in full."""
+
+    job_id: str
+    renter_id: str
+    provider_id: str
+    attempt: int
+    requeued: bool
+    next_attempt: int | None = None
+    settlement: Settlement | None = None
+    at_us: int
+    postings: tuple[Posting, ...] = ()
+
+
+class JobRequeued(Event, tag="job.requeued", frozen=True, kw_only=True):
+    """An admin requeued a failed job: a new hold of the same reserve at the job's original
+    rate, and fresh attempts starting at `attempt`."""
+
+    job_id: str
+    renter_id: str
+    cost_halala: Halala
+    attempt: int
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+# --- withdrawals ---------------------------------------------------------------------------
+
+
+class WithdrawalRequested(Event, tag="withdrawal.requested", frozen=True, kw_only=True):
+    """Earnings -> payout_pending."""
+
+    withdrawal_id: str
+    provider_id: str
+    amount_halala: Halala
+    iban: str
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+class WithdrawalCompleted(Event, tag="withdrawal.completed", frozen=True, kw_only=True):
+    """payout_pending -> world:payouts (the money left the platform)."""
+
+    withdrawal_id: str
+    provider_id: str
+    amount_halala: Halala
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+class WithdrawalRejected(Event, tag="withdrawal.rejected", frozen=True, kw_only=True):
+    """payout_pending -> earnings (back to the provider)."""
+
+    withdrawal_id: str
+    provider_id: str
+    amount_halala: Halala
+    reason: str = ""
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    RenterRegistered,
+    DepositCredited,
+    SandboxToppedUp,
+    ProviderRegistered,
+    ProviderApproved,
+    ProviderSuspended,
+    ProviderUnsuspended,
+    ProviderPaused,
+    ProviderResumed,
+    ProviderHeartbeat,
+    PriceSet,
+    ImageAllowed,
+    ImageRemoved,
+    JobSubmitted,
+    JobClaimed,
+    JobStarted,
+    JobCompleted,
+    JobTimedOut,
+    JobCancelled,
+    JobAttemptFailed,
+    JobFailed,
+    JobLeaseExpired,
+    JobRequeued,
+    WithdrawalRequested,
+    WithdrawalCompleted,
+    WithdrawalRejected,
+)

@@ -1,0 +1,603 @@
+"""Folding events into the domain state, with the money rules asserted after every event.
+
+`apply(state, seq, event)` changes `state` in place and returns it; `project(state, events)`
+is the plain loop over it. A fold never decides anything: every number it needs (lease expiry,
+next attempt, settlement) is in the event. After each event it checks the invariants of SPEC
+section 2 for what the event touched (postings balance, the sum of balances is 0, nothing that
+must not be negative is, held == the reserves of unsettled jobs, no hold is settled twice) and
+raises InvariantError on a violation; `check_all` checks everything from scratch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from dcp_events import catalogue as ev
+from dcp_events.event import Event, Posting
+from dcp_projections import ledger
+from dcp_projections.errors import InvariantError
+from dcp_projections.settlement import settlement_is_consistent, settlement_postings
+from dcp_projections.state import (
+    ENDED,
+    LEASED,
+    Credential,
+    DepositRef,
+    Job,
+    Price,
+    Provider,
+    Renter,
+    State,
+    Withdrawal,
+    gpu_key,
+)
+
+
+def project(state: State, events: Iterable[tuple[int, Event]]) -> State:
+    """Fold `(seq, event)` pairs into `state` in order; returns `state`."""
+    for seq, event in events:
+        apply(state, seq, event)
+    return state
+
+
+def apply(state: State, seq: int, event: Event) -> State:
+    """Fold one event recorded at `seq` into `state` (in place) and check the invariants.
+
+    Raises InvariantError if the event breaks a money rule or does not fit the state (an
+    unknown job, a hold settled twice); the state is then unusable and must be rebuilt.
+    """
+    if seq <= state.seq:
+        raise InvariantError(f"event seq {seq} is not after {state.seq}")
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        raise InvariantError(f"no fold for {type(event).__name__}")
+    state.seq = seq
+    handler(state, seq, event)
+    postings: tuple[Posting, ...] = getattr(event, "postings", ())
+    if postings:
+        _post(state, seq, postings)
+    return state
+
+
+# --- money ---------------------------------------------------------------------------------
+
+
+def _post(state: State, seq: int, postings: tuple[Posting, ...]) -> None:
+    total = 0
+    balances = state.balances
+    for p in postings:
+        total += p.amount_halala
+        balances[p.account] = balances.get(p.account, 0) + p.amount_halala
+        state.account_seq[p.account] = seq
+        state.touched.add(("account", p.account))
+    if total != 0:
+        raise InvariantError(f"seq {seq}: postings sum to {total}, not 0")
+    state.total_halala += total
+    if state.total_halala != 0:
+        raise InvariantError(f"seq {seq}: balances sum to {state.total_halala}")
+    for p in postings:
+        bal = balances[p.account]
+        if bal < 0 and ledger.must_not_go_negative(p.account):
+            raise InvariantError(f"seq {seq}: {p.account} would be {bal}")
+        if p.account.startswith("renter:") and p.account.endswith(":held"):
+            renter = state.renters.get(p.account[len("renter:") : -len(":held")])
+            reserves = renter.held_reserves_halala if renter else 0
+            if bal != reserves:
+                raise InvariantError(
+                    f"seq {seq}: {p.account} is {bal}, unsettled reserves are {reserves}"
+                )
+
+
+def _expect_postings(seq: int, got: tuple[Posting, ...], want: Iterable[Posting]) -> None:
+    want_t = tuple(p for p in want if p.amount_halala != 0)
+    if sorted(got, key=_posting_key) != sorted(want_t, key=_posting_key):
+        raise InvariantError(f"seq {seq}: postings {got} are not {want_t}")
+
+
+def _posting_key(p: Posting) -> tuple[str, int]:
+    return (p.account, p.amount_halala)
+
+
+# --- renters -------------------------------------------------------------------------------
+
+
+def _renter_registered(state: State, seq: int, e: ev.RenterRegistered) -> None:
+    if e.renter_id in state.renters:
+        raise InvariantError(f"seq {seq}: renter {e.renter_id} registered twice")
+    state.renters[e.renter_id] = Renter(
+        renter_id=e.renter_id, name=e.name, email=e.email, created_at_us=e.at_us, last_seq=seq
+    )
+    state.credentials[e.key_hash] = Credential("renter", e.renter_id, seq)
+    state.touched.add(("renter", e.renter_id))
+    state.touched.add(("credential", e.key_hash))
+
+
+def _renter(state: State, seq: int, renter_id: str) -> Renter:
+    renter = state.renters.get(renter_id)
+    if renter is None:
+        raise InvariantError(f"seq {seq}: unknown renter {renter_id}")
+    return renter
+
+
+def _deposit_credited(state: State, seq: int, e: ev.DepositCredited) -> None:
+    _renter(state, seq, e.renter_id)
+    if e.reference in state.deposit_refs:
+        raise InvariantError(f"seq {seq}: deposit reference {e.reference!r} credited twice")
+    state.deposit_refs[e.reference] = DepositRef(e.renter_id, e.amount_halala, seq)
+    _expect_postings(
+        seq,
+        e.postings,
+        (
+            Posting(ledger.WORLD_DEPOSITS, -e.amount_halala),
+            Posting(ledger.renter_available(e.renter_id), e.amount_halala),
+        ),
+    )
+
+
+def _sandbox_topped_up(state: State, seq: int, e: ev.SandboxToppedUp) -> None:
+    _renter(state, seq, e.renter_id)
+    _expect_postings(
+        seq,
+        e.postings,
+        (
+            Posting(ledger.PLATFORM_ADJUSTMENTS, -e.amount_halala),
+            Posting(ledger.renter_available(e.renter_id), e.amount_halala),
+        ),
+    )
+
+
+# --- providers -----------------------------------------------------------------------------
+
+
+def _provider(state: State, seq: int, provider_id: str) -> Provider:
+    provider = state.providers.get(provider_id)
+    if provider is None:
+        raise InvariantError(f"seq {seq}: unknown provider {provider_id}")
+    provider.last_seq = seq
+    state.touched.add(("provider", provider_id))
+    return provider
+
+
+def _provider_registered(state: State, seq: int, e: ev.ProviderRegistered) -> None:
+    if e.provider_id in state.providers:
+        raise InvariantError(f"seq {seq}: provider {e.provider_id} registered twice")
+    state.providers[e.provider_id] = Provider(
+        provider_id=e.provider_id,
+        name=e.name,
+        email=e.email,
+        gpu_model=e.gpu_model,
+        gpu_count=e.gpu_count,
+        vram_gb=e.vram_gb,
+        approved=e.approved,
+        created_at_us=e.at_us,
+        last_seq=seq,
+    )
+    state.credentials[e.key_hash] = Credential("provider", e.provider_id, seq)
+    state.touched.add(("provider", e.provider_id))
+    state.touched.add(("credential", e.key_hash))
+
+
+def _provider_approved(state: State, seq: int, e: ev.ProviderApproved) -> None:
+    _provider(state, seq, e.provider_id).approved = True
+
+
+def _provider_suspended(state: State, seq: int, e: ev.ProviderSuspended) -> None:
+    _provider(state, seq, e.provider_id).suspended = True
+
+
+def _provider_unsuspended(state: State, seq: int, e: ev.ProviderUnsuspended) -> None:
+    _provider(state, seq, e.provider_id).suspended = False
+
+
+def _provider_paused(state: State, seq: int, e: ev.ProviderPaused) -> None:
+    _provider(state, seq, e.provider_id).paused = True
+
+
+def _provider_resumed(state: State, seq: int, e: ev.ProviderResumed) -> None:
+    _provider(state, seq, e.provider_id).paused = False
+
+
+def _heartbeat(state: State, seq: int, e: ev.ProviderHeartbeat) -> None:
+    p = _provider(state, seq, e.provider_id)
+    p.last_heartbeat_us = e.at_us
+    p.gpus = e.gpus
+    p.accepting_jobs = e.accepting_jobs
+    p.daemon_version = e.daemon_version
+    for r in e.renewals:
+        job = state.jobs.get(r.job_id)
+        # The decision only renews live leases of this provider; check it anyway.
+        if (
+            job is None
+            or job.provider_id != e.provider_id
+            or job.attempt != r.attempt
+            or job.status not in LEASED
+        ):
+            raise InvariantError(f"seq {seq}: renewal of a lease {r.job_id} does not hold")
+        job.lease_expires_us = r.lease_expires_us
+        _touch_job(state, seq, job)
+
+
+# --- platform ------------------------------------------------------------------------------
+
+
+def _price_set(state: State, seq: int, e: ev.PriceSet) -> None:
+    key = gpu_key(e.gpu_model)
+    old = state.pricing.get(key)
+    name = old.gpu_model if old is not None else e.gpu_model
+    state.pricing[key] = Price(
+        gpu_model=name, halala_per_gpu_hour=e.halala_per_gpu_hour, last_seq=seq
+    )
+    state.touched.add(("price", key))
+
+
+def _image_allowed(state: State, seq: int, e: ev.ImageAllowed) -> None:
+    state.images[e.reference] = seq
+    state.touched.add(("image", e.reference))
+
+
+def _image_removed(state: State, seq: int, e: ev.ImageRemoved) -> None:
+    state.images.pop(e.reference, None)
+    state.touched.add(("image", e.reference))
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def _touch_job(state: State, seq: int, job: Job) -> None:
+    job.last_seq = seq
+    state.touched.add(("job", job.job_id))
+
+
+def _job(state: State, seq: int, job_id: str, renter_id: str) -> Job:
+    job = state.jobs.get(job_id)
+    if job is None or job.renter_id != renter_id:
+        raise InvariantError(f"seq {seq}: unknown job {job_id} of renter {renter_id}")
+    _touch_job(state, seq, job)
+    return job
+
+
+def _release_lease(state: State, job: Job) -> None:
+    """The job no longer occupies its provider's GPUs."""
+    if job.provider_id is None:
+        return
+    p = state.providers.get(job.provider_id)
+    if p is not None and job.job_id in p.leased:
+        p.leased.discard(job.job_id)
+        p.leased_gpus -= job.gpu_requirements.gpu_count
+    job.lease_expires_us = None
+
+
+def _job_submitted(state: State, seq: int, e: ev.JobSubmitted) -> None:
+    renter = _renter(state, seq, e.renter_id)
+    if e.job_id in state.jobs:
+        raise InvariantError(f"seq {seq}: job {e.job_id} submitted twice")
+    job = Job(
+        job_id=e.job_id,
+        renter_id=e.renter_id,
+        status="queued",
+        container_spec=e.container_spec,
+        gpu_requirements=e.gpu_requirements,
+        priority=e.priority,
+        max_duration_seconds=e.max_duration_seconds,
+        requested_provider_id=e.requested_provider_id,
+        idempotency_key=e.idempotency_key,
+        price_halala_per_gpu_hour=e.price_halala_per_gpu_hour,
+        rate_halala_per_hour=e.rate_halala_per_hour,
+        cost_halala=e.cost_halala,
+        submitted_at_us=e.at_us,
+        submit_seq=seq,
+        queued_at_us=e.at_us,
+        attempt=e.attempt,
+        first_attempt=e.attempt,
+        last_seq=seq,
+    )
+    state.jobs[e.job_id] = job
+    state.enqueue(job)
+    if e.idempotency_key is not None:
+        state.submit_keys[(e.renter_id, e.idempotency_key)] = e.job_id
+    renter.held_reserves_halala += e.cost_halala
+    state.touched.add(("job", e.job_id))
+    _expect_postings(
+        seq,
+        e.postings,
+        (
+            Posting(ledger.renter_available(e.renter_id), -e.cost_halala),
+            Posting(ledger.renter_held(e.renter_id), e.cost_halala),
+        ),
+    )
+
+
+def _job_claimed(state: State, seq: int, e: ev.JobClaimed) -> None:
+    job = _job(state, seq, e.job_id, e.renter_id)
+    p = _provider(state, seq, e.provider_id)
+    if job.status != "queued" or e.attempt != job.attempt:
+        raise InvariantError(f"seq {seq}: claim of {job.job_id} ({job.status}, {job.attempt})")
+    state.dequeue(job)
+    job.status = "assigned"
+    job.provider_id = e.provider_id
+    job.lease_expires_us = e.lease_expires_us
+    job.assigned_at_us = e.at_us
+    job.started_at_us = None
+    job.leases[e.attempt] = e.provider_id
+    p.leased.add(job.job_id)
+    p.leased_gpus += job.gpu_requirements.gpu_count
+
+
+def _job_started(state: State, seq: int, e: ev.JobStarted) -> None:
+    job = _job(state, seq, e.job_id, e.renter_id)
+    if job.status != "assigned" or e.attempt != job.attempt or e.provider_id != job.provider_id:
+        raise InvariantError(f"seq {seq}: start of {job.job_id} ({job.status}, {job.attempt})")
+    job.status = "running"
+    job.started_at_us = e.at_us
+
+
+def _settle(
+    state: State,
+    seq: int,
+    job: Job,
+    status: str,
+    settlement: ev.Settlement,
+    provider_id: str | None,
+    postings: tuple[Posting, ...],
+    at_us: int,
+) -> None:
+    """End `job` as `status`, settling its open hold exactly once."""
+    if not job.hold_open:
+        raise InvariantError(f"seq {seq}: job {job.job_id} settled twice")
+    if job.status in ENDED:
+        raise InvariantError(f"seq {seq}: job {job.job_id} already ended as {job.status}")
+    if not settlement_is_consistent(job.cost_halala, settlement):
+        raise InvariantError(f"seq {seq}: inconsistent settlement {settlement}")
+    _expect_postings(
+        seq, postings, settlement_postings(job.renter_id, provider_id, job.cost_halala, settlement)
+    )
+    if job.status == "queued":
+        state.dequeue(job)
+    else:
+        _release_lease(state, job)
+    job.hold_open = False
+    job.status = status  # type: ignore[assignment]
+    job.settlement = settlement
+    job.ended_at_us = at_us
+    state.renters[job.renter_id].held_reserves_halala -= job.cost_halala
+
+
+def _check_lease(seq: int, job: Job, attempt: int, provider_id: str | None) -> None:
+    if job.status not in LEASED or job.attempt != attempt or job.provider_id != provider_id:
+        raise InvariantError(
+            f"seq {seq}: {job.job_id} attempt {attempt} by {provider_id} does not hold the lease"
+        )
+
+
+def _record_result(job: Job, attempt: int, fingerprint: str) -> None:
+    if fingerprint:
+        job.results[attempt] = fingerprint
+
+
+def _job_completed(state: State, seq: int, e: ev.JobCompleted) -> None:
+    job = _job(state, seq, e.job_id, e.renter_id)
+    _record_result(job, e.attempt, e.result_fingerprint)
+    _check_lease(seq, job, e.attempt, e.provider_id)
+    _settle(state, seq, job, "completed", e.settlement, e.provider_id, e.postings, e.at_us)
+    job.output = e.output
+
+
+def _job_timed_out(state: State, seq: int, e: ev.JobTimedOut) -> None:
+    job = _job(state, seq, e.job_id, e.renter_id)
+    _record_result(job, e.attempt, e.result_fingerprint)
+    _check_lease(seq, job, e.attempt, e.provider_id)
+    _settle(state, seq, job, "timed_out", e.settlement, e.provider_id, e.postings, e.at_us)
+    job.output = e.output
+
+
+def _job_cancelled(state: State, seq: int, e: ev.JobCancelled) -> None:
+    job = _job(state, seq, e.job_id, e.renter_id)
+    _record_result(job, e.attempt, e.result_fingerprint)
+    if job.status in LEASED:
+        _check_lease(seq, job, e.attempt, e.provider_id)
+    _settle(state, seq, job, "cancelled", e.settlement, e.provider_id, e.postings, e.at_us)
+    job.output = e.output
+
+
+def _job_attempt_failed(state: State, seq: int, e: ev.JobAttemptFailed) -> None:
+    job = _job(state, seq, e.job_id, e.renter_id)
+    _record_result(job, e.attempt, e.result_fingerprint)
+    _check_lease(seq, job, e.attempt, e.provider_id)
+    _requeue(state, job, e.next_attempt)
+    job.error = e.error
+
+
+def _requeue(state: State, job: Job, next_attempt: int) -> None:
+    if next_attempt <= job.attempt:
+        raise InvariantError(f"{job.job_id}: attempt {next_attempt} does not move forward")
+    _release_lease(state, job)
+    job.status = "queued"
+    job.attempt = next_attempt
+    job.assigned_at_us = None
+    job.started_at_us = None
+    state.enqueue(job)
+
+
+def _job_failed(state: State, seq: int, e: ev.JobFailed) -> None:
+    job = _job(state, seq, e.job_id, e.renter_id)
+    _record_result(job, e.attempt, e.result_fingerprint)
+    if job.status in LEASED:
+        _check_lease(seq, job, e.attempt, e.provider_id)
+    _settle(state, seq, job, "failed", e.settlement, e.provider_id, e.postings, e.at_us)
+    job.error = e.error or e.reason
+    if e.output is not None:
+        job.output = e.output
+
+
+def _job_lease_expired(state: State, seq: int, e: ev.JobLeaseExpired) -> None:
+    job = _job(state, seq, e.job_id, e.renter_id)
+    _check_lease(seq, job, e.attempt, e.provider_id)
+    if e.requeued:
+        if e.next_attempt is None or e.postings:
+            raise InvariantError(f"seq {seq}: a requeue moves no money and names its attempt")
+        _requeue(state, job, e.next_attempt)
+        return
+    if e.settlement is None:
+        raise InvariantError(f"seq {seq}: a failing lease expiry needs its settlement")
+    _settle(state, seq, job, "failed", e.settlement, e.provider_id, e.postings, e.at_us)
+    job.error = "lease_expired"
+
+
+def _job_requeued(state: State, seq: int, e: ev.JobRequeued) -> None:
+    job = _job(state, seq, e.job_id, e.renter_id)
+    if job.status != "failed" or job.hold_open:
+        raise InvariantError(f"seq {seq}: requeue of {job.job_id} that is {job.status}")
+    if e.cost_halala != job.cost_halala or e.attempt <= job.attempt:
+        raise InvariantError(f"seq {seq}: requeue of {job.job_id} re-priced or re-fenced")
+    job.status = "queued"
+    job.hold_open = True
+    job.holds += 1
+    job.attempt = e.attempt
+    job.first_attempt = e.attempt
+    job.queued_at_us = e.at_us
+    job.assigned_at_us = None
+    job.started_at_us = None
+    job.ended_at_us = None
+    job.settlement = None
+    job.output = None
+    job.error = None
+    state.enqueue(job)
+    state.renters[job.renter_id].held_reserves_halala += job.cost_halala
+    _expect_postings(
+        seq,
+        e.postings,
+        (
+            Posting(ledger.renter_available(e.renter_id), -e.cost_halala),
+            Posting(ledger.renter_held(e.renter_id), e.cost_halala),
+        ),
+    )
+
+
+# --- withdrawals ---------------------------------------------------------------------------
+
+
+def _withdrawal_requested(state: State, seq: int, e: ev.WithdrawalRequested) -> None:
+    _provider(state, seq, e.provider_id)
+    if e.withdrawal_id in state.withdrawals:
+        raise InvariantError(f"seq {seq}: withdrawal {e.withdrawal_id} requested twice")
+    state.withdrawals[e.withdrawal_id] = Withdrawal(
+        withdrawal_id=e.withdrawal_id,
+        provider_id=e.provider_id,
+        amount_halala=e.amount_halala,
+        iban=e.iban,
+        status="pending",
+        requested_at_us=e.at_us,
+        last_seq=seq,
+    )
+    state.touched.add(("withdrawal", e.withdrawal_id))
+    _expect_postings(
+        seq,
+        e.postings,
+        (
+            Posting(ledger.provider_earnings(e.provider_id), -e.amount_halala),
+            Posting(ledger.provider_payout_pending(e.provider_id), e.amount_halala),
+        ),
+    )
+
+
+def _decide_withdrawal(state: State, seq: int, withdrawal_id: str, at_us: int) -> Withdrawal:
+    w = state.withdrawals.get(withdrawal_id)
+    if w is None or w.status != "pending":
+        raise InvariantError(f"seq {seq}: withdrawal {withdrawal_id} is not pending")
+    w.decided_at_us = at_us
+    w.last_seq = seq
+    state.touched.add(("withdrawal", withdrawal_id))
+    return w
+
+
+def _withdrawal_completed(state: State, seq: int, e: ev.WithdrawalCompleted) -> None:
+    w = _decide_withdrawal(state, seq, e.withdrawal_id, e.at_us)
+    w.status = "completed"
+    _expect_postings(
+        seq,
+        e.postings,
+        (
+            Posting(ledger.provider_payout_pending(w.provider_id), -w.amount_halala),
+            Posting(ledger.WORLD_PAYOUTS, w.amount_halala),
+        ),
+    )
+
+
+def _withdrawal_rejected(state: State, seq: int, e: ev.WithdrawalRejected) -> None:
+    w = _decide_withdrawal(state, seq, e.withdrawal_id, e.at_us)
+    w.status = "rejected"
+    _expect_postings(
+        seq,
+        e.postings,
+        (
+            Posting(ledger.provider_payout_pending(w.provider_id), -w.amount_halala),
+            Posting(ledger.provider_earnings(w.provider_id), w.amount_halala),
+        ),
+    )
+
+
+_Handler = Callable[[State, int, Event], None]
+_HANDLERS: dict[type[Event], _Handler] = {
+    ev.RenterRegistered: _renter_registered,  # type: ignore[dict-item]
+    ev.DepositCredited: _deposit_credited,  # type: ignore[dict-item]
+    ev.SandboxToppedUp: _sandbox_topped_up,  # type: ignore[dict-item]
+    ev.ProviderRegistered: _provider_registered,  # type: ignore[dict-item]
+    ev.ProviderApproved: _provider_approved,  # type: ignore[dict-item]
+    ev.ProviderSuspended: _provider_suspended,  # type: ignore[dict-item]
+    ev.ProviderUnsuspended: _provider_unsuspended,  # type: ignore[dict-item]
+    ev.ProviderPaused: _provider_paused,  # type: ignore[dict-item]
+    ev.ProviderResumed: _provider_resumed,  # type: ignore[dict-item]
+    ev.ProviderHeartbeat: _heartbeat,  # type: ignore[dict-item]
+    ev.PriceSet: _price_set,  # type: ignore[dict-item]
+    ev.ImageAllowed: _image_allowed,  # type: ignore[dict-item]
+    ev.ImageRemoved: _image_removed,  # type: ignore[dict-item]
+    ev.JobSubmitted: _job_submitted,  # type: ignore[dict-item]
+    ev.JobClaimed: _job_claimed,  # type: ignore[dict-item]
+    ev.JobStarted: _job_started,  # type: ignore[dict-item]
+    ev.JobCompleted: _job_completed,  # type: ignore[dict-item]
+    ev.JobTimedOut: _job_timed_out,  # type: ignore[dict-item]
+    ev.JobCancelled: _job_cancelled,  # type: ignore[dict-item]
+    ev.JobAttemptFailed: _job_attempt_failed,  # type: ignore[dict-item]
+    ev.JobFailed: _job_failed,  # type: ignore[dict-item]
+    ev.JobLeaseExpired: _job_lease_expired,  # type: ignore[dict-item]
+    ev.JobRequeued: _job_requeued,  # type: ignore[dict-item]
+    ev.WithdrawalRequested: _withdrawal_requested,  # type: ignore[dict-item]
+    ev.WithdrawalCompleted: _withdrawal_completed,  # type: ignore[dict-item]
+    ev.WithdrawalRejected: _withdrawal_rejected,  # type: ignore[dict-item]
+}
+
+
+def check_all(state: State) -> None:
+    """Check every invariant over the whole state (O(size)); raises InvariantError."""
+    if sum(state.balances.values()) != 0:
+        raise InvariantError(f"balances sum to {sum(state.balances.values())}")
+    for account, bal in state.balances.items():
+        if bal < 0 and ledger.must_not_go_negative(account):
+            raise InvariantError(f"{account} is {bal}")
+    reserves: dict[str, int] = {}
+    for job in state.jobs.values():
+        if job.hold_open:
+            if job.status in ENDED:
+                raise InvariantError(f"{job.job_id} ended with its hold open")
+            reserves[job.renter_id] = reserves.get(job.renter_id, 0) + job.cost_halala
+        elif job.status not in ENDED:
+            raise InvariantError(f"{job.job_id} is {job.status} without a hold")
+    for renter_id, renter in state.renters.items():
+        want = reserves.get(renter_id, 0)
+        if state.held(renter_id) != want or renter.held_reserves_halala != want:
+            raise InvariantError(
+                f"renter {renter_id}: held {state.held(renter_id)}, reserves {want}"
+            )
+    queued = sorted(
+        (j for j in state.jobs.values() if j.status == "queued"),
+        key=lambda j: (j.priority != "priority", j.priority == "economy", j.submit_seq),
+    )
+    if [j.job_id for j in queued] != [k[2] for k in state.queue]:
+        raise InvariantError("the queue does not hold exactly the queued jobs in order")
+    for p in state.providers.values():
+        leased = {
+            j.job_id
+            for j in state.jobs.values()
+            if j.status in LEASED and j.provider_id == p.provider_id
+        }
+        if leased != p.leased:
+            raise InvariantError(f"provider {p.provider_id} leases {p.leased}, not {leased}")

@@ -1,0 +1,224 @@
+"""The domain state: everything the decisions need, built only by folding events.
+
+Entities are mutable msgspec Structs owned by one `State`; `dcp_projections.fold.apply`
+changes them in place (folding 100,000 events a second leaves no room for copies). Each
+entity keeps `last_seq`, the sequence of the last event that changed it, which the read models
+carry. `touched` collects which entities the folds changed since it was last cleared, so the
+service writes only those rows.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from typing import Literal
+
+import msgspec
+
+from dcp_events.catalogue import ContainerSpec, GpuInfo, GpuRequirements, JobOutput, Settlement
+from dcp_projections import ledger
+
+JobStatus = Literal[
+    "queued", "assigned", "running", "completed", "timed_out", "failed", "cancelled"
+]
+ENDED: frozenset[str] = frozenset({"completed", "timed_out", "failed", "cancelled"})
+LEASED: frozenset[str] = frozenset({"assigned", "running"})
+PRIORITY_RANK: dict[str, int] = {"priority": 0, "standard": 1, "economy": 2}
+
+SEED_PRICES: tuple[tuple[str, int], ...] = (
+    ("H200", 919),
+    ("H100", 709),
+    ("A100", 450),
+    ("RTX 4090", 100),
+    ("default", 33),
+)
+DEFAULT_PRICE_KEY = "default"
+ANY_GPU = frozenset({"", "any", "default"})
+
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+
+
+def gpu_key(model: str) -> str:
+    """How GPU model names compare: "RTX 4090", "rtx-4090" and "RTX4090" are one model."""
+    return _NOT_ALNUM.sub("", model.lower())
+
+
+class Renter(msgspec.Struct, kw_only=True):
+    renter_id: str
+    name: str
+    email: str
+    created_at_us: int
+    last_seq: int
+    # Sum of the reserves of this renter's unsettled holds; must equal the held account.
+    held_reserves_halala: int = 0
+
+
+class Provider(msgspec.Struct, kw_only=True):
+    provider_id: str
+    name: str
+    email: str
+    gpu_model: str
+    gpu_count: int
+    vram_gb: int
+    approved: bool
+    created_at_us: int
+    last_seq: int
+    paused: bool = False
+    suspended: bool = False
+    accepting_jobs: bool = True
+    daemon_version: str = ""
+    last_heartbeat_us: int | None = None
+    gpus: tuple[GpuInfo, ...] = ()
+    # Jobs leased to it and not ended (assigned or running), and the GPUs they take.
+    leased: set[str] = msgspec.field(default_factory=set)
+    leased_gpus: int = 0
+
+
+class Job(msgspec.Struct, kw_only=True):
+    job_id: str
+    renter_id: str
+    status: JobStatus
+    container_spec: ContainerSpec
+    gpu_requirements: GpuRequirements
+    priority: str
+    max_duration_seconds: int
+    requested_provider_id: str | None
+    idempotency_key: str | None
+    price_halala_per_gpu_hour: int
+    rate_halala_per_hour: int
+    cost_halala: int  # the reserve of the current (or last) hold
+    submitted_at_us: int
+    submit_seq: int  # queue order within a priority
+    queued_at_us: int  # when the current hold began (submission or admin requeue)
+    attempt: int  # fencing number of the current or next lease
+    first_attempt: int  # the attempt the current hold started with
+    last_seq: int
+    hold_open: bool = True
+    holds: int = 1
+    provider_id: str | None = None
+    lease_expires_us: int | None = None
+    assigned_at_us: int | None = None
+    started_at_us: int | None = None
+    ended_at_us: int | None = None
+    settlement: Settlement | None = None
+    output: JobOutput | None = None
+    error: str | None = None
+    # Fingerprint of the result each attempt reported, so a repeated result is recognised.
+    results: dict[int, str] = msgspec.field(default_factory=dict)
+    # Which provider held each attempt's lease: a provider sees only jobs it has held.
+    leases: dict[int, str] = msgspec.field(default_factory=dict)
+
+
+class Withdrawal(msgspec.Struct, kw_only=True):
+    withdrawal_id: str
+    provider_id: str
+    amount_halala: int
+    iban: str
+    status: Literal["pending", "completed", "rejected"]
+    requested_at_us: int
+    last_seq: int
+    decided_at_us: int | None = None
+
+
+class Price(msgspec.Struct, kw_only=True):
+    gpu_model: str  # display name as the admin wrote it
+    halala_per_gpu_hour: int
+    last_seq: int
+
+
+class Credential(msgspec.Struct, frozen=True):
+    role: Literal["renter", "provider"]
+    subject_id: str
+    last_seq: int
+
+
+class DepositRef(msgspec.Struct, frozen=True):
+    renter_id: str
+    amount_halala: int
+    seq: int
+
+
+Touched = set[tuple[str, str]]
+
+
+class State:
+    """The whole domain state. Build with `State()` and fold events into it."""
+
+    def __init__(self) -> None:
+        self.seq = 0  # the last folded event
+        self.balances: dict[str, int] = {}
+        self.total_halala = 0  # sum of every balance; 0 after every event
+        self.renters: dict[str, Renter] = {}
+        self.providers: dict[str, Provider] = {}
+        self.jobs: dict[str, Job] = {}
+        # (priority rank, submission seq, job_id), kept sorted: the queue's order.
+        self.queue: list[tuple[int, int, str]] = []
+        self.pricing: dict[str, Price] = {
+            gpu_key(m): Price(gpu_model=m, halala_per_gpu_hour=p, last_seq=0)
+            for m, p in SEED_PRICES
+        }
+        self.images: dict[str, int] = {}  # allowlisted reference -> last_seq
+        self.withdrawals: dict[str, Withdrawal] = {}
+        self.credentials: dict[str, Credential] = {}  # key_hash -> who
+        self.submit_keys: dict[tuple[str, str], str] = {}  # (renter, idempotency key) -> job
+        self.deposit_refs: dict[str, DepositRef] = {}  # reference -> the credit it made
+        self.account_seq: dict[str, int] = {}  # account -> last_seq
+        self.touched: Touched = set()
+
+    # --- queue -----------------------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> None:
+        bisect.insort(self.queue, (PRIORITY_RANK[job.priority], job.submit_seq, job.job_id))
+
+    def dequeue(self, job: Job) -> None:
+        key = (PRIORITY_RANK[job.priority], job.submit_seq, job.job_id)
+        i = bisect.bisect_left(self.queue, key)
+        if i < len(self.queue) and self.queue[i] == key:
+            del self.queue[i]
+
+    def queue_position(self, job: Job) -> int | None:
+        """1-based place in the queue, or None when the job is not queued."""
+        if job.status != "queued":
+            return None
+        key = (PRIORITY_RANK[job.priority], job.submit_seq, job.job_id)
+        return bisect.bisect_left(self.queue, key) + 1
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def balance(self, account: str) -> int:
+        return self.balances.get(account, 0)
+
+    def available(self, renter_id: str) -> int:
+        return self.balance(ledger.renter_available(renter_id))
+
+    def held(self, renter_id: str) -> int:
+        return self.balance(ledger.renter_held(renter_id))
+
+    def earnings(self, provider_id: str) -> int:
+        return self.balance(ledger.provider_earnings(provider_id))
+
+    def payout_pending(self, provider_id: str) -> int:
+        return self.balance(ledger.provider_payout_pending(provider_id))
+
+    def price_for(self, gpu_type: str) -> int:
+        """The price per GPU-hour for a job asking for `gpu_type` (default if unknown)."""
+        p = self.pricing.get(gpu_key(gpu_type)) if gpu_type.lower() not in ANY_GPU else None
+        if p is None:
+            p = self.pricing[DEFAULT_PRICE_KEY]
+        return p.halala_per_gpu_hour
+
+    def image_allowed(self, image: str) -> bool:
+        """Exact reference, or an entry ending in "*" (a prefix) or "@sha256:" (any digest of
+        that repository: the rest must be 64 hex digits)."""
+        if image in self.images:
+            return True
+        for entry in self.images:
+            if entry.endswith("*") and image.startswith(entry[:-1]):
+                return True
+            if (
+                entry.endswith("@sha256:")
+                and image.startswith(entry)
+                and re.fullmatch(r"[0-9a-f]{64}", image[len(entry) :])
+            ):
+                return True
+        return False
