@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -46,8 +47,12 @@ class RequestContextMiddleware:
     structlog's context variables for every log line of the request and echoed in the response.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, resolve_route: Callable[[Scope], str | None] | None = None
+    ) -> None:
         self.app = app
+        # For requests answered before routing (413, 415, 429): the route they were meant for.
+        self.resolve_route = resolve_route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,6 +85,8 @@ class RequestContextMiddleware:
             else:
                 access_log.error("response_aborted", exc_info=exc)
         finally:
+            if info.route is None and self.resolve_route is not None:
+                info.route = self.resolve_route(scope)
             fields: dict[str, Any] = {
                 "method": scope["method"],
                 "route": info.route,

@@ -88,6 +88,7 @@ class Endpoint:
     body_optional: bool = False
     query: type | None = None
     status: int = 200
+    returns: Any = None  # the response type of `status`
     responses: dict[int, Any] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
     tag: str = ""
@@ -97,6 +98,8 @@ class Endpoint:
     query_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.returns is not None:
+            self.responses = {self.status: self.returns, **self.responses}
         if self.body is not None:
             self.body_decoder = msgspec.json.Decoder(self.body)
         if self.query is not None:

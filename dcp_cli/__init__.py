@@ -1,0 +1,1 @@
+"""The `dcp` console script (SPEC section 7); each sub-command imports its package lazily."""

@@ -1,0 +1,5 @@
+import sys
+
+from dcp_cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,129 @@
+"""`dcp`: one console script for the server, the worker, the replicator and the auditors.
+
+`dcp serve` lives here (it is the HTTP package's command). The other sub-commands hand their
+arguments to their own package's `main(argv) -> int`, imported only when asked for, so a
+missing or broken package affects only its own command: it says "not built yet" and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+EXIT_NOT_BUILT = 2
+
+# sub-command -> candidate modules with `main(argv: list[str]) -> int`, first found wins.
+DELEGATES: dict[str, tuple[str, ...]] = {
+    "worker": ("dcp_worker.cli",),
+    "replicate": ("dcp_replicator.cli",),
+    "audit": ("dcp_audit.cli", "dcp_audit", "dcp_app.audit"),
+}
+
+HELP = {
+    "serve": "the API on an embedded SQLite file (default ./dcp.db), with the background sweeps",
+    "worker": "the provider worker: dcp worker --api URL --key KEY",
+    "replicate": "stream projections to Supabase or to Postgres (--dsn)",
+    "audit": "dcp audit verify|replay|export --db PATH: check, rebuild or export the log",
+}
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help=HELP["serve"], description=HELP["serve"])
+    b = argparse.BooleanOptionalAction
+    p.add_argument("--db", help="event log file (DCP_DB, default ./dcp.db)")
+    p.add_argument("--host", help="listen address (DCP_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (DCP_PORT, default 8000)")
+    p.add_argument("--admin-token", help="admin credential (DCP_ADMIN_TOKEN; unset: admin API 503)")
+    p.add_argument("--sandbox", action=b, help="let renters top themselves up (DCP_SANDBOX)")
+    p.add_argument("--lease-ttl-s", type=int, help="lease of a claim (DCP_LEASE_TTL_S, 120)")
+    p.add_argument("--max-attempts", type=int, help="claims per job (DCP_MAX_ATTEMPTS, 3)")
+    p.add_argument("--online-s", type=int, help="provider online threshold (DCP_ONLINE_S, 90)")
+    p.add_argument("--stale-s", type=int, help="provider stale threshold (DCP_STALE_S, 300)")
+    p.add_argument("--auto-approve", action=b, help="approve providers at registration")
+    p.add_argument("--sweep-interval-s", type=float, help="sweep period (DCP_SWEEP_INTERVAL_S, 5)")
+    p.add_argument("--deadline-grace-s", type=int, help="DCP_DEADLINE_GRACE_S, 60")
+    p.add_argument("--queue-timeout-s", type=int, help="DCP_QUEUE_TIMEOUT_S, 86400")
+    p.add_argument("--rate-limits", action=b, help="rate limiting (DCP_RATE_LIMITS, on)")
+    p.add_argument("--cors-origins", help="comma-separated allowed origins (DCP_CORS_ORIGINS)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dcp", description="DCP: an event-sourced ledger for a GPU compute marketplace."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _serve_parser(sub)
+    for name in DELEGATES:
+        # Their own parsers own their flags; everything after the name is passed on.
+        sub.add_parser(name, help=HELP[name], add_help=False, prefix_chars="\0")
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the API until interrupted."""
+    from dcp_http.config import ConfigError, load_config
+    from dcp_http.server import run
+
+    flags = {
+        "db": args.db,
+        "host": args.host,
+        "port": args.port,
+        "admin_token": args.admin_token,
+        "sandbox": args.sandbox,
+        "lease_ttl_s": args.lease_ttl_s,
+        "max_attempts": args.max_attempts,
+        "online_s": args.online_s,
+        "stale_s": args.stale_s,
+        "auto_approve": args.auto_approve,
+        "sweep_interval_s": args.sweep_interval_s,
+        "deadline_grace_s": args.deadline_grace_s,
+        "queue_timeout_s": args.queue_timeout_s,
+        "rate_limits": args.rate_limits,
+        "cors_origins": None
+        if args.cors_origins is None
+        else tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
+    }
+    try:
+        config = load_config(os.environ, flags)
+    except ConfigError as e:
+        print(f"dcp serve: {e}", file=sys.stderr)
+        return 2
+    return run(config, log_level=args.log_level)
+
+
+def delegate(command: str, argv: list[str]) -> int:
+    """Hand `argv` to the first importable entry point of `command`."""
+    for module_name in DELEGATES[command]:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            # Only "this module is not there" means not built; a missing dependency inside an
+            # existing module is a real fault and is reported as such.
+            if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+                continue
+            raise
+        entry = getattr(module, "main", None)
+        if entry is not None:
+            return int(entry(argv) or 0)
+    print(
+        f"dcp {command}: not built yet (none of {', '.join(DELEGATES[command])} is installed)",
+        file=sys.stderr,
+    )
+    return EXIT_NOT_BUILT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `dcp` console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in DELEGATES:
+        return delegate(args_list[0], args_list[1:])
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command == "serve":
+        return serve(args)
+    parser.print_help()
+    return 2

@@ -1,0 +1,141 @@
+"""The app factory: routes, middleware, the lifespan that opens the service, and the sweeps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
+
+from dcp_http import endpoints
+from dcp_http.auth import Authenticator
+from dcp_http.config import ServerConfig
+from dcp_http.errors import ApiError, MethodNotAllowed, NotFound, encode_error
+from dcp_http.logs import redactor
+from dcp_http.middleware import BodyGuardMiddleware, RequestContextMiddleware
+from dcp_http.openapi import build_openapi
+from dcp_http.ratelimit import RateLimitMiddleware
+from dcp_http.service import ServiceAdapter, open_service
+
+log = structlog.get_logger("dcp_http")
+
+RESULT_PATH = "/api/providers/job-result"
+
+
+async def sweep_loop(service: ServiceAdapter, interval_s: float) -> None:
+    """Run the lease, deadline and queue-timeout sweeps every `interval_s`, forever.
+
+    A failing sweep is logged and tried again next period; it never stops the loop.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            ended = await service.sweep()
+            if ended:
+                log.info("sweep", changed=ended)
+        except Exception as exc:
+            log.error("sweep_failed", exc_info=exc)
+
+
+def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    mapped: ApiError
+    if exc.status_code == 405:
+        mapped = MethodNotAllowed("method not allowed for this path")
+    elif exc.status_code == 404:
+        mapped = NotFound("no such endpoint")
+    else:
+        mapped = ApiError(str(exc.detail), code="http_error")
+        mapped.status = exc.status_code
+    status, body, headers = encode_error(mapped)
+    return Response(body, status, headers | dict(exc.headers or {}), "application/json")
+
+
+def _crash(request: Request, exc: Exception) -> Response:
+    status, body, headers = encode_error(exc)
+    return Response(body, status, headers, "application/json")
+
+
+def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> Starlette:
+    """The ASGI app. Without `service`, the lifespan opens one on `config.db` and closes it."""
+    redactor.add_secret(config.admin_token)
+    openapi_bytes = msgspec.json.encode(build_openapi(endpoints.api))
+    holder: dict[str, Any] = {"service": service}
+
+    def authenticator() -> Authenticator:
+        return holder["authenticator"]  # type: ignore[no-any-return]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = holder["service"] is None
+        svc = await open_service(config) if owned else holder["service"]
+        app.state.service = svc
+        app.state.config = config
+        app.state.openapi = openapi_bytes
+        holder["authenticator"] = Authenticator(svc.lookup_key, config.admin_token)
+        sweeper = asyncio.create_task(sweep_loop(svc, config.sweep_interval_s))
+        log.info("api_started", db=config.db, sandbox=config.sandbox)
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            if owned:
+                await svc.close()
+
+    routes = endpoints.api.routes(authenticator)
+
+    def resolve_route(scope: Scope) -> str | None:
+        for route in routes:
+            match, _ = route.matches(scope)
+            if match != Match.NONE:
+                return route.path
+        return None
+
+    middleware = [Middleware(RequestContextMiddleware, resolve_route=resolve_route)]
+    if config.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(config.cors_origins),
+                allow_methods=["GET", "POST", "PUT"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "idempotency-key",
+                    "x-renter-key",
+                    "x-provider-key",
+                    "x-admin-token",
+                    "x-request-id",
+                ],
+                expose_headers=["retry-after", "x-request-id"],
+                max_age=600,
+            )
+        )
+    if config.rate_limits:
+        middleware.append(Middleware(RateLimitMiddleware, limits=config.rate_limit_table))
+    middleware.append(
+        Middleware(
+            BodyGuardMiddleware,
+            max_body_bytes=config.max_body_bytes,
+            large_paths={RESULT_PATH: config.max_result_body_bytes},
+        )
+    )
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_exception, Exception: _crash},
+        lifespan=lifespan,
+    )
