@@ -27,6 +27,8 @@ from dcp_replicator.replicator import Replicator, Settings, status
 from dcp_replicator.sink import Sink
 from dcp_replicator.source import SqliteSource
 
+_DEFAULTS = Settings()
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -39,9 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dsn", default=os.environ.get("DCP_REPLICA_DSN"), help="PostgreSQL target")
     p.add_argument("--once", action="store_true", help="replicate up to the current head, exit")
     p.add_argument("--sink-name", default=None, help="checkpoint name (default: sink kind)")
-    p.add_argument("--batch-rows", type=int, default=Settings.batch_rows)
-    p.add_argument("--poll-interval-s", type=float, default=Settings.poll_interval_s)
-    p.add_argument("--backoff-max-s", type=float, default=Settings.backoff_max_s)
+    p.add_argument("--batch-rows", type=int, default=_DEFAULTS.batch_rows)
+    p.add_argument("--poll-interval-s", type=float, default=_DEFAULTS.poll_interval_s)
+    p.add_argument("--backoff-max-s", type=float, default=_DEFAULTS.backoff_max_s)
     p.add_argument("--no-migrate", action="store_true", help="do not apply the target schema")
     p.add_argument("--log-level", default=os.environ.get("DCP_LOG_LEVEL", "info"))
     return p

@@ -40,8 +40,7 @@ class TableSpec(msgspec.Struct, frozen=True):
     @property
     def target_key(self) -> tuple[str, ...]:
         """Target names of the key columns."""
-        names = {c.local: c.target for c in self.columns}
-        return tuple(names[k] for k in self.key)
+        return tuple(next(c.target for c in self.columns if c.local == k) for k in self.key)
 
 
 def _cols(spec: str) -> tuple[Column, ...]:
@@ -101,7 +100,7 @@ POSTINGS = TableSpec(
     key=("seq", "idx"),
     columns=_cols(
         "seq:int, idx:int, account_id:text, amount_halala:int, event_type:text, job_id:text,"
-        " recorded_at_us:int, last_seq:int"
+        " recorded_at_us:int, seq:int>last_seq"
     ),
     seq_expr="seq",
 )
