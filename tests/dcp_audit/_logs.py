@@ -1,0 +1,254 @@
+"""Logs for the audit tests, and the ways an attacker with write access would tamper with them.
+
+`build_log` appends a small but complete marketplace history through the real store: renters
+and deposits, providers and heartbeats, jobs that complete, time out, get cancelled or fail,
+and withdrawals. Its numbers come from the domain's own settlement functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+from dcp_events import catalogue as ev
+from dcp_events.chain import canonical_bytes, chain_hash
+from dcp_events.codec import default_codec
+from dcp_events.event import Event
+from dcp_events.sqlite_store import SqliteEventStore, open_connection
+from dcp_events.store import AppendRequest
+from dcp_projections import ledger
+from dcp_projections.settlement import (
+    charge,
+    rate_halala_per_hour,
+    refund_all,
+    reserve_halala,
+    settlement_postings,
+)
+
+T0_US = 1_790_000_000_000_000
+
+
+def _key_hash(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _requests(stream: str, events: list[Event]) -> AppendRequest:
+    codec = default_codec()
+    return AppendRequest(stream, None, [codec.encode(e, actor="test") for e in events])
+
+
+async def build_log(path: Path, renters: int = 4, jobs_per_renter: int = 5) -> int:
+    """Append a realistic history to a new log at `path`; returns its last sequence."""
+    store = await SqliteEventStore.open(path)
+    t = T0_US
+    last = 0
+
+    async def put(stream: str, *events: Event) -> None:
+        nonlocal last
+        (res,) = await store.append_atomic([_requests(stream, list(events))])
+        last = res.last_seq
+
+    await put("platform", ev.ImageAllowed(reference="dcp-test/busybox:1", at_us=t))
+    providers = [f"p{i}" for i in range(2)]
+    for pid in providers:
+        await put(
+            f"provider-{pid}",
+            ev.ProviderRegistered(
+                provider_id=pid,
+                name=f"Provider {pid}",
+                email=f"{pid}@example.com",
+                gpu_model="H100",
+                gpu_count=8,
+                vram_gb=80,
+                key_hash=_key_hash(pid),
+                approved=True,
+                at_us=t,
+            ),
+            ev.ProviderHeartbeat(provider_id=pid, at_us=t + 1),
+        )
+    for r in range(renters):
+        rid = f"r{r}"
+        amount = 100_000 + r
+        await put(
+            f"renter-{rid}",
+            ev.RenterRegistered(
+                renter_id=rid,
+                name=f"Renter {r}",
+                email=f"{rid}@example.com",
+                key_hash=_key_hash(rid),
+                at_us=t,
+            ),
+            ev.DepositCredited(
+                renter_id=rid,
+                amount_halala=amount,
+                reference=f"ref-{rid}",
+                at_us=t,
+                postings=(
+                    ev.Posting(ledger.WORLD_DEPOSITS, -amount),
+                    ev.Posting(ledger.renter_available(rid), amount),
+                ),
+            ),
+        )
+        for j in range(jobs_per_renter):
+            t += 10_000_000
+            await _job(put, rid, f"j{r}-{j}", providers[j % 2], j, t)
+    for pid in providers:
+        await put(
+            f"provider-{pid}",
+            ev.WithdrawalRequested(
+                withdrawal_id=f"w-{pid}",
+                provider_id=pid,
+                amount_halala=1,
+                iban="SA0380000000608010167519",
+                at_us=t,
+                postings=(
+                    ev.Posting(ledger.provider_earnings(pid), -1),
+                    ev.Posting(ledger.provider_payout_pending(pid), 1),
+                ),
+            ),
+            ev.WithdrawalCompleted(
+                withdrawal_id=f"w-{pid}",
+                provider_id=pid,
+                amount_halala=1,
+                at_us=t + 1,
+                postings=(
+                    ev.Posting(ledger.provider_payout_pending(pid), -1),
+                    ev.Posting(ledger.WORLD_PAYOUTS, 1),
+                ),
+            ),
+        )
+    await store.close()
+    return last
+
+
+async def _job(put, rid: str, job_id: str, pid: str, kind: int, t: int) -> None:
+    rate = rate_halala_per_hour(709, 1, "standard")
+    max_s = 1800
+    reserve = reserve_halala(rate, max_s)
+    stream = f"renter-{rid}"
+    submitted = ev.JobSubmitted(
+        job_id=job_id,
+        renter_id=rid,
+        container_spec=ev.ContainerSpec(image="dcp-test/busybox:1", command=("true",)),
+        gpu_requirements=ev.GpuRequirements(gpu_type="H100"),
+        max_duration_seconds=max_s,
+        price_halala_per_gpu_hour=709,
+        rate_halala_per_hour=rate,
+        cost_halala=reserve,
+        at_us=t,
+        postings=(
+            ev.Posting(ledger.renter_available(rid), -reserve),
+            ev.Posting(ledger.renter_held(rid), reserve),
+        ),
+    )
+    if kind % 5 == 3:  # cancelled while queued: all back
+        s = refund_all(reserve)
+        await put(
+            stream,
+            submitted,
+            ev.JobCancelled(
+                job_id=job_id,
+                renter_id=rid,
+                attempt=1,
+                by="renter",
+                was_status="queued",
+                settlement=s,
+                at_us=t + 1,
+                postings=settlement_postings(rid, None, reserve, s),
+            ),
+        )
+        return
+    claimed = ev.JobClaimed(
+        job_id=job_id,
+        renter_id=rid,
+        provider_id=pid,
+        attempt=1,
+        lease_expires_us=t + 120_000_000,
+        at_us=t + 1,
+    )
+    started = ev.JobStarted(job_id=job_id, renter_id=rid, provider_id=pid, attempt=1, at_us=t + 2)
+    runtime_s = 60 * (kind + 1) + 7
+    if kind % 5 == 4:  # an infrastructure fault on the last attempt: refunded in full
+        s = refund_all(reserve)
+        end: Event = ev.JobFailed(
+            job_id=job_id,
+            renter_id=rid,
+            provider_id=pid,
+            attempt=1,
+            reason="infrastructure",
+            error="docker daemon went away",
+            settlement=s,
+            at_us=t + 3,
+            postings=settlement_postings(rid, None, reserve, s),
+        )
+    else:
+        s = charge(reserve, rate, runtime_s)
+        end = ev.JobCompleted(
+            job_id=job_id,
+            renter_id=rid,
+            provider_id=pid,
+            attempt=1,
+            reported_runtime_seconds=runtime_s,
+            measured_runtime_seconds=runtime_s + 1,
+            output=ev.JobOutput(exit_code=0, stdout="hello\n", sha256="0" * 64),
+            settlement=s,
+            at_us=t + 3 + runtime_s * 1_000_000,
+            postings=settlement_postings(rid, pid, reserve, s),
+        )
+    await put(stream, submitted, claimed, started, end)
+
+
+# --- tampering (an attacker with write access to the file) ----------------------------------
+
+
+def writable(path: Path) -> sqlite3.Connection:
+    """A connection to the log with the append-only triggers dropped."""
+    conn = open_connection(path)
+    conn.execute("DROP TRIGGER IF EXISTS events_no_update")
+    conn.execute("DROP TRIGGER IF EXISTS events_no_delete")
+    return conn
+
+
+def row(conn: sqlite3.Connection, seq: int) -> dict[str, object]:
+    cur = conn.execute("SELECT * FROM events WHERE seq = ?", (seq,))
+    names = [d[0] for d in cur.description]
+    return dict(zip(names, cur.fetchone(), strict=True))
+
+
+def rehash(conn: sqlite3.Connection, seq: int) -> str:
+    """Recompute `seq`'s own hash from its (altered) contents and stored prev_hash."""
+    r = row(conn, seq)
+    canonical = canonical_bytes(
+        r["seq"],  # type: ignore[arg-type]
+        r["stream_id"],  # type: ignore[arg-type]
+        r["stream_version"],  # type: ignore[arg-type]
+        r["type"],  # type: ignore[arg-type]
+        r["schema_version"],  # type: ignore[arg-type]
+        r["recorded_at_us"],  # type: ignore[arg-type]
+        r["actor"],  # type: ignore[arg-type]
+        r["idempotency_key"],  # type: ignore[arg-type]
+        str(r["payload"]).encode(),
+    )
+    h = chain_hash(str(r["prev_hash"]), canonical)
+    conn.execute("UPDATE events SET hash = ? WHERE seq = ?", (h, seq))
+    return h
+
+
+def rechain_from(conn: sqlite3.Connection, seq: int) -> None:
+    """Rewrite every hash from `seq` to the head: the forgery that the chain alone cannot see
+    (only a published head hash, or the content checks, can)."""
+    prev = row(conn, seq - 1)["hash"] if seq > 1 else "0" * 64
+    for (s,) in conn.execute(
+        "SELECT seq FROM events WHERE seq >= ? ORDER BY seq", (seq,)
+    ).fetchall():
+        conn.execute("UPDATE events SET prev_hash = ? WHERE seq = ?", (prev, s))
+        prev = rehash(conn, s)
+
+
+def first_seq_of_type(conn: sqlite3.Connection, type_: str, after: int = 0) -> int:
+    found = conn.execute(
+        "SELECT min(seq) FROM events WHERE type = ? AND seq > ?", (type_, after)
+    ).fetchone()[0]
+    assert found is not None, f"no {type_} after {after}"
+    return int(found)

@@ -1,0 +1,236 @@
+"""verify: a sound log passes; each kind of tampering is caught at the right sequence."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dcp_audit._log import open_readonly
+from dcp_audit.cli import main
+from dcp_audit.errors import AuditError, AuditFault
+from dcp_audit.verify import verify
+from dcp_events.chain import canonical_bytes, chain_hash
+
+from ._logs import first_seq_of_type, rechain_from, rehash, row, writable
+
+
+def run_verify(path: Path, **kw):
+    conn = open_readonly(path)
+    try:
+        return verify(conn, **kw)
+    finally:
+        conn.close()
+
+
+def fault_of(path: Path) -> AuditFault:
+    with pytest.raises(AuditFault) as info:
+        run_verify(path)
+    return info.value
+
+
+def test_sound_log_verifies(log_path):
+    """A log built through the store passes every check; balances sum to zero."""
+    summary = run_verify(log_path)
+    conn = sqlite3.connect(log_path)
+    head_seq, head_hash = conn.execute("SELECT max(seq), hash FROM events").fetchone()
+    assert summary.events == summary.head_seq == head_seq
+    assert summary.head_hash == head_hash
+    assert summary.sum_halala == 0
+    assert summary.money_events > 0
+    assert summary.invariants_checked
+
+
+def test_inlined_canonical_form_matches_chain_module(log_path):
+    """The hot loop's inlined hashing agrees with dcp_events.chain on every stored event."""
+    conn = sqlite3.connect(log_path)
+    prev = "0" * 64
+    for r in conn.execute(
+        "SELECT seq, stream_id, stream_version, type, schema_version, recorded_at_us, actor,"
+        " idempotency_key, payload, prev_hash, hash FROM events ORDER BY seq"
+    ):
+        canonical = canonical_bytes(*r[:8], r[8].encode())
+        assert r[9] == prev
+        assert chain_hash(prev, canonical) == r[10]
+        prev = r[10]
+
+
+def test_payload_byte_changed(log_path):
+    """One byte of one payload changed: caught by the chain at that event."""
+    conn = writable(log_path)
+    seq = first_seq_of_type(conn, "renter.deposit_credited")
+    payload = str(row(conn, seq)["payload"])
+    i = payload.index('"reference":"') + len('"reference":"')
+    tampered = payload[:i] + chr(ord(payload[i]) + 1) + payload[i + 1 :]
+    conn.execute("UPDATE events SET payload = ? WHERE seq = ?", (tampered, seq))
+    conn.close()
+    f = fault_of(log_path)
+    assert (f.seq, f.check) == (seq, "chain")
+    assert "altered" in f.detail
+
+
+def test_event_deleted(log_path):
+    """A deleted event is named as missing at its own sequence."""
+    conn = writable(log_path)
+    seq = first_seq_of_type(conn, "job.claimed")
+    conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+    conn.close()
+    f = fault_of(log_path)
+    assert (f.seq, f.check) == (seq, "sequence")
+    assert "missing" in f.detail
+
+
+def test_two_events_swapped(log_path):
+    """Two events swapped in place: caught by the chain at the first of them."""
+    conn = writable(log_path)
+    a = first_seq_of_type(conn, "job.started")
+    b = a + 5
+    ra, rb = row(conn, a), row(conn, b)
+    cols = [c for c in ra if c != "seq"]
+    # stream (stream_id, stream_version) is unique: park one row out of the way first.
+    conn.execute("UPDATE events SET stream_version = -stream_version + 1000000 WHERE seq = ?", (a,))
+    for target, src in ((b, ra), (a, rb)):
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        conn.execute(f"UPDATE events SET {sets} WHERE seq = ?", [src[c] for c in cols] + [target])
+    conn.close()
+    f = fault_of(log_path)
+    assert (f.seq, f.check) == (a, "chain")
+
+
+def test_amount_changed_and_rehashed(log_path):
+    """An amount changed and its own hash recomputed: the event passes alone, but its
+    successor's prev_hash gives it away, and the fault names the altered event."""
+    conn = writable(log_path)
+    seq = first_seq_of_type(conn, "renter.deposit_credited")
+    payload = json.loads(str(row(conn, seq)["payload"]))
+    old = payload["amount_halala"]
+    new = old * 10
+    payload["amount_halala"] = new
+    payload["postings"] = [
+        {**p, "amount_halala": new if p["amount_halala"] == old else -new}
+        for p in payload["postings"]
+    ]
+    conn.execute(
+        "UPDATE events SET payload = ? WHERE seq = ?",
+        (json.dumps(payload, separators=(",", ":")), seq),
+    )
+    rehash(conn, seq)
+    conn.close()
+    f = fault_of(log_path)
+    assert (f.seq, f.check) == (seq, "chain")
+    assert "recomputed" in f.detail
+
+
+def test_unbalanced_postings_rechained(log_path):
+    """A forger who rewrites every hash after an unbalanced posting is caught by the postings
+    check at that event."""
+    conn = writable(log_path)
+    seq = first_seq_of_type(conn, "job.completed")
+    payload = json.loads(str(row(conn, seq)["payload"]))
+    payload["postings"][0]["amount_halala"] += 1
+    conn.execute("UPDATE events SET payload = ? WHERE seq = ?", (json.dumps(payload), seq))
+    rechain_from(conn, seq)
+    conn.close()
+    f = fault_of(log_path)
+    assert (f.seq, f.check) == (seq, "postings")
+
+
+def test_bad_schema_rechained(log_path):
+    """A payload that no longer fits its schema is caught by the decode check."""
+    conn = writable(log_path)
+    seq = first_seq_of_type(conn, "job.submitted")
+    payload = json.loads(str(row(conn, seq)["payload"]))
+    payload["cost_halala"] = "lots"
+    conn.execute("UPDATE events SET payload = ? WHERE seq = ?", (json.dumps(payload), seq))
+    rechain_from(conn, seq)
+    conn.close()
+    f = fault_of(log_path)
+    assert (f.seq, f.check) == (seq, "decode")
+
+
+def test_balanced_theft_rechained(log_path):
+    """Balanced postings that break a money rule (a settlement that pays the provider twice
+    what the job cost) pass the postings check and are caught by the fold's invariants."""
+    conn = writable(log_path)
+    seq = first_seq_of_type(conn, "job.completed")
+    payload = json.loads(str(row(conn, seq)["payload"]))
+    for p in payload["postings"]:
+        if p["account"].startswith("provider:"):
+            p["amount_halala"] += 50
+        if p["account"] == "platform:revenue":
+            p["amount_halala"] -= 50
+    conn.execute("UPDATE events SET payload = ? WHERE seq = ?", (json.dumps(payload), seq))
+    rechain_from(conn, seq)
+    conn.close()
+    f = fault_of(log_path)
+    assert (f.seq, f.check) == (seq, "invariant")
+
+
+def test_rechained_forgery_fails_the_published_head(log_path, capsys):
+    """A forgery rechained to the head passes the chain, but not a head hash published before."""
+    published = run_verify(log_path).head_hash
+    conn = writable(log_path)
+    seq = first_seq_of_type(conn, "job.claimed")
+    conn.execute("UPDATE events SET actor = 'someone else' WHERE seq = ?", (seq,))
+    rechain_from(conn, seq)
+    conn.close()
+    assert run_verify(log_path).head_hash != published
+    assert main(["verify", "--db", str(log_path), "--head-hash", published]) == 1
+    assert "published head hash" in capsys.readouterr().out
+
+
+def test_truncated_log_fails_the_published_head(log_path):
+    """Events cut off the end leave a sound chain; the published head hash catches it."""
+    published = run_verify(log_path).head_hash
+    conn = writable(log_path)
+    conn.execute("DELETE FROM events WHERE seq > (SELECT max(seq) - 3 FROM events)")
+    conn.close()
+    assert main(["verify", "--db", str(log_path), "--head-hash", published]) == 1
+    assert main(["verify", "--db", str(log_path)]) == 0
+
+
+def test_cli_verify_ok(log_path, capsys):
+    """`dcp audit verify` exits 0 with events, head seq, head hash and the sum of balances."""
+    assert main(["verify", "--db", str(log_path)]) == 0
+    out = capsys.readouterr().out
+    summary = run_verify(log_path)
+    assert f"head seq:        {summary.head_seq}" in out
+    assert summary.head_hash in out
+    assert "sum of balances: 0 halala" in out
+
+
+def test_cli_verify_json_fault(log_path, capsys):
+    """With --json a fault is one JSON object naming its sequence and check; exit 1."""
+    conn = writable(log_path)
+    seq = first_seq_of_type(conn, "job.claimed")
+    conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+    conn.close()
+    assert main(["verify", "--db", str(log_path), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"ok": False, "seq": seq, "check": "sequence", "detail": out["detail"]}
+
+
+def test_cli_missing_db(tmp_path, capsys):
+    """A missing file is exit 2 and is never created."""
+    path = tmp_path / "nope.db"
+    assert main(["verify", "--db", str(path)]) == 2
+    assert not path.exists()
+    assert "no event log" in capsys.readouterr().err
+
+
+def test_open_readonly_refuses_other_files(tmp_path):
+    """A SQLite file without an events table is not an event log."""
+    path = tmp_path / "other.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(AuditError, match="not a DCP event log"):
+        open_readonly(path)
+
+
+def test_empty_log_verifies(tmp_path):
+    """An empty log is sound: zero events, genesis head, nothing to sum."""
+    from dcp_events.sqlite_store import apply_schema, open_connection
+
+    path = tmp_path / "empty.db"
+    apply_schema(open_connection(path))
+    summary = run_verify(path)
+    assert (summary.events, summary.head_hash, summary.sum_halala) == (0, "0" * 64, 0)
