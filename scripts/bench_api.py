@@ -1,0 +1,234 @@
+"""Benchmark the API's job submission against a trivial Starlette JSON endpoint.
+
+Both run as real uvicorn processes started the same way (same uvicorn settings, h11, no access
+log), in the same run, on this machine:
+
+- ours: `dcp serve` on a fresh SQLite file, rate limits off; one renter with a large credit
+  submits jobs (every submit is durable: decided, appended with group commit, read models
+  written) from 64 concurrent clients;
+- trivial: a Starlette app whose one route returns a constant JSON object.
+
+Prints a table, then as the last line one JSON object:
+{"submit_rps", "trivial_rps", "submit_p50_ms", "submit_p99_ms"}.
+
+    .venv/bin/python scripts/bench_api.py [--clients 64] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "bench-admin-token"
+IMAGE = "dcp-test/busybox:1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def trivial_server(port: int) -> None:
+    """The baseline: Starlette + uvicorn, one constant JSON route, the same uvicorn settings."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def submit(request):  # type: ignore[no-untyped-def]
+        await request.body()
+        return JSONResponse({"job": {"job_id": "j", "status": "queued"}}, status_code=201)
+
+    app = Starlette(routes=[Route("/api/jobs/submit", submit, methods=["POST"])])
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+        ws="none",
+    )
+
+
+def start(cmd: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code < 500:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}: {' '.join(cmd)}")
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+async def load(
+    url: str, headers: dict[str, str], body: bytes, clients: int, seconds: float, warmup_s: float
+) -> tuple[float, list[float], int]:
+    """`clients` loops posting `body` for warmup + seconds; (rps, latencies_ms, errors)."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+        latencies: list[float] = []
+        errors = 0
+        t0 = time.perf_counter()
+        start_at = t0 + warmup_s
+        stop_at = start_at + seconds
+
+        async def one() -> None:
+            nonlocal errors
+            while True:
+                a = time.perf_counter()
+                if a >= stop_at:
+                    return
+                r = await client.post(url, content=body)
+                b = time.perf_counter()
+                if r.status_code != 201:
+                    errors += 1
+                elif a >= start_at:
+                    latencies.append((b - a) * 1000)
+
+        await asyncio.gather(*(one() for _ in range(clients)))
+    return len(latencies) / seconds, latencies, errors
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--warmup", type=float, default=1.5)
+    ap.add_argument("--trivial-server", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.trivial_server:
+        trivial_server(args.trivial_server)
+        return 0
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryDirectory(prefix="dcp-bench-") as tmp:
+        ours_port, trivial_port = free_port(), free_port()
+        ours = start(
+            [
+                sys.executable,
+                "-m",
+                "dcp_cli",
+                "serve",
+                "--db",
+                f"{tmp}/bench.db",
+                "--port",
+                str(ours_port),
+                "--no-rate-limits",
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--log-level",
+                "warning",
+            ],
+            ours_port,
+            env,
+        )
+        trivial = start(
+            [sys.executable, __file__, "--trivial-server", str(trivial_port)], trivial_port, env
+        )
+        try:
+            base = f"http://127.0.0.1:{ours_port}"
+            admin = {"x-admin-token": ADMIN_TOKEN}
+            r = httpx.post(
+                f"{base}/api/renters/register", json={"name": "bench", "email": "bench@example.com"}
+            )
+            r.raise_for_status()
+            renter = r.json()
+            httpx.post(
+                f"{base}/api/admin/images", json={"reference": IMAGE}, headers=admin
+            ).raise_for_status()
+            httpx.post(
+                f"{base}/api/admin/renters/{renter['renter_id']}/credit",
+                json={"amount_halala": 10**12, "reference": "bench", "reason": "bench"},
+                headers=admin,
+            ).raise_for_status()
+            body = json.dumps(
+                {
+                    "container_spec": {"image": IMAGE, "command": ["true"]},
+                    "gpu_requirements": {"gpu_type": "RTX 4090", "gpu_count": 1},
+                    "max_duration_seconds": 60,
+                }
+            ).encode()
+            headers = {"content-type": "application/json"}
+            trivial_rps, trivial_lat, trivial_err = asyncio.run(
+                load(
+                    f"http://127.0.0.1:{trivial_port}/api/jobs/submit",
+                    headers,
+                    body,
+                    args.clients,
+                    args.seconds,
+                    args.warmup,
+                )
+            )
+            submit_rps, submit_lat, submit_err = asyncio.run(
+                load(
+                    f"{base}/api/jobs/submit",
+                    {**headers, "x-renter-key": renter["api_key"]},
+                    body,
+                    args.clients,
+                    args.seconds,
+                    args.warmup,
+                )
+            )
+            ready = httpx.get(f"{base}/readyz").json()
+        finally:
+            for p in (ours, trivial):
+                p.terminate()
+            for p in (ours, trivial):
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    print(f"{'endpoint':<10} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, rps, lat, err in (
+        ("submit", submit_rps, submit_lat, submit_err),
+        ("trivial", trivial_rps, trivial_lat, trivial_err),
+    ):
+        print(f"{name:<10} {rps:>9.1f} {pct(lat, 50):>8.2f} {pct(lat, 99):>8.2f} {err:>7}")
+    print(
+        f"clients={args.clients} seconds={args.seconds} ratio={submit_rps / trivial_rps:.2f} "
+        f"events={ready.get('head_seq')}"
+    )
+    print(
+        json.dumps(
+            {
+                "submit_rps": round(submit_rps, 1),
+                "trivial_rps": round(trivial_rps, 1),
+                "submit_p50_ms": round(pct(submit_lat, 50), 2),
+                "submit_p99_ms": round(pct(submit_lat, 99), 2),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The HTTP layer's own pieces, without a server: buckets, redaction, content types, auth."""
+
+import pytest
+
+from dcp_http.auth import ADMIN, PROVIDER, RENTER, AdminDisabled, Authenticator, hash_key
+from dcp_http.config import RateLimit
+from dcp_http.errors import Unauthorized, error_body
+from dcp_http.logs import Redactor, redact_path
+from dcp_http.middleware import is_json_content_type
+from dcp_http.ratelimit import TokenBuckets, classify
+from dcp_http.requests import iban_checksum_ok
+
+RKEY = "dcp-renter-" + "a" * 32
+PKEY = "dcp-provider-" + "b" * 32
+
+
+def test_token_bucket_allows_the_limit_then_says_how_long_to_wait():
+    """`limit` requests pass at once; the next waits period/limit seconds."""
+    now = [0.0]
+    b = TokenBuckets({"default": RateLimit(3, 60.0)}, clock=lambda: now[0])
+    assert [b.take("default", "k") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert b.take("default", "k") == pytest.approx(20.0)
+    assert b.take("default", "other") == 0.0
+    now[0] = 20.0
+    assert b.take("default", "k") == 0.0
+
+
+def test_token_buckets_are_bounded():
+    """The table never holds more than max_keys callers."""
+    b = TokenBuckets({"default": RateLimit(1, 1.0)}, max_keys=10)
+    for i in range(100):
+        b.take("default", str(i))
+    assert len(b._buckets) == 10
+
+
+def test_classify():
+    """Paths fall in the rate-limit classes of SPEC section 5."""
+    assert classify("POST", "/api/renters/register") == "register"
+    assert classify("POST", "/api/providers/register") == "register"
+    assert classify("POST", "/api/jobs/submit") == "submit"
+    assert classify("POST", "/api/providers/heartbeat") == "heartbeat"
+    assert classify("GET", "/api/admin/events") == "admin"
+    assert classify("GET", "/api/jobs") == "default"
+
+
+def test_redaction_scrubs_keys_tokens_and_query_keys():
+    """Keys, `key=` values, bearer tokens and registered secrets never survive."""
+    r = Redactor()
+    r.add_secret("s3cret-admin")
+    text = f"{RKEY} {PKEY} Bearer abc.def s3cret-admin /x?key=zzz&limit=1"
+    out = r.scrub(text)
+    for secret in (RKEY, PKEY, "abc.def", "s3cret-admin", "zzz"):
+        assert secret not in out
+    assert "limit=1" in out
+    assert "key=[redacted]" in redact_path("/api/jobs", b"key=whatever")
+    assert PKEY not in redact_path(f"/api/providers/{PKEY}/jobs")
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ("application/problem+json", True),
+        ("application/json; charset=latin-1", False),
+        ("text/plain", False),
+        ("application/x-www-form-urlencoded", False),
+        (None, False),
+    ],
+)
+def test_json_content_types(value, ok):
+    """Only JSON media types (in UTF-8) count as JSON bodies."""
+    assert is_json_content_type(value) is ok
+
+
+def test_iban_checksum():
+    """ISO 13616 mod-97 accepts a valid Saudi IBAN and refuses a one-digit change."""
+    assert iban_checksum_ok("SA0380000000608010167519")
+    assert not iban_checksum_ok("SA0380000000608010167518")
+
+
+def _auth(admin_token="tok"):
+    keys = {hash_key(RKEY): (RENTER, "r1"), hash_key(PKEY): (PROVIDER, "p1")}
+
+    async def lookup(h):
+        return keys.get(h)
+
+    return Authenticator(lookup, admin_token)
+
+
+async def _code(auth, roles, headers, query=None, path_key=None):
+    try:
+        ident = await auth.authenticate(roles, headers, query or {}, path_key)
+    except (Unauthorized, AdminDisabled) as e:
+        return e.code
+    return ident.actor
+
+
+async def test_authenticator_resolves_each_credential_form():
+    """Header, ?key=, Bearer and path key all resolve; the wrong role is wrong_key_type."""
+    a = _auth()
+    assert await _code(a, [RENTER], {"x-renter-key": RKEY}) == "renter:r1"
+    assert await _code(a, [RENTER], {}, {"key": RKEY}) == "renter:r1"
+    assert await _code(a, [RENTER], {"authorization": f"Bearer {RKEY}"}) == "renter:r1"
+    assert await _code(a, [PROVIDER], {}, path_key=PKEY) == "provider:p1"
+    assert await _code(a, [PROVIDER], {"x-provider-key": PKEY}) == "provider:p1"
+    assert await _code(a, [ADMIN], {"x-admin-token": "tok"}) == "admin"
+    assert await _code(a, [ADMIN], {"authorization": "Bearer tok"}) == "admin"
+    assert await _code(a, [RENTER], {"x-renter-key": PKEY}) == "wrong_key_type"
+    assert await _code(a, [RENTER], {"x-provider-key": PKEY}) == "wrong_key_type"
+    assert await _code(a, [PROVIDER], {"authorization": f"Bearer {RKEY}"}) == "wrong_key_type"
+    assert await _code(a, [ADMIN], {"x-admin-token": RKEY}) == "wrong_key_type"
+    assert await _code(a, [ADMIN], {"authorization": f"Bearer {RKEY}"}) == "wrong_key_type"
+    assert await _code(a, [RENTER], {}) == "missing_credentials"
+    assert await _code(a, [RENTER], {"x-renter-key": "dcp-renter-" + "0" * 32}) == (
+        "invalid_credentials"
+    )
+    assert await _code(a, [ADMIN], {"x-admin-token": "nope"}) == "invalid_credentials"
+    assert await _code(_auth(None), [ADMIN], {"x-admin-token": "tok"}) == "admin_disabled"
+    assert await _code(_auth(None), [ADMIN], {}) == "admin_disabled"
+
+
+def test_unexpected_errors_become_a_bare_500():
+    """An exception nobody raised on purpose answers 500 internal, with no detail."""
+    status, body, _ = error_body(RuntimeError("secret detail /path/x.py"))
+    assert status == 500 and body.code == "internal" and "secret" not in body.error
+
+
+def test_domain_errors_keep_their_code_status_and_extras():
+    """A domain error's code, status and extras reach the body."""
+    from dcp_projections.errors import InsufficientFunds, LeaseLost, ValidationError
+
+    status, body, _ = error_body(InsufficientFunds(500, 200))
+    assert (status, body.code, body.shortfall_halala) == (402, "insufficient_funds", 300)
+    status, body, _ = error_body(LeaseLost("attempt 1 is not the lease"))
+    assert (status, body.code) == (409, "lease_lost")
+    status, body, _ = error_body(ValidationError("iban", "bad"))
+    assert status == 400 and body.fields[0].field == "iban"
