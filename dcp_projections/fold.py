@@ -106,7 +106,7 @@ def _renter_registered(state: State, seq: int, e: ev.RenterRegistered) -> None:
     state.renters[e.renter_id] = Renter(
         renter_id=e.renter_id, name=e.name, email=e.email, created_at_us=e.at_us, last_seq=seq
     )
-    state.credentials[e.key_hash] = Credential("renter", e.renter_id, seq)
+    state.credentials[e.key_hash] = Credential(e.key_hash, "renter", e.renter_id, seq)
     state.touched.add(("renter", e.renter_id))
     state.touched.add(("credential", e.key_hash))
 
@@ -171,7 +171,7 @@ def _provider_registered(state: State, seq: int, e: ev.ProviderRegistered) -> No
         created_at_us=e.at_us,
         last_seq=seq,
     )
-    state.credentials[e.key_hash] = Credential("provider", e.provider_id, seq)
+    state.credentials[e.key_hash] = Credential(e.key_hash, "provider", e.provider_id, seq)
     state.touched.add(("provider", e.provider_id))
     state.touched.add(("credential", e.key_hash))
 

@@ -127,6 +127,7 @@ class Price(msgspec.Struct, kw_only=True):
 
 
 class Credential(msgspec.Struct, frozen=True):
+    key_hash: str
     role: Literal["renter", "provider"]
     subject_id: str
     last_seq: int

@@ -1,0 +1,187 @@
+"""Read models in SQLite beside the log (schemas/002_projections.sql).
+
+Live: the service computes the rows a batch changed (`dcp_projections.rows.changed_rows`)
+before it appends, and `batch_writer` returns the store's tx hook that writes them, with the
+batch's postings and `projection_state`, inside the same transaction as the events: read
+models and log commit or roll back together.
+
+Rebuild: `rebuild(db_path, until_seq=None, into=None)` folds the log from an empty state and
+writes every table from scratch, in one transaction. `compare(a, b)` tells whether two
+databases hold the same read models (a rebuild must equal the live tables).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from dcp_events.codec import Codec, default_codec
+from dcp_events.event import Event
+from dcp_events.sqlite_store import apply_schema, iter_event_batches, open_connection
+from dcp_events.store import RecordedEvent, TxHook
+from dcp_projections.errors import InvariantError
+from dcp_projections.fold import apply, check_all
+from dcp_projections.rows import POSTING_COLUMNS, TABLES, Row, RowChanges, all_rows, posting_rows
+from dcp_projections.state import State
+
+PROJECTION = "read_models"
+ALL_TABLES = (*TABLES, "postings")
+
+_UPSERT = {
+    t: f"INSERT OR REPLACE INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    for t, (_, cols) in TABLES.items()
+}
+_DELETE = {t: f"DELETE FROM {t} WHERE {key} = ?" for t, (key, _) in TABLES.items()}
+_INSERT_POSTING = (
+    f"INSERT INTO postings ({', '.join(POSTING_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(POSTING_COLUMNS))})"
+)
+_SET_SEQ = "INSERT OR REPLACE INTO projection_state (name, last_seq) VALUES (?, ?)"
+
+
+def _tuples(rows: list[Row]) -> list[tuple[Any, ...]]:
+    return [tuple(r.values()) for r in rows]
+
+
+def write_changes(conn: sqlite3.Connection, changes: RowChanges) -> None:
+    """Apply upserts and deletes to the read-model tables (inside the caller's transaction)."""
+    for table, keys in changes.deletes.items():
+        if keys:
+            conn.executemany(_DELETE[table], [(k,) for k in keys])
+    for table, rows in changes.upserts.items():
+        if rows:
+            conn.executemany(_UPSERT[table], _tuples(rows))
+
+
+def batch_writer(events: Sequence[Event], first_seq: int, changes: RowChanges) -> TxHook:
+    """The tx hook for one batch: check the store gave the events the sequences the state
+    assumed, then write the batch's rows and postings and move projection_state.
+
+    Everything it writes was computed before the append, so the hook only reads immutable
+    data while it runs in the store's writer thread.
+    """
+    tags = [e.__struct_config__.tag for e in events]
+
+    def hook(conn: Any, recorded: Sequence[RecordedEvent]) -> None:
+        if len(recorded) != len(events) or recorded[0].seq != first_seq:
+            raise InvariantError(
+                f"batch folded as seq {first_seq}+{len(events)}, "
+                f"stored as {recorded[0].seq}+{len(recorded)}"
+            )
+        postings: list[tuple[Any, ...]] = []
+        for rec, event, tag in zip(recorded, events, tags, strict=True):
+            if rec.type != tag:
+                raise InvariantError(f"seq {rec.seq} stored as {rec.type}, folded as {tag}")
+            postings.extend(posting_rows(rec.seq, event, rec.recorded_at_us))
+        write_changes(conn, changes)
+        if postings:
+            conn.executemany(_INSERT_POSTING, postings)
+        conn.execute(_SET_SEQ, (PROJECTION, recorded[-1].seq))
+
+    return hook
+
+
+class RebuildReport(msgspec.Struct, frozen=True):
+    """What a rebuild did: events folded, the last sequence, rows written and its time."""
+
+    events: int
+    last_seq: int
+    rows: int
+    seconds: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+
+def fold_log(
+    conn: sqlite3.Connection,
+    until_seq: int | None = None,
+    codec: Codec | None = None,
+    postings: list[tuple[Any, ...]] | None = None,
+) -> State:
+    """A state folded from the log read through `conn`, up to `until_seq` (inclusive).
+
+    Appends every posting row to `postings` when given. Raises InvariantError on a fault.
+    """
+    codec = codec or default_codec()
+    state = State()
+    touched = state.touched
+    for batch in iter_event_batches(conn, 0, 10_000):
+        for rec in batch:
+            if until_seq is not None and rec.seq > until_seq:
+                return state
+            event = codec.decode_payload(rec.type, rec.schema_version, rec.payload)
+            apply(state, rec.seq, event)
+            if postings is not None and getattr(event, "postings", None):
+                postings.extend(posting_rows(rec.seq, event, rec.recorded_at_us))
+        touched.clear()  # a rebuild writes every row; the set only costs memory here
+    return state
+
+
+def rebuild(
+    db_path: str | Path, until_seq: int | None = None, into: str | Path | None = None
+) -> RebuildReport:
+    """Rebuild every read model from the log of `db_path` as of `until_seq` (default: all).
+
+    Writes into `into` (another SQLite file, created if needed) or, by default, into
+    `db_path`'s own tables, replacing them: do that only while no service writes to it.
+    Raises InvariantError if the log breaks a money rule, DecodeError if an event does not
+    decode.
+    """
+    t0 = time.perf_counter()
+    src = open_connection(db_path)
+    try:
+        postings: list[tuple[Any, ...]] = []
+        state = fold_log(src, until_seq, postings=postings)
+    finally:
+        src.close()
+    check_all(state)
+    rows = all_rows(state)
+    dst = open_connection(into if into is not None else db_path)
+    try:
+        apply_schema(dst)
+        dst.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ALL_TABLES:
+                dst.execute(f"DELETE FROM {table}")
+            for table, table_rows in rows.items():
+                if table_rows:
+                    dst.executemany(_UPSERT[table], _tuples(table_rows))
+            dst.executemany(_INSERT_POSTING, postings)
+            dst.execute("DELETE FROM projection_state")
+            dst.execute(_SET_SEQ, (PROJECTION, state.seq))
+            dst.execute("COMMIT")
+        except BaseException:
+            dst.execute("ROLLBACK")
+            raise
+    finally:
+        dst.close()
+    n_rows = sum(len(r) for r in rows.values()) + len(postings)
+    return RebuildReport(
+        events=state.seq, last_seq=state.seq, rows=n_rows, seconds=time.perf_counter() - t0
+    )
+
+
+def table_contents(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
+    """Every row of a read-model table, sorted, for comparisons."""
+    return sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+
+
+def compare(db_a: str | Path, db_b: str | Path) -> list[str]:
+    """The read-model tables whose contents differ between two databases ([] when equal)."""
+    a, b = open_connection(db_a), open_connection(db_b)
+    try:
+        return [
+            t
+            for t in (*ALL_TABLES, "projection_state")
+            if table_contents(a, t) != table_contents(b, t)
+        ]
+    finally:
+        a.close()
+        b.close()

@@ -1,0 +1,648 @@
+"""The application service: commands in, durable events out (docs/design.md).
+
+`LedgerService` holds the whole domain state in memory, folded from the log at start. Every
+command goes through one queue; a single loop takes a bounded batch, decides each command
+against the state (folding its events at once, so later commands of the batch see them), and
+appends the whole batch with `append_atomic(expected_head=<the state's seq>)`, the read models
+written by the tx hook in the same transaction. Callers get their answer only once the batch
+is durable. If a batch fails (another process appended, a fault), the state is folded again
+from the log and each command of the batch is decided again on its own, once.
+
+Every public method is a coroutine returning plain dicts (JSON-ready) and raising a
+`dcp_projections.errors.DomainError` (with `code` and `status`) when the domain refuses, or
+`dcp_events.errors.StoreError` when the log cannot be written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from dcp_app import readmodel
+from dcp_app.views import job_view, lease_view, provider_view, withdrawal_view
+from dcp_events import catalogue as ev
+from dcp_events.codec import Codec, default_codec
+from dcp_events.errors import DcpError, StoreError
+from dcp_events.event import Event
+from dcp_events.store import AppendRequest, EventStore, NewEvent
+from dcp_projections import commands as cmd
+from dcp_projections.decisions import decide, jobs_to_cancel
+from dcp_projections.errors import DomainError, NotFound
+from dcp_projections.fold import apply, check_all
+from dcp_projections.rows import changed_rows, price_row
+from dcp_projections.settings import Settings
+from dcp_projections.state import LEASED, State, gpu_key
+from dcp_projections.streams import stream_of
+
+Clock = Callable[[], int]
+# Builds a command's answer from the state right after its events were folded.
+Answer = Callable[[State, list[Event]], Any]
+
+MAX_BATCH = 512  # commands decided and appended together
+MAX_QUEUED = 20_000  # commands waiting; submitters wait beyond this (backpressure)
+READ_CHUNK = 10_000  # events read per call while folding the log
+MAX_SWEEP_ROUNDS = 100  # sweeps of `sweep_limit` jobs each, per sweep() call
+
+
+def wall_clock_us() -> int:
+    """Now, in integer microseconds since the Unix epoch (UTC)."""
+    return time.time_ns() // 1000
+
+
+def hash_key(api_key: str) -> str:
+    """Hex sha256 of an API key: the only form in which keys are stored."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def new_api_key(role: str) -> str:
+    """A fresh key, `dcp-<role>-<32 hex>`."""
+    return f"dcp-{role}-{secrets.token_hex(16)}"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+class _Pending(msgspec.Struct):
+    command: cmd.Command
+    answer: Answer
+    actor: str
+    future: asyncio.Future[Any]
+
+
+class LedgerService:
+    """The domain behind the API. Open with `await LedgerService.open(store, settings)`."""
+
+    def __init__(self, store: EventStore, settings: Settings, clock: Clock, codec: Codec) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.codec = codec
+        self.state = State()
+        self._versions: dict[str, int] = {}
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(MAX_QUEUED)
+        self._loop_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        self.batches = 0  # appended batches, for tests and metrics
+
+    @classmethod
+    async def open(
+        cls,
+        store: EventStore,
+        settings: Settings | None = None,
+        *,
+        clock: Clock = wall_clock_us,
+        background_sweeps: bool = False,
+    ) -> LedgerService:
+        """Fold the log into memory and start deciding commands.
+
+        With `background_sweeps`, a task runs `sweep()` every `settings.sweep_interval_s`.
+        Raises InvariantError if the log breaks a money rule, DecodeError on a bad event.
+        """
+        svc = cls(store, settings or Settings(), clock, default_codec())
+        await svc._load()
+        svc._loop_task = asyncio.create_task(svc._run(), name="dcp-ledger-batches")
+        if background_sweeps:
+            svc._sweep_task = asyncio.create_task(svc._sweep_forever(), name="dcp-sweeps")
+        return svc
+
+    async def close(self) -> None:
+        """Stop the background tasks (commands still queued fail with StoreError)."""
+        for task in (self._sweep_task, self._loop_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        while not self._queue.empty():
+            p = self._queue.get_nowait()
+            if not p.future.done():
+                p.future.set_exception(StoreError("ledger service closed"))
+
+    @property
+    def ready(self) -> bool:
+        """True while the command loop runs (for /readyz)."""
+        return self._loop_task is not None and not self._loop_task.done()
+
+    # --- the log -> memory -------------------------------------------------------------------
+
+    async def _load(self) -> None:
+        """(Re)build the state by folding the whole log."""
+        state = State()
+        versions: dict[str, int] = {}
+        after = 0
+        while True:
+            batch = await self.store.read_all(after, READ_CHUNK)
+            if not batch:
+                break
+            for rec in batch:
+                apply(state, rec.seq, self.codec.decode(rec))
+                versions[rec.stream_id] = rec.stream_version
+            after = batch[-1].seq
+            state.touched.clear()
+        check_all(state)
+        self.state, self._versions = state, versions
+
+    # --- the command loop --------------------------------------------------------------------
+
+    async def _execute(self, command: cmd.Command, answer: Answer, actor: str) -> Any:
+        if self._loop_task is None or self._loop_task.done():
+            raise StoreError("ledger service is not running")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(command, answer, actor, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._run_batch(batch)
+            except Exception as e:  # a fault in the batch: refold, retry each command alone
+                await self._recover(batch, e)
+
+    async def _recover(self, batch: list[_Pending], error: Exception) -> None:
+        try:
+            await self._load()
+        except Exception as e:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(StoreError(f"cannot reload the log: {e!r}"))
+            return
+        for p in batch:
+            if p.future.done():
+                continue
+            try:
+                await self._run_batch([p])
+            except Exception as e:
+                await self._load()
+                if not p.future.done():
+                    err = e if isinstance(e, DcpError) else StoreError(repr(e))
+                    p.future.set_exception(err)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        state = self.state
+        head = state.seq
+        state.touched.clear()
+        events: list[Event] = []
+        outcomes: list[tuple[_Pending, bool, Any]] = []
+        actors: list[str] = []
+        for p in batch:
+            if p.future.done():  # the caller gave up (cancelled) before its turn
+                continue
+            now_us = self.clock()
+            try:
+                new = decide(state, p.command, now_us, self.settings)
+            except DomainError as refused:
+                outcomes.append((p, False, refused))
+                continue
+            for event in new:
+                apply(state, state.seq + 1, event)  # raises InvariantError: the batch fails
+            events.extend(new)
+            actors.extend([p.actor] * len(new))
+            outcomes.append((p, True, p.answer(state, new)))
+        if events:
+            if head == 0:  # the first batch ever also writes the seeded prices' rows
+                state.touched.update(("price", key) for key in state.pricing)
+            changes = changed_rows(state, state.touched)
+            hook = readmodel.batch_writer(events, head + 1, changes)
+            requests = self._requests(events, actors)
+            # StaleHeadError (another process appended) and every other fault propagate to
+            # _run, which refolds the log and decides the commands again.
+            results = await self.store.append_atomic(requests, expected_head=head, tx_hook=hook)
+            if results[-1].last_seq != state.seq:
+                raise StoreError(f"appended up to {results[-1].last_seq}, folded {state.seq}")
+            for r in results:
+                self._versions[r.stream_id] = r.last_version
+            self.batches += 1
+        for p, ok, value in outcomes:
+            if p.future.done():
+                continue
+            if ok:
+                p.future.set_result(value)
+            else:
+                p.future.set_exception(value)
+
+    def _requests(self, events: list[Event], actors: list[str]) -> list[AppendRequest]:
+        """One request per run of consecutive events of one stream, so the log keeps the
+        order in which the events were decided and folded."""
+        requests: list[AppendRequest] = []
+        versions: dict[str, int] = {}
+        run: list[NewEvent] = []
+        run_stream = ""
+        for event, actor in zip(events, actors, strict=True):
+            stream = stream_of(event)
+            if run and stream != run_stream:
+                requests.append(self._request(run_stream, run, versions))
+                run = []
+            run_stream = stream
+            run.append(self.codec.encode(event, actor))
+        if run:
+            requests.append(self._request(run_stream, run, versions))
+        return requests
+
+    def _request(self, stream: str, run: list[NewEvent], versions: dict[str, int]) -> AppendRequest:
+        expected = versions.get(stream, self._versions.get(stream, 0))
+        versions[stream] = expected + len(run)
+        return AppendRequest(stream, expected, list(run))
+
+    # --- credentials -------------------------------------------------------------------------
+
+    def authenticate(self, api_key: str) -> tuple[str, str] | None:
+        """(role, subject_id) for a key, role "renter" or "provider"; None if unknown.
+
+        Keys are looked up by their sha256, so a lookup's timing tells at most something
+        about the hash of a guess, never about a stored key; the stored hash is then compared
+        with hmac.compare_digest.
+        """
+        if not api_key or len(api_key) > 200:
+            return None
+        h = hash_key(api_key)
+        cred = self.state.credentials.get(h)
+        if cred is None or not hmac.compare_digest(cred.key_hash, h):
+            return None
+        return cred.role, cred.subject_id
+
+    # --- renters -----------------------------------------------------------------------------
+
+    async def register_renter(self, name: str, email: str) -> dict[str, Any]:
+        """Register a renter. Returns {renter_id, api_key} (the key is shown only here).
+        Raises ValidationError."""
+        key = new_api_key("renter")
+        renter_id = new_id("r")
+        c = cmd.RegisterRenter(renter_id=renter_id, name=name, email=email, key_hash=hash_key(key))
+        await self._execute(c, lambda s, e: None, "anonymous")
+        return {"renter_id": renter_id, "api_key": key}
+
+    def _balance(self, state: State, renter_id: str) -> dict[str, Any]:
+        available, held = state.available(renter_id), state.held(renter_id)
+        return {
+            "renter_id": renter_id,
+            "balance_halala": available + held,
+            "held_halala": held,
+            "available_halala": available,
+        }
+
+    async def credit(
+        self, renter_id: str, amount_halala: int, reference: str, reason: str = ""
+    ) -> dict[str, Any]:
+        """Admin credit, idempotent by `reference`. Returns {renter_id, reference,
+        amount_halala, credited (False for a repeat), balance_halala, held_halala,
+        available_halala}. Raises NotFound, ValidationError, Conflict (reference reused for
+        another deposit)."""
+        c = cmd.CreditDeposit(
+            renter_id=renter_id, amount_halala=amount_halala, reference=reference, reason=reason
+        )
+
+        def answer(s: State, new: list[Event]) -> dict[str, Any]:
+            return {
+                **self._balance(s, renter_id),
+                "reference": reference,
+                "amount_halala": amount_halala,
+                "credited": bool(new),
+            }
+
+        result: dict[str, Any] = await self._execute(c, answer, "admin")
+        return result
+
+    async def topup(self, renter_id: str, amount_halala: int) -> dict[str, Any]:
+        """Sandbox self top-up. Returns the balance dict. Raises Forbidden (not sandbox),
+        ValidationError, NotFound."""
+        c = cmd.TopUp(renter_id=renter_id, amount_halala=amount_halala)
+        result: dict[str, Any] = await self._execute(
+            c, lambda s, e: self._balance(s, renter_id), f"renter:{renter_id}"
+        )
+        return result
+
+    # --- jobs (renter side) ------------------------------------------------------------------
+
+    async def submit_job(
+        self,
+        renter_id: str,
+        container_spec: ev.ContainerSpec,
+        gpu_requirements: ev.GpuRequirements | None = None,
+        *,
+        max_duration_seconds: int = 1800,
+        priority: str = "standard",
+        provider_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Submit a job and hold its reserve. Returns the job view (job_id, status,
+        cost_halala, rate_halala_per_hour, max_duration_seconds, queue_position, ...); a
+        repeated idempotency key returns the first job's current view. Raises
+        InsufficientFunds (402, shortfall_halala), ValidationError / ImageNotAllowed (400),
+        NotFound."""
+        c = cmd.SubmitJob(
+            job_id=new_id("job"),
+            renter_id=renter_id,
+            container_spec=container_spec,
+            gpu_requirements=gpu_requirements or ev.GpuRequirements(),
+            priority=priority,  # type: ignore[arg-type]
+            max_duration_seconds=max_duration_seconds,
+            provider_id=provider_id,
+            idempotency_key=idempotency_key,
+        )
+
+        def answer(s: State, new: list[Event]) -> dict[str, Any]:
+            job_id = c.job_id
+            if not new and idempotency_key is not None:
+                job_id = s.submit_keys[(renter_id, idempotency_key)]
+            return job_view(s, s.jobs[job_id])
+
+        result: dict[str, Any] = await self._execute(c, answer, f"renter:{renter_id}")
+        return result
+
+    async def cancel_job(self, job_id: str, renter_id: str | None = None) -> dict[str, Any]:
+        """Cancel a job: by its renter (`renter_id`), or by an admin (None). Returns the job
+        view with its settlement. Raises NotFound (unknown or not the renter's),
+        InvalidTransition (ended otherwise); cancelling a cancelled job returns it."""
+        c = cmd.CancelJob(job_id=job_id, renter_id=renter_id)
+        actor = f"renter:{renter_id}" if renter_id else "admin"
+        result: dict[str, Any] = await self._execute(
+            c, lambda s, e: job_view(s, s.jobs[job_id]), actor
+        )
+        return result
+
+    async def requeue_job(self, job_id: str) -> dict[str, Any]:
+        """Admin: requeue a failed job with a new hold at its own rate. Returns the job view.
+        Raises NotFound, InvalidTransition (not failed), InsufficientFunds."""
+        c = cmd.RequeueJob(job_id=job_id)
+        result: dict[str, Any] = await self._execute(
+            c, lambda s, e: job_view(s, s.jobs[job_id]), "admin"
+        )
+        return result
+
+    # --- providers ---------------------------------------------------------------------------
+
+    async def register_provider(
+        self, name: str, email: str, gpu_model: str, gpu_count: int, vram_gb: int
+    ) -> dict[str, Any]:
+        """Register a provider. Returns {provider_id, api_key, approval_status} (the key is
+        shown only here). Raises ValidationError."""
+        key = new_api_key("provider")
+        provider_id = new_id("p")
+        c = cmd.RegisterProvider(
+            provider_id=provider_id,
+            name=name,
+            email=email,
+            gpu_model=gpu_model,
+            gpu_count=gpu_count,
+            vram_gb=vram_gb,
+            key_hash=hash_key(key),
+        )
+
+        def answer(s: State, new: list[Event]) -> dict[str, Any]:
+            approved = s.providers[provider_id].approved
+            return {
+                "provider_id": provider_id,
+                "api_key": key,
+                "approval_status": "approved" if approved else "pending",
+            }
+
+        result: dict[str, Any] = await self._execute(c, answer, "anonymous")
+        return result
+
+    async def _flag(self, provider_id: str, flag: cmd.ProviderFlag, actor: str) -> dict[str, Any]:
+        c = cmd.SetProviderFlag(provider_id=provider_id, flag=flag)
+        result: dict[str, Any] = await self._execute(
+            c,
+            lambda s, e: provider_view(s, s.providers[provider_id], self.clock(), self.settings),
+            actor,
+        )
+        return result
+
+    async def approve_provider(self, provider_id: str) -> dict[str, Any]:
+        """Admin: approve. Returns the provider view. Raises NotFound."""
+        return await self._flag(provider_id, "approve", "admin")
+
+    async def suspend_provider(self, provider_id: str) -> dict[str, Any]:
+        """Admin: suspend (no new jobs). Returns the provider view. Raises NotFound."""
+        return await self._flag(provider_id, "suspend", "admin")
+
+    async def unsuspend_provider(self, provider_id: str) -> dict[str, Any]:
+        """Admin: lift a suspension. Returns the provider view. Raises NotFound."""
+        return await self._flag(provider_id, "unsuspend", "admin")
+
+    async def pause_provider(self, provider_id: str) -> dict[str, Any]:
+        """The provider stops taking new jobs. Returns the provider view. Raises NotFound."""
+        return await self._flag(provider_id, "pause", f"provider:{provider_id}")
+
+    async def resume_provider(self, provider_id: str) -> dict[str, Any]:
+        """The provider takes jobs again. Returns the provider view. Raises NotFound."""
+        return await self._flag(provider_id, "resume", f"provider:{provider_id}")
+
+    async def heartbeat(
+        self,
+        provider_id: str,
+        gpus: Sequence[ev.GpuInfo] = (),
+        running_job_ids: Sequence[str] = (),
+        daemon_version: str = "",
+        accepting_jobs: bool = True,
+    ) -> dict[str, Any]:
+        """Record a heartbeat and renew the leases of the listed jobs it holds. Returns
+        {timestamp_us, approval_status, paused, suspended, cancel_jobs}: `cancel_jobs` are the
+        listed jobs the provider should stop (ended, or no longer its lease). Raises NotFound,
+        ValidationError."""
+        c = cmd.Heartbeat(
+            provider_id=provider_id,
+            gpus=tuple(gpus),
+            running_job_ids=tuple(running_job_ids),
+            daemon_version=daemon_version,
+            accepting_jobs=accepting_jobs,
+        )
+
+        def answer(s: State, new: list[Event]) -> dict[str, Any]:
+            p = s.providers[provider_id]
+            beat = new[0]
+            assert isinstance(beat, ev.ProviderHeartbeat)
+            return {
+                "timestamp_us": beat.at_us,
+                "approval_status": "approved" if p.approved else "pending",
+                "paused": p.paused,
+                "suspended": p.suspended,
+                "cancel_jobs": jobs_to_cancel(s, provider_id, c.running_job_ids),
+            }
+
+        result: dict[str, Any] = await self._execute(c, answer, f"provider:{provider_id}")
+        return result
+
+    async def claim_jobs(self, provider_id: str) -> list[dict[str, Any]]:
+        """Poll for work: lease queued jobs up to the provider's free GPUs (if it takes new
+        jobs), then return every job leased to it and not ended, oldest lease first, each as
+        a lease view (job_id, attempt, lease_expires_us, container_spec with env, ...).
+        Raises NotFound."""
+        c = cmd.ClaimJobs(provider_id=provider_id)
+
+        def answer(s: State, new: list[Event]) -> list[dict[str, Any]]:
+            jobs = [s.jobs[j] for j in s.providers[provider_id].leased]
+            jobs.sort(key=lambda j: (j.assigned_at_us or 0, j.submit_seq))
+            return [lease_view(j) for j in jobs]
+
+        result: list[dict[str, Any]] = await self._execute(c, answer, f"provider:{provider_id}")
+        return result
+
+    async def start_job(self, provider_id: str, job_id: str, attempt: int) -> dict[str, Any]:
+        """The provider started the container. Returns the lease view. Raises NotFound,
+        LeaseLost (old attempt), InvalidTransition (the job ended)."""
+        c = cmd.StartJob(provider_id=provider_id, job_id=job_id, attempt=attempt)
+        result: dict[str, Any] = await self._execute(
+            c, lambda s, e: lease_view(s.jobs[job_id]), f"provider:{provider_id}"
+        )
+        return result
+
+    async def report_result(
+        self,
+        provider_id: str,
+        job_id: str,
+        attempt: int,
+        outcome: str,
+        *,
+        exit_code: int | None = None,
+        runtime_seconds: float = 0,
+        stdout: str = "",
+        stderr: str = "",
+        truncated: bool = False,
+        error: str = "",
+    ) -> dict[str, Any]:
+        """A job's result (`outcome`: completed, timed_out, cancelled, failed). Returns the
+        job view with its settlement; the same result again returns the same view. Raises
+        NotFound, LeaseLost (old attempt), Conflict (a different result for an attempt already
+        reported, or for an ended job), ValidationError."""
+        c = cmd.ReportResult(
+            provider_id=provider_id,
+            job_id=job_id,
+            attempt=attempt,
+            outcome=outcome,  # type: ignore[arg-type]
+            exit_code=exit_code,
+            runtime_seconds=runtime_seconds,
+            stdout=stdout,
+            stderr=stderr,
+            truncated=truncated,
+            error=error,
+        )
+        result: dict[str, Any] = await self._execute(
+            c, lambda s, e: job_view(s, s.jobs[job_id]), f"provider:{provider_id}"
+        )
+        return result
+
+    # --- withdrawals -------------------------------------------------------------------------
+
+    async def withdraw(self, provider_id: str, amount_halala: int, iban: str) -> dict[str, Any]:
+        """Request a payout of earnings to a Saudi IBAN. Returns the withdrawal view
+        (withdrawal_id, status "pending", ...). Raises ValidationError (under the minimum,
+        bad IBAN), InsufficientFunds, NotFound."""
+        wid = new_id("wd")
+        c = cmd.RequestWithdrawal(
+            withdrawal_id=wid, provider_id=provider_id, amount_halala=amount_halala, iban=iban
+        )
+        result: dict[str, Any] = await self._execute(
+            c, lambda s, e: withdrawal_view(s.withdrawals[wid]), f"provider:{provider_id}"
+        )
+        return result
+
+    async def complete_withdrawal(self, withdrawal_id: str) -> dict[str, Any]:
+        """Admin: the payout was made. Returns the withdrawal view. Raises NotFound,
+        InvalidTransition (already rejected)."""
+        return await self._decide_withdrawal(withdrawal_id, True, "")
+
+    async def reject_withdrawal(self, withdrawal_id: str, reason: str = "") -> dict[str, Any]:
+        """Admin: refuse the payout; the amount goes back to earnings. Returns the withdrawal
+        view. Raises NotFound, InvalidTransition (already completed)."""
+        return await self._decide_withdrawal(withdrawal_id, False, reason)
+
+    async def _decide_withdrawal(self, wid: str, approve: bool, reason: str) -> dict[str, Any]:
+        c = cmd.DecideWithdrawal(withdrawal_id=wid, approve=approve, reason=reason)
+        result: dict[str, Any] = await self._execute(
+            c, lambda s, e: withdrawal_view(s.withdrawals[wid]), "admin"
+        )
+        return result
+
+    # --- platform ----------------------------------------------------------------------------
+
+    async def set_price(self, gpu_model: str, halala_per_gpu_hour: int) -> dict[str, Any]:
+        """Admin: the price of a GPU model for jobs submitted afterwards. Returns
+        {gpu_model, halala_per_gpu_hour, last_seq}. Raises ValidationError."""
+        c = cmd.SetPrice(gpu_model=gpu_model, halala_per_gpu_hour=halala_per_gpu_hour)
+        result: dict[str, Any] = await self._execute(
+            c, lambda s, e: price_row(s.pricing[gpu_key(gpu_model)]), "admin"
+        )
+        return result
+
+    async def allow_image(self, reference: str) -> dict[str, Any]:
+        """Admin: allowlist an image (exact, "prefix*" or "repo@sha256:"). Returns
+        {reference, allowed: True}. Raises ValidationError."""
+        c = cmd.AllowImage(reference=reference)
+        result: dict[str, Any] = await self._execute(
+            c, lambda s, e: {"reference": reference, "allowed": True}, "admin"
+        )
+        return result
+
+    async def remove_image(self, reference: str) -> dict[str, Any]:
+        """Admin: take an image off the allowlist. Returns {reference, allowed: False}.
+        Raises NotFound."""
+        c = cmd.RemoveImage(reference=reference)
+        result: dict[str, Any] = await self._execute(
+            c, lambda s, e: {"reference": reference, "allowed": False}, "admin"
+        )
+        return result
+
+    # --- time --------------------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """End expired leases, jobs past their deadline and jobs queued too long, as of the
+        service clock. Returns how many events it appended."""
+        total = 0
+        for _ in range(MAX_SWEEP_ROUNDS):
+            n: int = await self._execute(cmd.Sweep(), lambda s, e: len(e), "system")
+            total += n
+            if n < self.settings.sweep_limit:
+                break
+        return total
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            with contextlib.suppress(DcpError):
+                await self.sweep()
+
+    # --- reads from memory (for tools and tests; the API reads dcp_app.queries) --------------
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job view from memory (may be one batch ahead of disk). Raises NotFound."""
+        j = self.state.jobs.get(job_id)
+        if j is None:
+            raise NotFound(f"job {job_id} not found")
+        return job_view(self.state, j)
+
+    def leases_of(self, provider_id: str) -> list[str]:
+        """Ids of the jobs leased to a provider and not ended."""
+        p = self.state.providers.get(provider_id)
+        if p is None:
+            raise NotFound(f"provider {provider_id} not found")
+        return sorted(j for j in p.leased if self.state.jobs[j].status in LEASED)
+
+    async def reconciliation(self) -> dict[str, Any]:
+        """{sum_halala, accounts, events, head_seq, head_hash, invariants_ok} from memory and
+        the log's head."""
+        head_seq, head_hash = await self.store.head()
+        try:
+            check_all(self.state)
+            ok = True
+        except DcpError:
+            ok = False
+        return {
+            "sum_halala": sum(self.state.balances.values()),
+            "accounts": dict(sorted(self.state.balances.items())),
+            "events": self.state.seq,
+            "head_seq": head_seq,
+            "head_hash": head_hash,
+            "invariants_ok": ok and head_seq == self.state.seq,
+        }
