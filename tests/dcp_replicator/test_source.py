@@ -1,0 +1,135 @@
+"""Reading the local read models: bounded batches that cover every row exactly, the lag, and a
+read-only connection that never holds up the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from dcp_events.sqlite_store import SqliteEventStore
+from dcp_events.store import AppendRequest, NewEvent
+from dcp_replicator.errors import SourceError
+from dcp_replicator.source import SqliteSource
+from dcp_replicator.tables import MIRRORED, NEVER_MIRRORED
+
+from .conftest import head_seq, local_rows
+from .synth import SynthWorkload, _apply, write_events
+
+SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "supabase"
+
+
+@pytest.mark.parametrize("max_rows", [1, 37, 500, 100_000])
+async def test_batches_cover_every_row_once(synth_db, max_rows):
+    """Walking the log in batches of at most max_rows rows yields every row exactly once,
+    with checkpoints that only grow."""
+    source = await SqliteSource.open(synth_db)
+    seen: dict[str, list] = {t.target: [] for t in MIRRORED}
+    checkpoint, batches = 0, 0
+    while True:
+        batch = await source.read_batch(checkpoint, max_rows)
+        if batch.upto_seq == checkpoint:
+            break
+        assert batch.upto_seq > checkpoint and batch.after_seq == checkpoint
+        one_event = batch.upto_seq == checkpoint + 1
+        assert batch.row_count <= max_rows or one_event
+        for name, rows in batch.rows.items():
+            seen[name].extend(rows)
+        checkpoint, batches = batch.upto_seq, batches + 1
+    await source.close()
+    assert checkpoint == head_seq(synth_db)
+    for t in MIRRORED:
+        # A row changed by several events is read once: in the batch of its last change.
+        key = [t.target_columns.index(k) for k in t.target_key]
+        got = sorted(seen[t.target], key=lambda r, key=key: tuple(r[i] for i in key))
+        assert [_norm(t, r) for r in got] == local_rows(synth_db, t), t.target
+    if max_rows == 1:
+        assert batches > 1000
+
+
+def _norm(t, row):
+    out = []
+    for c, v in zip(t.columns, row, strict=True):
+        if v is not None and c.kind == "bool":
+            v = bool(v)
+        elif v is not None and c.kind == "json":
+            v = json.loads(v)
+        out.append(v)
+    return tuple(out)
+
+
+async def test_one_big_event_is_taken_whole(tmp_path):
+    """An event that changed more rows than the bound goes in one batch, not split."""
+    path = tmp_path / "dcp.db"
+    store = await SqliteEventStore.open(path)
+    body = {"postings": [[f"renter:r{i}:available", 1 if i % 2 else -1] for i in range(40)]}
+    ev = NewEvent(type="synth.bulk", schema_version=1, payload=json.dumps(body).encode())
+    small = NewEvent(type="synth.bulk", schema_version=1, payload=b'{"postings": []}')
+    await store.append_atomic([AppendRequest("s", None, [small])], tx_hook=_apply)
+    await store.append_atomic([AppendRequest("s", None, [ev])], tx_hook=_apply)
+    await store.close()
+    source = await SqliteSource.open(path)
+    first = await source.read_batch(0, 10)
+    second = await source.read_batch(first.upto_seq, 10)
+    await source.close()
+    assert (first.upto_seq, first.row_count) == (1, 0)
+    assert second.upto_seq == 2
+    assert len(second.rows["dcp_postings"]) == 40 and len(second.rows["dcp_accounts"]) == 40
+
+
+async def test_lag_in_events_and_seconds(synth_db):
+    """Events behind = head - checkpoint; seconds behind = age of the oldest unmirrored event."""
+    source = await SqliteSource.open(synth_db)
+    conn = sqlite3.connect(synth_db)
+    (t1,) = conn.execute("SELECT recorded_at_us FROM events WHERE seq = 1001").fetchone()
+    conn.close()
+    lag = await source.lag(1000, now_s=t1 / 1e6 + 12.5)
+    caught_up = await source.lag(3000)
+    await source.close()
+    assert (lag.head_seq, lag.events_behind, lag.seconds_behind) == (3000, 2000, 12.5)
+    assert (caught_up.events_behind, caught_up.seconds_behind) == (0, 0.0)
+
+
+async def test_read_only_and_never_blocks_the_writer(synth_db):
+    """The replicator's connection cannot write, and a read snapshot held open does not stop
+    the store from committing."""
+    source = await SqliteSource.open(synth_db)
+    with pytest.raises(sqlite3.OperationalError):
+        source._conn.execute("DELETE FROM accounts")
+    source._conn.execute("BEGIN")
+    source._conn.execute("SELECT count(*) FROM accounts").fetchone()  # snapshot taken
+    store = await SqliteEventStore.open(synth_db)
+    t0 = time.perf_counter()
+    await asyncio.wait_for(write_events(store, SynthWorkload(seed=3), 200, per_append=20), 10)
+    elapsed = time.perf_counter() - t0
+    await store.close()
+    source._conn.execute("COMMIT")
+    assert head_seq(synth_db) == 3200
+    assert elapsed < 5.0
+    assert (await source.read_batch(3000, 10_000)).upto_seq == 3200
+    await source.close()
+
+
+async def test_refuses_what_is_not_a_dcp_database(tmp_path):
+    """A missing file or one without the read models is a SourceError, not a crash later."""
+    with pytest.raises(SourceError, match="no database"):
+        await SqliteSource.open(tmp_path / "missing.db")
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE x (y)").connection.close()
+    with pytest.raises(SourceError, match="lacks tables"):
+        await SqliteSource.open(other)
+
+
+def test_secrets_and_outputs_are_never_mirrored():
+    """No mirrored table is credentials or job_outputs, and no target column holds a key."""
+    assert not {t.local for t in MIRRORED} & NEVER_MIRRORED
+    ddl = "".join(f.read_text() for f in SCHEMA.glob("*.sql")).lower()
+    ddl = re.sub(r"--[^\n]*", "", ddl)  # comments may name what is left out
+    assert "key_hash" not in ddl and "api_key" not in ddl and "credentials (" not in ddl
+    for t in MIRRORED:
+        assert "last_seq" in t.target_columns, t.target
