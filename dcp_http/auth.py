@@ -2,16 +2,15 @@
 
 Renter keys come from `x-renter-key`, `?key=` or `Authorization: Bearer`; provider keys from
 `x-provider-key`, the `{key}` path segment, `?key=` or Bearer; the admin token from
-`x-admin-token` or Bearer. Keys are looked up by their sha256 (the only form stored), so no
-secret is ever compared byte by byte; the admin token is compared with `hmac.compare_digest`.
+`x-admin-token` or Bearer. Keys are resolved by the service, which looks them up by their
+sha256 (the only form stored) and compares hashes with `hmac.compare_digest`; the admin token
+is compared here, also with `hmac.compare_digest`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import msgspec
 
@@ -36,13 +35,8 @@ class Identity(msgspec.Struct, frozen=True):
         return self.role if self.role == ADMIN else f"{self.role}:{self.subject_id}"
 
 
-# sha256 hex of a key -> (role, subject_id), or None when unknown.
-KeyLookup = Callable[[str], Awaitable[tuple[str, str] | None]]
-
-
-def hash_key(key: str) -> str:
-    """The stored form of an API key: hex sha256 of its UTF-8 bytes."""
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+# An API key -> (role, subject_id), or None when unknown.
+KeyLookup = Callable[[str], tuple[str, str] | None]
 
 
 def role_of_key(key: str) -> str | None:
@@ -72,12 +66,9 @@ class AdminDisabled(Unavailable):
 class Authenticator:
     """Resolves request credentials to an Identity for a route's allowed roles."""
 
-    def __init__(self, lookup: KeyLookup, admin_token: str | None, cache_size: int = 10_000):
+    def __init__(self, lookup: KeyLookup, admin_token: str | None) -> None:
         self._lookup = lookup
         self._admin = admin_token.encode() if admin_token else None
-        # Keys are never revoked or reassigned, so a found key can be remembered.
-        self._cache: OrderedDict[str, tuple[str, str]] = OrderedDict()
-        self._cache_size = cache_size
 
     def _check_admin(self, token: str) -> Identity:
         if self._admin is None:
@@ -128,25 +119,13 @@ class Authenticator:
             raise Unauthorized(f"a {claimed} key cannot be used here", code="wrong_key_type")
         if len(key) > MAX_KEY_LEN:
             raise Unauthorized("invalid credentials", code="invalid_credentials")
-        found = await self._find(hash_key(key))
+        found = self._lookup(key)
         if found is None:
             raise Unauthorized("invalid credentials", code="invalid_credentials")
         role, subject_id = found
         if role != claimed:
             raise Unauthorized(f"a {role} key cannot be used here", code="wrong_key_type")
         return Identity(role, subject_id)
-
-    async def _find(self, key_hash: str) -> tuple[str, str] | None:
-        hit = self._cache.get(key_hash)
-        if hit is not None:
-            self._cache.move_to_end(key_hash)
-            return hit
-        found = await self._lookup(key_hash)
-        if found is not None:
-            self._cache[key_hash] = found
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return found
 
 
 __all__ = [
@@ -157,5 +136,4 @@ __all__ = [
     "ApiError",
     "Authenticator",
     "Identity",
-    "hash_key",
 ]

@@ -17,7 +17,7 @@ MAX_AMOUNT_HALALA = 10**12
 AmountHalala = Annotated[
     int, Meta(ge=1, le=MAX_AMOUNT_HALALA, description="integer halala (1 SAR = 100 halala)")
 ]
-PriceHalala = Annotated[int, Meta(ge=0, le=10**9, description="halala per GPU hour")]
+PriceHalala = Annotated[int, Meta(ge=0, le=10_000_000, description="halala per GPU hour")]
 
 # Printable text: no control characters (NUL, newlines, escapes) in names and ids.
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -106,7 +106,7 @@ class ContainerSpecIn(Body):
 
 
 class GpuRequirementsIn(Body):
-    gpu_type: Annotated[str, Meta(min_length=1, max_length=100, pattern=_PRINTABLE)] = "any"
+    gpu_type: Annotated[str, Meta(min_length=1, max_length=64, pattern=_PRINTABLE)] = "any"
     min_vram_gb: Annotated[int, Meta(ge=0, le=4096)] = 0
     gpu_count: Annotated[int, Meta(ge=1, le=64)] = 1
 
@@ -163,7 +163,7 @@ class JobResult(Body):
     outcome: Outcome
     exit_code: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] | None = None
     runtime_seconds: Annotated[
-        float, Meta(ge=0, le=10**7, description="wall-clock seconds the container ran")
+        float, Meta(ge=0, le=864_000, description="wall-clock seconds the container ran")
     ] = 0
     stdout: Annotated[str, Meta(max_length=MAX_OUTPUT_CHARS)] = ""
     stderr: Annotated[str, Meta(max_length=MAX_OUTPUT_CHARS)] = ""

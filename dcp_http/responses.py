@@ -111,13 +111,18 @@ class GpuRequirementsOut(Out):
 
 
 class JobView(Out):
+    """A job with its money. The settlement fields are null until the job is settled."""
+
     job_id: str
     renter_id: str
     status: JobStatus
     provider_id: str | None
     requested_provider_id: str | None
-    container_spec: ContainerSpecOut
-    gpu_requirements: GpuRequirementsOut
+    image: str
+    command: list[str]
+    gpu_type: str
+    min_vram_gb: int
+    gpu_count: int
     priority: Priority
     max_duration_seconds: int
     rate_halala_per_hour: int
@@ -126,7 +131,6 @@ class JobView(Out):
     refunded_halala: int | None
     provider_earned_halala: int | None
     platform_fee_halala: int | None
-    billable_seconds: int | None
     attempt: int
     queue_position: int | None
     lease_expires_at: str | None
@@ -162,7 +166,6 @@ class JobPending(Out):
 
 
 class SettlementView(Out):
-    billable_seconds: int
     actual_cost_halala: int
     refunded_halala: int
     provider_earned_halala: int
@@ -202,9 +205,14 @@ class LeasedJob(Out):
     container_spec: ContainerSpecOut
     gpu_requirements: GpuRequirementsOut
     max_duration_seconds: int
-    priority: Priority
+    rate_halala_per_hour: int
+    cost_halala: int
     assigned_at: str | None
     started_at: str | None
+
+
+class LeaseReply(Out):
+    job: LeasedJob
 
 
 class LeasedJobs(Out):
@@ -275,6 +283,7 @@ class MarketplaceEntry(Out):
     vram_gb: int
     halala_per_gpu_hour: int
     state: ProviderState
+    paused: bool
 
 
 class Marketplace(Out):

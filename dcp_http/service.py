@@ -1,32 +1,389 @@
 """The service adapter: the HTTP layer's one door into `dcp_app`.
 
-It turns decoded request types into domain commands, calls the application service, and
-turns domain state and read-model rows into response types. No money rule lives here.
+Commands go to `dcp_app.service.LedgerService`; reads go to `dcp_app.queries.Queries` (the
+read-model tables, which never hold undurable state). This module only translates: request
+types to the service's arguments, the service's JSON-ready dicts to response types (times from
+integer microseconds to RFC 3339), and "not yours" to 404. No money rule lives here.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import msgspec
+
+from dcp_app.queries import Queries
+from dcp_app.service import LedgerService
+from dcp_events import catalogue as ev
+from dcp_events.sqlite_store import SqliteEventStore
+from dcp_events.store import EventStore
+from dcp_http import requests as inp
+from dcp_http import responses as out
+from dcp_http.auth import ADMIN, PROVIDER, RENTER, Identity
 from dcp_http.config import ServerConfig
+from dcp_http.errors import ApiError, InvalidRequest, NotFound
+from dcp_http.responses import rfc3339
+from dcp_http.routing import Reply
+
+ENDED = frozenset({"completed", "timed_out", "failed", "cancelled"})
+_json = msgspec.json.Decoder()
+
+
+class Gone(ApiError):
+    """The job ended without output (failed or cancelled before it ran): 410."""
+
+    status = 410
+    code = "no_output"
+
+
+def _times(d: dict[str, Any]) -> dict[str, Any]:
+    """Every `x_us` time of a service dict also as `x_at`, an RFC 3339 string."""
+    for k in [k for k in d if k.endswith("_us")]:
+        name = k[:-3]  # submitted_at_us -> submitted_at; lease_expires_us -> lease_expires_at
+        d[name if name.endswith("_at") else name + "_at"] = rfc3339(d[k])
+    return d
+
+
+def _as(t: type, d: dict[str, Any]) -> Any:
+    return msgspec.convert(_times(dict(d)), t)
+
+
+def _provider(d: dict[str, Any]) -> out.ProviderProfile:
+    d = dict(d)
+    if "gpus_json" in d:
+        d["gpus"] = _json.decode(d.pop("gpus_json"))
+    for flag in ("paused", "suspended", "accepting_jobs"):
+        d[flag] = bool(d[flag])
+    return _as(out.ProviderProfile, d)  # type: ignore[no-any-return]
+
+
+def _settlement(job: dict[str, Any]) -> out.SettlementView | None:
+    if job.get("actual_cost_halala") is None:
+        return None
+    return msgspec.convert(job, out.SettlementView)
+
+
+def _int_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not cursor.isdigit() or len(cursor) > 18:
+        raise InvalidRequest(
+            "invalid cursor", fields=[{"field": "cursor", "message": "not a cursor of this list"}]
+        )
+    return int(cursor)
 
 
 class ServiceAdapter:
-    """Placeholder until dcp_app lands."""
+    """What the endpoints call. Owns the store, the ledger service and the read queries."""
 
-    async def lookup_key(self, key_hash: str) -> tuple[str, str] | None:
-        raise NotImplementedError
-
-    async def sweep(self) -> int:
-        raise NotImplementedError
-
-    async def readiness(self) -> Any:
-        raise NotImplementedError
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: EventStore,
+        ledger: LedgerService,
+        queries: Queries,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.ledger = ledger
+        self.queries = queries
+        self.settings = ledger.settings
 
     async def close(self) -> None:
-        raise NotImplementedError
+        await self.ledger.close()
+        await self.queries.close()
+        await self.store.close()
+
+    # --- system ------------------------------------------------------------------------------
+
+    def lookup_key(self, key: str) -> tuple[str, str] | None:
+        return self.ledger.authenticate(key)
+
+    async def sweep(self) -> int:
+        return await self.ledger.sweep()
+
+    async def readiness(self) -> out.Readiness:
+        head_seq, _ = await self.store.head()
+        projection_seq = await self.queries.projection_seq()
+        writable = self.ledger.ready and os.access(self.config.db, os.W_OK)
+        caught_up = projection_seq == head_seq
+        return out.Readiness(
+            status="ready" if writable and caught_up else "not_ready",
+            store_writable=writable,
+            projections_caught_up=caught_up,
+            head_seq=head_seq,
+            projection_seq=projection_seq,
+        )
+
+    # --- renters -----------------------------------------------------------------------------
+
+    async def register_renter(self, body: inp.RegisterRenter) -> out.RenterCreated:
+        return _as(out.RenterCreated, await self.ledger.register_renter(body.name, body.email))  # type: ignore[no-any-return]
+
+    async def renter_profile(self, renter_id: str) -> out.RenterProfile:
+        row = await self.queries.renter(renter_id)
+        if row is None:
+            raise NotFound("renter not found")
+        return _as(out.RenterProfile, row)  # type: ignore[no-any-return]
+
+    async def renter_balance(self, renter_id: str) -> out.Balance:
+        return _as(out.Balance, await self.queries.balance(renter_id))  # type: ignore[no-any-return]
+
+    async def renter_ledger(self, renter_id: str, q: inp.PageQuery) -> out.LedgerPage:
+        page = await self.queries.ledger(renter_id, q.limit, _int_cursor(q.cursor))
+        entries = [
+            out.LedgerEntry(
+                seq=e["seq"],
+                account=e["account_id"],
+                amount_halala=e["amount_halala"],
+                event_type=e["event_type"],
+                job_id=e["job_id"],
+                recorded_at=rfc3339(e["recorded_at_us"]),
+            )
+            for e in page["entries"]
+        ]
+        nxt = page["next_before_seq"]
+        return out.LedgerPage(entries=entries, next_cursor=None if nxt is None else str(nxt))
+
+    async def topup(self, renter_id: str, body: inp.TopUp) -> out.Balance:
+        return _as(out.Balance, await self.ledger.topup(renter_id, body.amount_halala))  # type: ignore[no-any-return]
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    async def submit_job(
+        self, renter_id: str, body: inp.SubmitJob, idempotency_key: str | None
+    ) -> out.JobSubmittedReply:
+        spec, req = body.container_spec, body.gpu_requirements
+        view = await self.ledger.submit_job(
+            renter_id,
+            ev.ContainerSpec(image=spec.image, command=tuple(spec.command), env=dict(spec.env)),
+            ev.GpuRequirements(
+                gpu_type=req.gpu_type, min_vram_gb=req.min_vram_gb, gpu_count=req.gpu_count
+            ),
+            max_duration_seconds=body.max_duration_seconds,
+            priority=body.priority,
+            provider_id=body.provider_id,
+            idempotency_key=idempotency_key,
+        )
+        return out.JobSubmittedReply(job=msgspec.convert(view, out.SubmittedJob))
+
+    async def list_jobs(self, renter_id: str, q: inp.JobsQuery) -> out.JobsPage:
+        if q.cursor is not None and not _valid_job_cursor(q.cursor):
+            raise InvalidRequest(
+                "invalid cursor",
+                fields=[{"field": "cursor", "message": "not a cursor of this list"}],
+            )
+        page = await self.queries.jobs_of_renter(renter_id, q.status, q.limit, q.cursor)
+        return out.JobsPage(
+            jobs=[_as(out.JobView, j) for j in page["jobs"]], next_cursor=page["next_cursor"]
+        )
+
+    async def _visible_job(self, who: Identity, job_id: str) -> dict[str, Any]:
+        """The job if `who` may see it: its renter, its provider, or an admin; else 404."""
+        job = await self.queries.job(job_id)
+        if job is None or not (
+            who.role == ADMIN
+            or (who.role == RENTER and job["renter_id"] == who.subject_id)
+            or (who.role == PROVIDER and job["provider_id"] == who.subject_id)
+        ):
+            raise NotFound("job not found")
+        return job
+
+    async def get_job(self, who: Identity, job_id: str) -> out.JobView:
+        return _as(out.JobView, await self._visible_job(who, job_id))  # type: ignore[no-any-return]
+
+    async def cancel_job(self, who: Identity, job_id: str) -> out.JobView:
+        renter_id = None if who.role == ADMIN else who.subject_id
+        return _as(out.JobView, await self.ledger.cancel_job(job_id, renter_id))  # type: ignore[no-any-return]
+
+    async def requeue_job(self, job_id: str) -> out.JobView:
+        return _as(out.JobView, await self.ledger.requeue_job(job_id))  # type: ignore[no-any-return]
+
+    async def job_output(self, who: Identity, job_id: str) -> Reply:
+        job = await self._visible_job(who, job_id)
+        if job["status"] not in ENDED:
+            return Reply(202, out.JobPending(job_id=job_id, status=job["status"]))
+        output = await self.queries.job_output(job_id)
+        if output is None:
+            raise Gone(f"the job ended as {job['status']} without output")
+        return Reply(200, msgspec.convert(output, out.JobOutputView))
+
+    # --- providers ---------------------------------------------------------------------------
+
+    async def register_provider(self, body: inp.RegisterProvider) -> out.ProviderCreated:
+        created = await self.ledger.register_provider(
+            body.name, body.email, body.gpu_model, body.gpu_count, body.vram_gb
+        )
+        return msgspec.convert(created, out.ProviderCreated)
+
+    async def heartbeat(self, provider_id: str, body: inp.Heartbeat) -> out.HeartbeatReply:
+        gpus = [ev.GpuInfo(**msgspec.structs.asdict(g)) for g in body.gpus]
+        reply = await self.ledger.heartbeat(
+            provider_id, gpus, body.running_job_ids, body.daemon_version, body.accepting_jobs
+        )
+        reply = dict(reply)
+        reply["timestamp"] = rfc3339(reply.pop("timestamp_us"))
+        return msgspec.convert(reply, out.HeartbeatReply)
+
+    async def provider_jobs(self, provider_id: str) -> list[out.LeasedJob]:
+        return [_as(out.LeasedJob, j) for j in await self.ledger.claim_jobs(provider_id)]
+
+    async def job_started(self, provider_id: str, job_id: str, attempt: int) -> out.LeasedJob:
+        return _as(out.LeasedJob, await self.ledger.start_job(provider_id, job_id, attempt))  # type: ignore[no-any-return]
+
+    async def job_result(self, provider_id: str, body: inp.JobResult) -> out.JobResultReply:
+        job = await self.ledger.report_result(
+            provider_id,
+            body.job_id,
+            body.attempt,
+            body.outcome,
+            exit_code=body.exit_code,
+            runtime_seconds=body.runtime_seconds,
+            stdout=body.stdout,
+            stderr=body.stderr,
+            truncated=body.truncated,
+            error=body.error or "",
+        )
+        return out.JobResultReply(
+            job=_as(out.JobView, job), outcome=body.outcome, settlement=_settlement(job)
+        )
+
+    async def provider_profile(self, provider_id: str) -> out.ProviderProfile:
+        row = await self.queries.provider(provider_id, self.ledger.clock(), self.settings)
+        if row is None:
+            raise NotFound("provider not found")
+        return _provider(row)
+
+    async def provider_earnings(self, provider_id: str) -> out.Earnings:
+        p = await self.provider_profile(provider_id)
+        return out.Earnings(
+            provider_id=provider_id,
+            earnings_halala=p.earnings_halala,
+            payout_pending_halala=p.payout_pending_halala,
+        )
+
+    async def withdraw(self, provider_id: str, body: inp.Withdraw) -> out.WithdrawalView:
+        w = await self.ledger.withdraw(provider_id, body.amount_halala, body.iban)
+        return _as(out.WithdrawalView, w)  # type: ignore[no-any-return]
+
+    async def set_paused(self, provider_id: str, paused: bool) -> out.ProviderProfile:
+        if paused:
+            return _provider(await self.ledger.pause_provider(provider_id))
+        return _provider(await self.ledger.resume_provider(provider_id))
+
+    async def marketplace(self) -> out.Marketplace:
+        rows = await self.queries.marketplace(self.ledger.clock(), self.settings)
+        return out.Marketplace(
+            providers=[
+                msgspec.convert({**r, "state": "online"}, out.MarketplaceEntry) for r in rows
+            ]
+        )
+
+    # --- admin -------------------------------------------------------------------------------
+
+    async def credit(self, renter_id: str, body: inp.Credit) -> out.CreditReply:
+        r = await self.ledger.credit(renter_id, body.amount_halala, body.reference, body.reason)
+        return out.CreditReply(
+            renter_id=renter_id,
+            amount_halala=r["amount_halala"],
+            reference=r["reference"],
+            duplicate=not r["credited"],
+            available_halala=r["available_halala"],
+        )
+
+    async def provider_flag(
+        self, provider_id: str, action: str, reason: str
+    ) -> out.ProviderProfile:
+        act = {
+            "approve": self.ledger.approve_provider,
+            "suspend": self.ledger.suspend_provider,
+            "unsuspend": self.ledger.unsuspend_provider,
+        }[action]
+        return _provider(await act(provider_id))
+
+    async def withdrawals(self, q: inp.WithdrawalsQuery) -> out.WithdrawalsPage:
+        offset = _int_cursor(q.cursor) or 0
+        rows = await self.queries.withdrawals(q.status, limit=q.limit + 1, offset=offset)
+        more = len(rows) > q.limit
+        rows = rows[: q.limit]
+        return out.WithdrawalsPage(
+            withdrawals=[_as(out.WithdrawalView, w) for w in rows],
+            next_cursor=str(offset + len(rows)) if more else None,
+        )
+
+    async def decide_withdrawal(
+        self, withdrawal_id: str, action: str, reason: str
+    ) -> out.WithdrawalView:
+        if action == "complete":
+            w = await self.ledger.complete_withdrawal(withdrawal_id)
+        else:
+            w = await self.ledger.reject_withdrawal(withdrawal_id, reason)
+        return _as(out.WithdrawalView, w)  # type: ignore[no-any-return]
+
+    async def set_price(self, gpu_model: str, halala_per_gpu_hour: int) -> out.PriceView:
+        row = await self.ledger.set_price(gpu_model, halala_per_gpu_hour)
+        return msgspec.convert(row, out.PriceView)
+
+    async def images(self) -> out.ImageList:
+        return out.ImageList(images=await self.queries.images())
+
+    async def set_image(self, reference: str, allowed: bool) -> out.ImageList:
+        if allowed:
+            await self.ledger.allow_image(reference)
+        else:
+            await self.ledger.remove_image(reference)
+        return await self.images()
+
+    async def reconciliation(self) -> out.Reconciliation:
+        r = await self.queries.reconciliation()
+        return out.Reconciliation(
+            sum_halala=r["sum_halala"],
+            accounts=[
+                out.AccountBalance(account=a, balance_halala=b) for a, b in r["accounts"].items()
+            ],
+            events=r["events"],
+            head_seq=r["head_seq"],
+            head_hash=r["head_hash"],
+            invariants_ok=r["invariants_ok"],
+        )
+
+    async def events(self, q: inp.EventsQuery) -> out.EventsPage:
+        recorded = await self.store.read_all(q.after, q.limit)
+        events = [
+            out.EventView(
+                seq=e.seq,
+                stream_id=e.stream_id,
+                stream_version=e.stream_version,
+                type=e.type,
+                schema_version=e.schema_version,
+                payload=_json.decode(e.payload),
+                recorded_at=rfc3339(e.recorded_at_us),
+                actor=e.actor,
+                idempotency_key=e.idempotency_key,
+                prev_hash=e.prev_hash,
+                hash=e.hash,
+            )
+            for e in recorded
+        ]
+        return out.EventsPage(events=events, next_after=events[-1].seq if events else q.after)
+
+
+def _valid_job_cursor(cursor: str) -> bool:
+    at, sep, job_id = cursor.partition(":")
+    return bool(sep) and at.isdigit() and len(at) <= 18 and 0 < len(job_id) <= 100
 
 
 async def open_service(config: ServerConfig) -> ServiceAdapter:
-    """Open the event store at `config.db` and the application service over it."""
-    raise NotImplementedError("dcp_app is not built yet")
+    """Open the event store at `config.db`, the ledger service over it, and the read queries.
+
+    Sweeps are not started here: the app's lifespan runs them at `config.sweep_interval_s`.
+    """
+    store = await SqliteEventStore.open(config.db)
+    try:
+        ledger = await LedgerService.open(store, config.domain_settings())
+        queries = await Queries.open(config.db)
+    except BaseException:
+        await store.close()
+        raise
+    return ServiceAdapter(config, store, ledger, queries)

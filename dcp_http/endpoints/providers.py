@@ -69,15 +69,15 @@ async def next_job(call: Call) -> out.NextJob:
     "The container started (409 lease_lost for an old attempt)",
     roles=P,
     body=inp.JobStarted,
-    returns=out.JobReply,
+    returns=out.LeaseReply,
     errors=(404, 409),
     tag="providers",
 )
-async def started(call: Call) -> out.JobReply:
+async def started(call: Call) -> out.LeaseReply:
     job = await call.service.job_started(
         call.identity.subject_id, call.path["job_id"], call.body.attempt
     )
-    return out.JobReply(job=job)
+    return out.LeaseReply(job=job)
 
 
 @api.endpoint(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dcp_http.auth import ADMIN, PROVIDER, RENTER, AdminDisabled, Authenticator, hash_key
+from dcp_http.auth import ADMIN, PROVIDER, RENTER, AdminDisabled, Authenticator
 from dcp_http.config import RateLimit
 from dcp_http.errors import Unauthorized, error_body
 from dcp_http.logs import Redactor, redact_path
@@ -80,12 +80,8 @@ def test_iban_checksum():
 
 
 def _auth(admin_token="tok"):
-    keys = {hash_key(RKEY): (RENTER, "r1"), hash_key(PKEY): (PROVIDER, "p1")}
-
-    async def lookup(h):
-        return keys.get(h)
-
-    return Authenticator(lookup, admin_token)
+    keys = {RKEY: (RENTER, "r1"), PKEY: (PROVIDER, "p1")}
+    return Authenticator(keys.get, admin_token)
 
 
 async def _code(auth, roles, headers, query=None, path_key=None):
