@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 NVIDIA_SMI_TIMEOUT_S = 10.0
 
@@ -36,13 +36,22 @@ class GpuInventory:
     cuda_version: str | None = None
     errors: tuple[str, ...] = field(default=())
 
-    def as_payload(self) -> dict[str, object]:
-        """The inventory fields of a heartbeat body."""
-        return {
-            "gpus": [asdict(d) for d in self.devices],
-            "driver_version": self.driver_version,
-            "cuda_version": self.cuda_version,
-        }
+    def as_payload(self) -> list[dict[str, object]]:
+        """The `gpus` list of a heartbeat body: one entry per device (count 1), so each GPU's
+        utilisation and temperature stay visible."""
+        return [
+            {
+                "model": d.model,
+                "count": 1,
+                "vram_total_mb": d.vram_total_mb,
+                "vram_free_mb": d.vram_free_mb,
+                "utilization_pct": d.utilization_pct if d.utilization_pct is not None else 0,
+                "temperature_c": d.temperature_c if d.temperature_c is not None else 0,
+                "driver_version": self.driver_version or "",
+                "cuda_version": self.cuda_version or "",
+            }
+            for d in self.devices
+        ]
 
 
 NO_GPUS = GpuInventory(source="none")

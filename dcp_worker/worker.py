@@ -50,6 +50,15 @@ MAX_START_REPORTS = 20
 FINISHED_MEMORY = 4096  # how many ended (job, attempt) pairs are remembered, to not rerun them
 
 
+async def _wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for `event` at most `timeout_s`; True if it is set. Uses asyncio.timeout, not
+    wait_for, whose Python 3.11 version can swallow a cancellation that races its timeout."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    return event.is_set()
+
+
 @dataclass(eq=False, kw_only=True)
 class RunningJob:
     """A job this worker runs (or has re-adopted after a restart)."""
@@ -77,15 +86,15 @@ def build_result(
     output: Output | None,
     error: str | None = None,
 ) -> dict[str, Any]:
-    """The job-result body (SPEC section 5). Runtime comes from Docker's own clock and is
-    rounded up to whole seconds: settlement bills ceil(runtime), so nothing is lost."""
+    """The job-result body (SPEC section 5). Runtime comes from Docker's own clock, rounded
+    up to the millisecond, so the ceil(runtime) that settlement bills is never cut short."""
     runtime = state.runtime_seconds if state else None
     body: dict[str, Any] = {
         "job_id": job_id,
         "attempt": attempt,
         "outcome": outcome,
         "exit_code": state.exit_code if state else None,
-        "runtime_seconds": math.ceil(runtime) if runtime is not None else 0,
+        "runtime_seconds": math.ceil(runtime * 1000) / 1000 if runtime is not None else 0.0,
         "stdout": output.stdout if output else "",
         "stderr": output.stderr if output else "",
         "truncated": output.truncated if output else False,
@@ -171,8 +180,7 @@ class Worker:
                 log.warning("worker_not_ready", reason=str(e))
             except (ApiUnavailable, NotReadyError, OSError, TimeoutError) as e:
                 log.warning("worker_not_ready", reason=str(e) or type(e).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+            await _wait_event(self._stop, delay)
             delay = min(delay * 2, 30.0)
         else:
             return False
@@ -199,9 +207,8 @@ class Worker:
         if self.s.gpus == "none":
             self.inventory = NO_GPUS
             return
-        self.inventory = await asyncio.wait_for(
-            asyncio.to_thread(self._discover_gpus), GPU_DISCOVER_TIMEOUT_S
-        )
+        async with asyncio.timeout(GPU_DISCOVER_TIMEOUT_S):
+            self.inventory = await asyncio.to_thread(self._discover_gpus)
 
     async def _gpu_loop(self) -> None:
         while True:
@@ -245,13 +252,12 @@ class Worker:
 
     def heartbeat_payload(self) -> dict[str, Any]:
         """SPEC section 4: GPU inventory, running job ids, daemon version, accepting_jobs."""
-        payload: dict[str, Any] = self.inventory.as_payload()
-        payload.update(
-            running_jobs=sorted(self.running),
-            daemon_version=__version__,
-            accepting_jobs=self.ready and not self.draining,
-        )
-        return payload
+        return {
+            "gpus": self.inventory.as_payload(),
+            "running_job_ids": sorted(self.running),
+            "daemon_version": __version__,
+            "accepting_jobs": self.ready and not self.draining,
+        }
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -291,8 +297,7 @@ class Worker:
                 log.warning("worker_not_ready", reason=str(e))
             except (ApiError, ApiUnavailable) as e:
                 log.warning("poll_failed", error=str(e))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.s.poll_s)
+            await _wait_event(self._stop, self.s.poll_s)
 
     def _on_leases(self, raw: list[Any]) -> None:
         """Start new leases that fit; stop running jobs whose lease is gone."""
@@ -528,8 +533,7 @@ class Worker:
                 continue
             if self.spool.list()[:1]:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._delivery_wake.wait(), 30.0)
+            await _wait_event(self._delivery_wake, 30.0)
 
     async def _flush(self, timeout_s: float) -> None:
         """At exit: give the delivery loop a bounded time to empty the spool."""

@@ -1,0 +1,203 @@
+"""Unit tests of the worker's pure parts: settings, allowlist, GPU parsing, spool, output cuts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from dcp_worker.api import parse_job
+from dcp_worker.container import _cut_tail, _TailBuffer, parse_docker_time
+from dcp_worker.errors import ApiError, ConfigError
+from dcp_worker.gpu import GpuDevice, GpuInventory, discover, parse_nvidia_smi
+from dcp_worker.settings import image_allowed, parse_settings
+from dcp_worker.spool import Spool
+from dcp_worker.worker import build_result
+
+KEY = "dcp-provider-" + "a" * 32
+
+
+def test_flags_win_over_environment():
+    """A flag overrides its environment variable; the rest come from the environment."""
+    env = {
+        "DCP_API": "http://env:1",
+        "DCP_PROVIDER_KEY": KEY,
+        "DCP_WORKER_GPUS": "none",
+        "DCP_WORKER_ALLOWED_IMAGES": "a:1, b:2 ,",
+        "DCP_WORKER_HEARTBEAT_S": "7",
+        "DCP_WORKER_POLL_S": "3",
+        "DCP_WORKER_STATE_DIR": "/tmp/x",
+    }
+    s = parse_settings(["--api", "http://flag:2/", "--heartbeat-s", "9"], env)
+    assert s.api_url == "http://flag:2"
+    assert s.provider_key == KEY
+    assert s.gpus == "none"
+    assert s.allowed_images == ("a:1", "b:2")
+    assert s.heartbeat_s == 9 and s.poll_s == 3
+    assert s.state_dir == Path("/tmp/x")
+    assert KEY not in repr(s)
+
+
+def test_defaults():
+    """Defaults follow the issue: auto GPUs, no image allowed, 30 s heartbeat, 5 s poll."""
+    s = parse_settings(["--api", "http://a", "--key", KEY], {})
+    assert (s.gpus, s.allowed_images, s.heartbeat_s, s.poll_s) == ("auto", (), 30.0, 5.0)
+    assert s.state_dir == Path("~/.dcp-worker").expanduser()
+    assert s.http_timeout_s <= s.heartbeat_s
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        ([], {}),
+        (["--api", "http://a"], {}),
+        (["--api", "http://a", "--key", KEY], {"DCP_WORKER_GPUS": "all"}),
+        (["--api", "http://a", "--key", KEY], {"DCP_WORKER_POLL_S": "soon"}),
+        (["--api", "http://a", "--key", KEY, "--heartbeat-s", "0"], {}),
+    ],
+)
+def test_bad_settings_are_refused(argv, env):
+    """A missing URL or key, or a value out of range, is a ConfigError."""
+    with pytest.raises(ConfigError):
+        parse_settings(argv, env)
+
+
+def test_allowlist_matches_exact_digest_and_prefix():
+    """Exact references, digests and `prefix*` entries allow; anything else refuses."""
+    allowed = ["dcp/a:1", "repo@sha256:" + "0" * 64, "ghcr.io/dcp/*"]
+    assert image_allowed("dcp/a:1", allowed)
+    assert image_allowed("repo@sha256:" + "0" * 64, allowed)
+    assert image_allowed("ghcr.io/dcp/train:2", allowed)
+    assert not image_allowed("dcp/a:2", allowed)
+    assert not image_allowed("repo:latest", allowed)
+    assert not image_allowed("dcp/a:1", [])
+
+
+def test_parse_job_reads_the_lease_shape():
+    """A leased job from the API decodes; a string command runs through /bin/sh -c."""
+    job = parse_job(
+        {
+            "job_id": "j1",
+            "attempt": 2,
+            "container_spec": {"image": "i:1", "command": "echo hi", "env": {"A": "1"}},
+            "gpu_requirements": {"gpu_count": 2},
+            "max_duration_seconds": 60,
+        }
+    )
+    assert job.key == ("j1", 2)
+    assert job.command == ["/bin/sh", "-c", "echo hi"]
+    assert job.env == {"A": "1"} and job.gpu_count == 2
+    with pytest.raises(ValueError):
+        parse_job({"job_id": "j1", "container_spec": {"image": "i"}})
+
+
+def test_api_error_definite():
+    """4xx other than 408/425/429 is definite; 5xx and 429 are worth retrying."""
+    assert ApiError(400, "invalid", "").definite
+    assert ApiError(409, "lease_lost", "").definite
+    assert not ApiError(429, "rate_limited", "").definite
+    assert not ApiError(503, "not_ready", "").definite
+
+
+def test_nvidia_smi_output_parses():
+    """The nvidia-smi CSV and banner give models, memory, utilisation and versions."""
+    csv = (
+        "0, GPU-aaa, NVIDIA H200, 143771, 143000, 3, 31, 560.35.03\n"
+        "1, GPU-bbb, NVIDIA H200, 143771, 1000, [N/A], 40, 560.35.03\n"
+    )
+    inv = parse_nvidia_smi(
+        csv, "| NVIDIA-SMI 560.35.03   Driver Version: 560.35.03   CUDA Version: 12.6 |"
+    )
+    assert inv.source == "nvidia-smi"
+    assert [d.uuid for d in inv.devices] == ["GPU-aaa", "GPU-bbb"]
+    assert inv.devices[1].utilization_pct is None
+    assert (inv.driver_version, inv.cuda_version) == ("560.35.03", "12.6")
+    payload = inv.as_payload()
+    assert payload[1]["utilization_pct"] == 0 and payload[0]["count"] == 1
+    assert set(payload[0]) == {
+        "model",
+        "count",
+        "vram_total_mb",
+        "vram_free_mb",
+        "utilization_pct",
+        "temperature_c",
+        "driver_version",
+        "cuda_version",
+    }
+
+
+def test_discover_says_why_when_there_is_no_gpu(monkeypatch):
+    """With neither NVML nor nvidia-smi, discovery reports no device and both reasons."""
+    import dcp_worker.gpu as gpu
+
+    def fail() -> GpuInventory:
+        raise OSError("absent")
+
+    monkeypatch.setattr(gpu, "discover_nvml", fail)
+    monkeypatch.setattr(gpu, "discover_nvidia_smi", fail)
+    inv = discover()
+    assert inv.source == "none" and not inv.devices and len(inv.errors) == 2
+    dev = GpuDevice(
+        index=0, uuid="u", model="m", vram_total_mb=1, vram_free_mb=1,
+        utilization_pct=1, temperature_c=1,
+    )  # fmt: skip
+    monkeypatch.setattr(gpu, "discover_nvml", lambda: GpuInventory(source="nvml", devices=(dev,)))
+    assert discover().source == "nvml"
+
+
+def test_spool_is_durable_and_idempotent(tmp_path):
+    """One file per (job, attempt); a rewrite keeps one; leftovers of a crash are swept."""
+    spool = Spool(tmp_path)
+    r = {"job_id": "j/1", "attempt": 1, "outcome": "completed"}
+    p = spool.put(r)
+    spool.put(r)
+    assert spool.list() == [p] and spool.has("j/1", 1)
+    assert spool.read(p) == r
+    (spool.pending / ".x.json.tmp").write_text("{half")
+    spool = Spool(tmp_path)
+    assert spool.list() == [p] and not list(spool.pending.glob(".*.tmp"))
+    spool.bury(p)
+    assert spool.list() == [] and json.loads((spool.dead / p.name).read_text()) == r
+    p2 = spool.put({"job_id": "k", "attempt": 2})
+    spool.remove(p2)
+    assert not spool.has("k", 2)
+
+
+def test_output_keeps_the_tail_on_a_character_boundary():
+    """The cap keeps the last bytes and never starts inside a UTF-8 character."""
+    buf = _TailBuffer(10)
+    for chunk in (b"0123456789", b"abcdef", "é".encode() * 3):
+        buf.write(chunk)
+    assert buf.total == 22
+    value = buf.value()
+    assert len(value) <= 10 and value.decode() == value.decode("utf-8")
+    assert _cut_tail(b"x" + "é".encode(), 2) == "é".encode()
+    assert _cut_tail(b"abc", 10) == b"abc"
+
+
+def test_docker_times_parse_to_microseconds():
+    """Docker's nanosecond RFC 3339 times parse; its zero time is None."""
+    t = parse_docker_time("2026-11-29T00:42:14.123456789Z")
+    assert t == datetime(2026, 11, 29, 0, 42, 14, 123456, tzinfo=UTC)
+    assert parse_docker_time("2026-11-29T00:42:14Z") == datetime(
+        2026, 11, 29, 0, 42, 14, tzinfo=UTC
+    )
+    assert parse_docker_time("0001-01-01T00:00:00Z") is None
+
+
+def test_result_body_has_only_the_spec_fields():
+    """A result carries exactly the fields of SPEC section 5 (the API forbids others)."""
+    body = build_result("j", 1, "failed", None, None, "image_not_allowed")
+    assert set(body) == {
+        "job_id",
+        "attempt",
+        "outcome",
+        "exit_code",
+        "runtime_seconds",
+        "stdout",
+        "stderr",
+        "truncated",
+        "error",
+    }
