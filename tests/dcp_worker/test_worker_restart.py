@@ -1,0 +1,69 @@
+"""The worker as a process: SIGKILL mid-job and a restart report each job exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_worker(url: str, key: str, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable, "-m", "dcp_worker.cli",
+        "--api", url, "--gpus", "none", "--allow-image", "dcp-test/busybox:1",
+        "--state-dir", str(state_dir), "--heartbeat-s", "0.5", "--poll-s", "0.2",
+        "--drain-s", "2", "--min-free-disk-gb", "0.1", "--job-memory-mb", "64",
+    ]  # fmt: skip
+    env = {**os.environ, "DCP_PROVIDER_KEY": key}
+    with log.open("ab") as f:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def container_running(provider_id: str) -> list[str]:
+    return subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=sa.dcp.provider_id={provider_id}"],
+        capture_output=True, text=True, timeout=20, check=True,
+    ).stdout.split()  # fmt: skip
+
+
+async def test_sigkill_mid_job_then_restart_reports_each_job_once(stub, tmp_path, kit):
+    """Jobs that end while the worker is dead, or still run at restart, are reported once."""
+    api, server = stub
+    short = api.submit(["sh", "-c", "sleep 1; echo short-done"])
+    long = api.submit(["sh", "-c", "sleep 5; echo long-done"])
+    state, log = tmp_path / "state", tmp_path / "worker.log"
+    first = start_worker(server.url, api.key, state, log)
+    try:
+        await kit.until(lambda: len(api.starts) == 2, 30)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert len(container_running(api.provider_id)) == 2  # the jobs outlive the worker
+        await kit.until(lambda: len(container_running(api.provider_id)) == 1, 20)
+        assert not api.result_posts
+        second = start_worker(server.url, api.key, state, log)
+        try:
+            await kit.until(lambda: api.accepted(short) and api.accepted(long), 30)
+            await asyncio.sleep(2)  # room for a duplicate to show up, if there were one
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    for job, text in ((short, "short-done\n"), (long, "long-done\n")):
+        posts = [b for _, b, _ in api.result_posts if b["job_id"] == job]
+        assert len(posts) == 1, posts
+        assert (posts[0]["outcome"], posts[0]["stdout"]) == ("completed", text)
+    assert posts[0]["runtime_seconds"] >= 5
+    assert kit.managed_containers(api.provider_id) == []
+    assert not list((state / "spool" / "pending").iterdir())
+    assert "recovered_running_job" in log.read_text()
+    assert "recovered_ended_job" in log.read_text()
