@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import msgspec
 from starlette.requests import Request
@@ -96,6 +96,7 @@ class Endpoint:
     headers: dict[str, str] = field(default_factory=dict)  # optional request headers
     body_decoder: Any = None
     query_fields: tuple[str, ...] = ()
+    query_int_fields: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.returns is not None:
@@ -104,6 +105,9 @@ class Endpoint:
             self.body_decoder = msgspec.json.Decoder(self.body)
         if self.query is not None:
             self.query_fields = tuple(self.query.__struct_fields__)
+            self.query_int_fields = frozenset(
+                f.name for f in msgspec.structs.fields(self.query) if _is_int(f.type)
+            )
         for name in re.findall(r"{(\w+)}", self.path):
             self.path_params.setdefault(name, name)
 
@@ -134,8 +138,24 @@ class Api:
         ]
 
 
+def _is_int(t: Any) -> bool:
+    if get_origin(t) is Annotated:
+        t = get_args(t)[0]
+    return t is int
+
+
+_DIGITS = re.compile(r"^[+-]?[0-9]{1,19}$")
+
+
 def _decode_query(ep: Endpoint, params: Mapping[str, str]) -> Any:
     raw = {k: v for k, v in params.items() if k in ep.query_fields}
+    for name in ep.query_int_fields & raw.keys():
+        # msgspec's lax mode would read "1e3" or "10.0" as an integer; a query takes digits.
+        if not _DIGITS.match(raw[name]):
+            raise InvalidRequest(
+                "invalid query parameter",
+                fields=[FieldError(field=name, message="Expected `int` (digits only)")],
+            )
     unknown = [k for k in params if k not in ep.query_fields and k != "key"]
     if unknown:
         raise InvalidRequest(
