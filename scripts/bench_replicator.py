@@ -1,0 +1,304 @@
+"""Benchmark the replicator into a real PostgreSQL: rows/s, and lag while a writer writes.
+
+    python scripts/bench_replicator.py [--events N] [--dsn DSN] [--source simulate|synthetic]
+
+DSN: --dsn, else DCP_TEST_PG_DSN (what `eval "$(scripts/ci/postgres.sh)"` exports); the role
+must be allowed to create databases, since every phase works in a fresh database.
+
+1. Throughput: a log of N events (default 50,000) is replicated from scratch with `--once`
+   semantics at a few batch sizes; rows/s and events/s per batch size.
+2. Lag under load: a writer appends to the log (scripts/simulate.py when it exists and
+   --source simulate, else the synthetic workload of tests/dcp_replicator/synth.py through the
+   real event store) while the replicator runs continuously in its own process, as
+   `dcp replicate` would. Every 50 ms the lag is sampled: events behind (log head minus the
+   target's checkpoint) and seconds behind (age of the oldest event not yet in the target).
+   The writer's own rate is measured with and without the replicator running, to show that
+   replication does not slow it.
+
+Prints a table, then one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+import structlog  # noqa: E402
+from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+
+from dcp_events.sqlite_store import SqliteEventStore  # noqa: E402
+from dcp_replicator.postgres_sink import PostgresSink  # noqa: E402
+from dcp_replicator.replicator import Replicator, Settings  # noqa: E402
+from dcp_replicator.source import SqliteSource  # noqa: E402
+from tests.dcp_replicator.synth import SynthWorkload, make_db, write_events  # noqa: E402
+
+SIMULATE = ROOT / "scripts" / "simulate.py"
+
+
+class FreshDatabase:
+    """A new database on the server of `dsn`, dropped on exit."""
+
+    def __init__(self, dsn: str) -> None:
+        self.server = dsn
+        self.name = f"dcp_bench_{uuid.uuid4().hex[:10]}"
+        params = conninfo_to_dict(dsn)
+        params["dbname"] = self.name
+        self.dsn = make_conninfo(**params)
+
+    def __enter__(self) -> str:
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        return self.dsn
+
+    def __exit__(self, *exc: object) -> None:
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def head(db: Path) -> tuple[int, int]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT coalesce(max(seq), 0), count(*) FROM events").fetchone()
+    finally:
+        conn.close()
+
+
+def target_checkpoint(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT last_seq FROM dcp_replication_state WHERE sink = 'postgres'")
+    got = row.fetchone()
+    return got[0] if got else 0
+
+
+async def throughput(db: Path, server: str, batch_rows: int) -> dict[str, float]:
+    with FreshDatabase(server) as dsn:
+        source = await SqliteSource.open(db)
+        sink = await PostgresSink.connect(dsn)  # schema applied before the clock starts
+        t0 = time.perf_counter()
+        result = await Replicator(source, sink, Settings(batch_rows=batch_rows)).run(once=True)
+        elapsed = time.perf_counter() - t0
+        await sink.close()
+        await source.close()
+    return {
+        "batch_rows": batch_rows,
+        "rows": result.rows,
+        "events": result.checkpoint_seq,
+        "batches": result.batches,
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(result.rows / elapsed),
+        "events_per_s": round(result.checkpoint_seq / elapsed),
+    }
+
+
+async def synthetic_writer(db: Path, seconds: float, rate: int, seed: int) -> int:
+    """Append at about `rate` events/s (0: as fast as it can) for `seconds`, in appends of up
+    to 20 events."""
+    store = await SqliteEventStore.open(db)
+    workload = SynthWorkload(seed)
+    written = 0
+    t0 = time.perf_counter()
+    try:
+        while (now := time.perf_counter() - t0) < seconds:
+            due = int(now * rate) - written if rate else 200
+            if due <= 0:
+                await asyncio.sleep(0.005)
+                continue
+            n = min(due, 200)
+            await write_events(store, workload, n, per_append=20)
+            written += n
+    finally:
+        await store.close()
+    return written
+
+
+def start_replicator(db: Path, dsn: str, log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dcp_replicator", "--db", str(db), "--dsn", dsn,
+           "--poll-interval-s", "0.05", "--log-level", "warning"]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+
+
+async def sample_lag(db: Path, dsn: str, stop: asyncio.Event, out: list[tuple[int, float]]):
+    lite = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while not stop.is_set():
+            try:
+                cp = target_checkpoint(conn)
+            except psycopg.errors.UndefinedTable:
+                cp = 0
+            (h,) = lite.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            row = lite.execute(
+                "SELECT recorded_at_us FROM events WHERE seq = ?", (cp + 1,)
+            ).fetchone()
+            secs = max(0.0, time.time() - row[0] / 1e6) if row and h > cp else 0.0
+            out.append((max(0, h - cp), secs))
+            await asyncio.sleep(0.05)
+    lite.close()
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+async def lag_under_load(
+    workdir: Path, server: str, seconds: float, rate: int, source: str
+) -> dict[str, object]:
+    db = workdir / f"live-{rate}.db"
+    await make_db(db, 2000, seed=3)  # some history to start from
+    # The writer alone, for comparison.
+    alone_db = workdir / f"alone-{rate}.db"
+    await make_db(alone_db, 2000, seed=3)
+    t0 = time.perf_counter()
+    alone = await synthetic_writer(alone_db, seconds, rate, seed=4)
+    alone_rate = alone / (time.perf_counter() - t0)
+
+    with FreshDatabase(server) as dsn:
+        proc = start_replicator(db, dsn, workdir / "replicator.log")
+        try:
+            # Let it start and mirror the history first: what is measured is steady state.
+            start_head, _ = head(db)
+            deadline = time.perf_counter() + 60
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                while time.perf_counter() < deadline:
+                    try:
+                        if target_checkpoint(conn) >= start_head:
+                            break
+                    except psycopg.errors.UndefinedTable:
+                        pass
+                    await asyncio.sleep(0.05)
+            samples: list[tuple[int, float]] = []
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample_lag(db, dsn, stop, samples))
+            t0 = time.perf_counter()
+            if source == "simulate":
+                written = await asyncio.to_thread(run_simulate, db, seconds)
+            else:
+                written = await synthetic_writer(db, seconds, rate, seed=4)
+            write_s = time.perf_counter() - t0
+            # Then until caught up.
+            final_head, _ = head(db)
+            t_end = time.perf_counter()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                while target_checkpoint(conn) < final_head and time.perf_counter() - t_end < 60:
+                    await asyncio.sleep(0.02)
+                caught_up_s = time.perf_counter() - t_end
+                done = target_checkpoint(conn) == final_head
+            stop.set()
+            await sampler
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    during = samples[: max(1, int(len(samples) * write_s / (write_s + caught_up_s)))]
+    events_behind = [s[0] for s in during]
+    seconds_behind = [s[1] for s in during]
+    return {
+        "writer": source,
+        "write_seconds": round(write_s, 2),
+        "events_written": written,
+        "writer_events_per_s": round(written / write_s),
+        "writer_alone_events_per_s": round(alone_rate),
+        "lag_events_p50": pct(events_behind, 50),
+        "lag_events_p99": pct(events_behind, 99),
+        "lag_events_max": max(events_behind, default=0),
+        "lag_seconds_p50": round(pct(seconds_behind, 50), 3),
+        "lag_seconds_p99": round(pct(seconds_behind, 99), 3),
+        "lag_seconds_max": round(max(seconds_behind, default=0.0), 3),
+        "caught_up_after_writer_s": round(caught_up_s, 3),
+        "caught_up": done,
+        "samples": len(samples),
+    }
+
+
+def run_simulate(db: Path, seconds: float) -> int:
+    """scripts/simulate.py writing into `db` through the real service; events it added."""
+    before, _ = head(db)
+    cmd = [sys.executable, str(SIMULATE), "--db", str(db), "--seed", "7"]
+    subprocess.run(cmd, cwd=ROOT, check=True, timeout=max(600, seconds * 10))
+    after, _ = head(db)
+    return after - before
+
+
+async def build_log(path: Path, events: int, source: str) -> None:
+    if source == "simulate":
+        raise SystemExit("--source simulate for the throughput log is not wired yet")
+    await make_db(path, events, seed=7)
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=50_000)
+    p.add_argument("--dsn", default=os.environ.get("DCP_TEST_PG_DSN"))
+    p.add_argument("--batch-rows", default="500,2000,5000")
+    p.add_argument("--seconds", type=float, default=15.0, help="writer run time for the lag phase")
+    p.add_argument("--rate", type=int, default=1500, help="synthetic writer: events/s")
+    p.add_argument("--source", choices=["simulate", "synthetic"], default="synthetic")
+    args = p.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if not args.dsn:
+        raise SystemExit('give --dsn, or eval "$(scripts/ci/postgres.sh)" first')
+    with tempfile.TemporaryDirectory(prefix="dcp-bench-repl-") as tmp:
+        work = Path(tmp)
+        db = work / "dcp.db"
+        t0 = time.perf_counter()
+        await build_log(db, args.events, args.source)
+        build_s = time.perf_counter() - t0
+        events, _ = head(db)
+        print(f"log: {events} events built in {build_s:.1f}s ({args.source})")
+        runs = []
+        for b in [int(x) for x in args.batch_rows.split(",")]:
+            r = await throughput(db, args.dsn, b)
+            runs.append(r)
+            print(
+                f"batch_rows={b:>6}: {r['rows']} rows ({r['events']} events) in {r['seconds']}s"
+                f" = {r['rows_per_s']:,} rows/s, {r['events_per_s']:,} events/s,"
+                f" {r['batches']} batches"
+            )
+        lags = []
+        for rate in (args.rate, 0):
+            lag = await lag_under_load(work, args.dsn, args.seconds, rate, args.source)
+            lag["target_rate"] = rate or "unbounded"
+            lags.append(lag)
+            print(
+                f"lag while writing {lag['writer_events_per_s']} events/s for"
+                f" {lag['write_seconds']}s (writer alone: {lag['writer_alone_events_per_s']}/s):"
+                f" events behind p50 {lag['lag_events_p50']} p99 {lag['lag_events_p99']}"
+                f" max {lag['lag_events_max']}; seconds behind p50 {lag['lag_seconds_p50']}"
+                f" p99 {lag['lag_seconds_p99']} max {lag['lag_seconds_max']};"
+                f" caught up {lag['caught_up_after_writer_s']}s after the writer stopped"
+            )
+        best = max(runs, key=lambda r: r["rows_per_s"])
+        print(
+            json.dumps(
+                {
+                    "bench": "replicator",
+                    "events": events,
+                    "source": args.source,
+                    "rows_per_s": best["rows_per_s"],
+                    "events_per_s": best["events_per_s"],
+                    "best_batch_rows": best["batch_rows"],
+                    "throughput": runs,
+                    "lag": lags,
+                    "cpus": os.cpu_count(),
+                    "pg_server": conninfo_to_dict(args.dsn).get("host"),
+                }
+            )
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
