@@ -27,6 +27,7 @@ from dcp_http.config import DEFAULT_RATE_LIMITS, RateLimit, ServerConfig
 from dcp_http.logs import configure_logging
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+
 IMAGE = "dcp-test/busybox:1"
 # A valid Saudi IBAN (mod-97 check passes).
 IBAN = "SA0380000000608010167519"
@@ -100,6 +101,8 @@ _names = itertools.count()
 
 class Api:
     """An httpx client for one server, with helpers for the set-up steps tests repeat."""
+
+    admin_token = ADMIN_TOKEN
 
     def __init__(self, server: Server) -> None:
         self.server = server
