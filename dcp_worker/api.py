@@ -111,14 +111,16 @@ class ApiClient:
             # segment, and httpx reports only the exception type and host.
             raise ApiUnavailable(f"{method} failed: {type(e).__name__}") from e
         if resp.status_code >= 300:
-            code, message = "http_error", resp.reason_phrase
+            code, message, retry_after = "http_error", resp.reason_phrase, None
             try:
                 data = resp.json()
                 code = str(data.get("code", code))
                 message = str(data.get("error", message))
-            except ValueError:
+                if isinstance(data.get("retry_after_seconds"), int | float):
+                    retry_after = min(float(data["retry_after_seconds"]), 300.0)
+            except (ValueError, AttributeError):
                 pass
-            raise ApiError(resp.status_code, code, message)
+            raise ApiError(resp.status_code, code, message, retry_after)
         if not resp.content:
             return None
         try:

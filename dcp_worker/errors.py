@@ -20,11 +20,14 @@ class ApiError(WorkerError):
     get the same answer, so the caller must not retry it.
     """
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s  # from a 429's retry_after_seconds
 
     @property
     def definite(self) -> bool:

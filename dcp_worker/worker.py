@@ -517,7 +517,7 @@ class Worker:
                     else:
                         log.warning("result_delivery_failed", status=e.status, **ids)
                         transient = True
-                        retry_after = 1.0 if e.status == 429 else 0.0
+                        retry_after = e.retry_after_s or 0.0
                         break
                 except ApiUnavailable as e:
                     log.warning("result_delivery_failed", error=str(e), **ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import statistics
@@ -219,3 +220,35 @@ async def test_drain_on_stop_kills_and_reports_failed(stub, make_settings, kit):
     assert not api.accepted(queued)
     assert api.heartbeats[-1][1]["accepting_jobs"] is False
     assert kit.managed_containers(api.provider_id) == []
+
+
+async def test_slow_docker_call_does_not_delay_heartbeats(stub, make_settings, kit, monkeypatch):
+    """A Docker call that takes seconds (here: reading logs) leaves the heartbeat on time."""
+    api, _ = stub
+    original = DockerRunner.output
+
+    async def slow_output(self, container_id):
+        await asyncio.sleep(3)
+        return await original(self, container_id)
+
+    monkeypatch.setattr(DockerRunner, "output", slow_output)
+    job = api.submit(["true"])
+    async with kit.running(make_settings(heartbeat_s=0.4)):
+        await kit.until(lambda: api.starts)
+        first = len(api.heartbeats)
+        await kit.until(lambda: api.accepted(job), 20)
+        last = len(api.heartbeats)
+    times = [t for t, _ in api.heartbeats[first:last]]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) >= 5 and max(gaps) < 0.4 * 1.1 + 0.25
+
+
+async def test_auto_gpus_without_a_gpu_is_not_ready(stub, make_settings, kit):
+    """`--gpus auto` on a machine with no GPU never asks for jobs, and says why."""
+    api, _ = stub
+    api.submit(["true"])
+    settings = make_settings(gpus="auto")
+    async with kit.running(settings) as worker:
+        await asyncio.sleep(1.5)
+        assert not worker.ready
+    assert api.polls == 0 and not api.starts

@@ -67,3 +67,4 @@ async def test_sigkill_mid_job_then_restart_reports_each_job_once(stub, tmp_path
     assert not list((state / "spool" / "pending").iterdir())
     assert "recovered_running_job" in log.read_text()
     assert "recovered_ended_job" in log.read_text()
+    assert api.key not in log.read_text()  # the key is in one route's path; never logged
