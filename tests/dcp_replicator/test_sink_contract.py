@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 
-import contextlib
-
 import httpx
 import psycopg
 import pytest
