@@ -593,11 +593,12 @@ def check_all(state: State) -> None:
     )
     if [j.job_id for j in queued] != [k[2] for k in state.queue]:
         raise InvariantError("the queue does not hold exactly the queued jobs in order")
+    # One pass over the jobs, not one per provider: O(jobs + providers).
+    leased_by: dict[str, set[str]] = {}
+    for j in state.jobs.values():
+        if j.status in LEASED and j.provider_id is not None:
+            leased_by.setdefault(j.provider_id, set()).add(j.job_id)
     for p in state.providers.values():
-        leased = {
-            j.job_id
-            for j in state.jobs.values()
-            if j.status in LEASED and j.provider_id == p.provider_id
-        }
+        leased = leased_by.pop(p.provider_id, set())
         if leased != p.leased:
             raise InvariantError(f"provider {p.provider_id} leases {p.leased}, not {leased}")
