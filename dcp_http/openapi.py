@@ -38,7 +38,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
     "bearer": {"type": "http", "scheme": "bearer"},
 }
 
-_SECURITY_BY_ROLE = {
+_SECURITY_BY_ROLE: dict[str, list[dict[str, list[str]]]] = {
     RENTER: [{"renterKey": []}, {"queryKey": []}, {"bearer": []}],
     PROVIDER: [{"providerKey": []}, {"queryKey": []}, {"bearer": []}],
     ADMIN: [{"adminToken": []}, {"bearer": []}],
@@ -126,7 +126,9 @@ def _operation(ep: Endpoint, refs: dict[Any, Any], components: dict[str, Any]) -
     return op
 
 
-def build_openapi(api: Api, title: str = "DCP ledger API", version: str = "0.1.0") -> dict:
+def build_openapi(
+    api: Api, title: str = "DCP ledger API", version: str = "0.1.0"
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every endpoint of `api`."""
     types = _types(api)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
 import msgspec
 from starlette.requests import Request
@@ -21,6 +21,9 @@ from starlette.routing import Route
 from dcp_http.auth import Authenticator, Identity
 from dcp_http.errors import FieldError, InvalidJson, InvalidRequest, encode_error
 from dcp_http.middleware import request_info
+
+if TYPE_CHECKING:
+    from dcp_http.service import ServiceAdapter
 
 _encoder = msgspec.json.Encoder()
 
@@ -54,12 +57,19 @@ class Call:
     request: Request
 
     @property
-    def service(self) -> Any:
-        return self.request.app.state.service
+    def service(self) -> ServiceAdapter:
+        return self.request.app.state.service  # type: ignore[no-any-return]
 
     @property
-    def config(self) -> Any:
-        return self.request.app.state.config
+    def who(self) -> Identity:
+        """The authenticated caller (endpoints with roles always have one)."""
+        assert self.identity is not None
+        return self.identity
+
+    @property
+    def subject(self) -> str:
+        """The caller's renter or provider id."""
+        return self.who.subject_id
 
     def header(self, name: str) -> str | None:
         return self.request.headers.get(name)
@@ -104,7 +114,7 @@ class Endpoint:
         if self.body is not None:
             self.body_decoder = msgspec.json.Decoder(self.body)
         if self.query is not None:
-            self.query_fields = tuple(self.query.__struct_fields__)
+            self.query_fields = tuple(f.name for f in msgspec.structs.fields(self.query))
             self.query_int_fields = frozenset(
                 f.name for f in msgspec.structs.fields(self.query) if _is_int(f.type)
             )

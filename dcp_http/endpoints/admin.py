@@ -56,7 +56,7 @@ _provider_flag("unsuspend", "Lift a provider's suspension")
     tag="admin",
 )
 async def cancel_job(call: Call) -> out.JobReply:
-    return out.JobReply(job=await call.service.cancel_job(call.identity, call.path["job_id"]))
+    return out.JobReply(job=await call.service.cancel_job(call.who, call.path["job_id"]))
 
 
 @api.endpoint(

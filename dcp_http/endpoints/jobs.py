@@ -41,7 +41,7 @@ def idempotency_key(call: Call) -> str | None:
 )
 async def submit(call: Call) -> out.JobSubmittedReply:
     key = idempotency_key(call)
-    return await call.service.submit_job(call.identity.subject_id, call.body, key)
+    return await call.service.submit_job(call.subject, call.body, key)
 
 
 @api.endpoint(
@@ -54,7 +54,7 @@ async def submit(call: Call) -> out.JobSubmittedReply:
     tag="jobs",
 )
 async def list_jobs(call: Call) -> out.JobsPage:
-    return await call.service.list_jobs(call.identity.subject_id, call.query)
+    return await call.service.list_jobs(call.subject, call.query)
 
 
 @api.endpoint(
@@ -67,7 +67,7 @@ async def list_jobs(call: Call) -> out.JobsPage:
     tag="jobs",
 )
 async def get_job(call: Call) -> out.JobReply:
-    return out.JobReply(job=await call.service.get_job(call.identity, call.path["job_id"]))
+    return out.JobReply(job=await call.service.get_job(call.who, call.path["job_id"]))
 
 
 @api.endpoint(
@@ -80,7 +80,7 @@ async def get_job(call: Call) -> out.JobReply:
     tag="jobs",
 )
 async def cancel(call: Call) -> out.JobReply:
-    job = await call.service.cancel_job(call.identity, call.path["job_id"])
+    job = await call.service.cancel_job(call.who, call.path["job_id"])
     return out.JobReply(job=job)
 
 
@@ -94,4 +94,4 @@ async def cancel(call: Call) -> out.JobReply:
     tag="jobs",
 )
 async def output(call: Call) -> Reply:
-    return await call.service.job_output(call.identity, call.path["job_id"])
+    return await call.service.job_output(call.who, call.path["job_id"])

@@ -34,7 +34,7 @@ async def register(call: Call) -> out.ProviderCreated:
     tag="providers",
 )
 async def heartbeat(call: Call) -> out.HeartbeatReply:
-    return await call.service.heartbeat(call.identity.subject_id, call.body)
+    return await call.service.heartbeat(call.subject, call.body)
 
 
 @api.endpoint(
@@ -47,7 +47,7 @@ async def heartbeat(call: Call) -> out.HeartbeatReply:
     tag="providers",
 )
 async def jobs_by_key(call: Call) -> out.LeasedJobs:
-    return out.LeasedJobs(jobs=await call.service.provider_jobs(call.identity.subject_id))
+    return out.LeasedJobs(jobs=await call.service.provider_jobs(call.subject))
 
 
 @api.endpoint(
@@ -59,7 +59,7 @@ async def jobs_by_key(call: Call) -> out.LeasedJobs:
     tag="providers",
 )
 async def next_job(call: Call) -> out.NextJob:
-    jobs = await call.service.provider_jobs(call.identity.subject_id)
+    jobs = await call.service.provider_jobs(call.subject)
     return out.NextJob(job=jobs[0] if jobs else None)
 
 
@@ -74,9 +74,7 @@ async def next_job(call: Call) -> out.NextJob:
     tag="providers",
 )
 async def started(call: Call) -> out.LeaseReply:
-    job = await call.service.job_started(
-        call.identity.subject_id, call.path["job_id"], call.body.attempt
-    )
+    job = await call.service.job_started(call.subject, call.path["job_id"], call.body.attempt)
     return out.LeaseReply(job=job)
 
 
@@ -91,7 +89,7 @@ async def started(call: Call) -> out.LeaseReply:
     tag="providers",
 )
 async def job_result(call: Call) -> out.JobResultReply:
-    return await call.service.job_result(call.identity.subject_id, call.body)
+    return await call.service.job_result(call.subject, call.body)
 
 
 @api.endpoint(
@@ -103,7 +101,7 @@ async def job_result(call: Call) -> out.JobResultReply:
     tag="providers",
 )
 async def me(call: Call) -> out.ProviderProfile:
-    return await call.service.provider_profile(call.identity.subject_id)
+    return await call.service.provider_profile(call.subject)
 
 
 @api.endpoint(
@@ -115,7 +113,7 @@ async def me(call: Call) -> out.ProviderProfile:
     tag="providers",
 )
 async def earnings(call: Call) -> out.Earnings:
-    return await call.service.provider_earnings(call.identity.subject_id)
+    return await call.service.provider_earnings(call.subject)
 
 
 @api.endpoint(
@@ -130,7 +128,7 @@ async def earnings(call: Call) -> out.Earnings:
     tag="providers",
 )
 async def withdraw(call: Call) -> out.WithdrawalView:
-    return await call.service.withdraw(call.identity.subject_id, call.body)
+    return await call.service.withdraw(call.subject, call.body)
 
 
 @api.endpoint(
@@ -143,7 +141,7 @@ async def withdraw(call: Call) -> out.WithdrawalView:
     tag="providers",
 )
 async def pause(call: Call) -> out.ProviderProfile:
-    return await call.service.set_paused(call.identity.subject_id, True)
+    return await call.service.set_paused(call.subject, True)
 
 
 @api.endpoint(
@@ -156,7 +154,7 @@ async def pause(call: Call) -> out.ProviderProfile:
     tag="providers",
 )
 async def resume(call: Call) -> out.ProviderProfile:
-    return await call.service.set_paused(call.identity.subject_id, False)
+    return await call.service.set_paused(call.subject, False)
 
 
 @api.endpoint(

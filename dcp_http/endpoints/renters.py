@@ -33,7 +33,7 @@ async def register(call: Call) -> out.RenterCreated:
     tag="renters",
 )
 async def me(call: Call) -> out.RenterProfile:
-    return await call.service.renter_profile(call.identity.subject_id)
+    return await call.service.renter_profile(call.subject)
 
 
 @api.endpoint(
@@ -45,7 +45,7 @@ async def me(call: Call) -> out.RenterProfile:
     tag="renters",
 )
 async def balance(call: Call) -> out.Balance:
-    return await call.service.renter_balance(call.identity.subject_id)
+    return await call.service.renter_balance(call.subject)
 
 
 @api.endpoint(
@@ -58,7 +58,7 @@ async def balance(call: Call) -> out.Balance:
     tag="renters",
 )
 async def ledger(call: Call) -> out.LedgerPage:
-    return await call.service.renter_ledger(call.identity.subject_id, call.query)
+    return await call.service.renter_ledger(call.subject, call.query)
 
 
 @api.endpoint(
@@ -72,4 +72,4 @@ async def ledger(call: Call) -> out.LedgerPage:
     tag="renters",
 )
 async def topup(call: Call) -> out.Balance:
-    return await call.service.topup(call.identity.subject_id, call.body)
+    return await call.service.topup(call.subject, call.body)
