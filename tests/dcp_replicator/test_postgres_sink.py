@@ -146,7 +146,8 @@ async def test_sigkill_mid_stream_then_restart(big_db, pg_dsn, tmp_path):
     lite.close()
     assert (below, above) == (expected, 0)
 
-    rc = subprocess.run([*cmd, "--once"], cwd=ROOT, capture_output=True, timeout=120).returncode
+    restart = [*cmd[:-4], "--batch-rows", "5000", "--once"]  # the rest in bigger batches
+    rc = subprocess.run(restart, cwd=ROOT, capture_output=True, timeout=120).returncode
     assert rc == 0
     assert target_checkpoint(pg_dsn) == 50_000
     assert_mirrored(big_db, pg_dsn)
