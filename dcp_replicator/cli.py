@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 
+import httpx
 import structlog
 
 from dcp_replicator.checkpoint import CheckpointStore, checkpoint_path
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--poll-interval-s", type=float, default=_DEFAULTS.poll_interval_s)
     p.add_argument("--backoff-max-s", type=float, default=_DEFAULTS.backoff_max_s)
     p.add_argument("--no-migrate", action="store_true", help="do not apply the target schema")
+    p.add_argument(
+        "--http-timeout-s", type=float, default=15.0, help="Supabase: per-request timeout"
+    )
     p.add_argument("--log-level", default=os.environ.get("DCP_LOG_LEVEL", "info"))
     return p
 
@@ -92,7 +96,9 @@ async def _main(args: argparse.Namespace) -> int:
             from dcp_replicator.supabase_sink import SupabaseSink
 
             assert url and key
-            sink = await SupabaseSink.create(url, key, checkpoints, name=name)
+            timeout = httpx.Timeout(args.http_timeout_s, connect=min(5.0, args.http_timeout_s))
+            http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=4))
+            sink = await SupabaseSink.create(url, key, checkpoints, name=name, http=http)
         settings = Settings(
             batch_rows=args.batch_rows,
             poll_interval_s=args.poll_interval_s,
