@@ -365,12 +365,19 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
             cost_halala=reserve,
             attempt=1,
             at_us=now_us,
-            postings=(
-                Posting(ledger.renter_available(c.renter_id), -reserve),
-                Posting(ledger.renter_held(c.renter_id), reserve),
-            ),
+            postings=_hold(c.renter_id, reserve),
         )
     ]
+
+
+def _hold(renter_id: str, reserve: int) -> tuple[Posting, ...]:
+    """Available -> held; no legs at all for a free job (a zero leg is noise in the ledger)."""
+    if reserve == 0:
+        return ()
+    return (
+        Posting(ledger.renter_available(renter_id), -reserve),
+        Posting(ledger.renter_held(renter_id), reserve),
+    )
 
 
 def _measured_s(job: Job, now_us: int) -> int:
@@ -674,10 +681,7 @@ def decide_requeue(state: State, c: cmd.RequeueJob, now_us: int) -> list[Event]:
             cost_halala=job.cost_halala,
             attempt=job.attempt + 1,
             at_us=now_us,
-            postings=(
-                Posting(ledger.renter_available(job.renter_id), -job.cost_halala),
-                Posting(ledger.renter_held(job.renter_id), job.cost_halala),
-            ),
+            postings=_hold(job.renter_id, job.cost_halala),
         )
     ]
 
