@@ -81,33 +81,67 @@ def start(cmd: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[by
     raise SystemExit("server did not start")
 
 
+async def _connection(
+    host: str,
+    port: int,
+    request: bytes,
+    start_at: float,
+    stop_at: float,
+    latencies: list[float],
+    failures: list[int],
+) -> None:
+    """One keep-alive HTTP/1.1 connection posting `request` in a loop until `stop_at`.
+
+    A minimal client (asyncio streams, Content-Length framing) so the load generator costs
+    far less CPU than the servers it measures; httpx would be the bottleneck on a small box.
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while True:
+            a = time.perf_counter()
+            if a >= stop_at:
+                return
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            b = time.perf_counter()
+            if status != 201:
+                failures.append(status)
+            elif a >= start_at:
+                latencies.append((b - a) * 1000)
+    finally:
+        writer.close()
+
+
 async def load(
-    url: str, headers: dict[str, str], body: bytes, clients: int, seconds: float, warmup_s: float
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+    clients: int,
+    seconds: float,
+    warmup_s: float,
 ) -> tuple[float, list[float], int]:
-    """`clients` loops posting `body` for warmup + seconds; (rps, latencies_ms, errors)."""
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
-        latencies: list[float] = []
-        errors = 0
-        t0 = time.perf_counter()
-        start_at = t0 + warmup_s
-        stop_at = start_at + seconds
-
-        async def one() -> None:
-            nonlocal errors
-            while True:
-                a = time.perf_counter()
-                if a >= stop_at:
-                    return
-                r = await client.post(url, content=body)
-                b = time.perf_counter()
-                if r.status_code != 201:
-                    errors += 1
-                elif a >= start_at:
-                    latencies.append((b - a) * 1000)
-
-        await asyncio.gather(*(one() for _ in range(clients)))
-    return len(latencies) / seconds, latencies, errors
+    """`clients` connections posting `body` for warmup + seconds; (rps, latencies_ms, errors)."""
+    lines = [f"POST {path} HTTP/1.1", "host: 127.0.0.1", f"content-length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    latencies: list[float] = []
+    failures: list[int] = []
+    start_at = time.perf_counter() + warmup_s
+    stop_at = start_at + seconds
+    await asyncio.gather(
+        *(
+            _connection("127.0.0.1", port, request, start_at, stop_at, latencies, failures)
+            for _ in range(clients)
+        )
+    )
+    return len(latencies) / seconds, latencies, len(failures)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -179,7 +213,8 @@ def main() -> int:
             headers = {"content-type": "application/json"}
             trivial_rps, trivial_lat, trivial_err = asyncio.run(
                 load(
-                    f"http://127.0.0.1:{trivial_port}/api/jobs/submit",
+                    trivial_port,
+                    "/api/jobs/submit",
                     headers,
                     body,
                     args.clients,
@@ -189,7 +224,8 @@ def main() -> int:
             )
             submit_rps, submit_lat, submit_err = asyncio.run(
                 load(
-                    f"{base}/api/jobs/submit",
+                    ours_port,
+                    "/api/jobs/submit",
                     {**headers, "x-renter-key": renter["api_key"]},
                     body,
                     args.clients,

@@ -8,7 +8,8 @@ from dcp_http.routing import Api
 
 api = Api()
 
-# Registration happens on import; the order here is the order in /openapi.json.
-from dcp_http.endpoints import admin, jobs, providers, renters, system  # noqa: E402
+# Registration happens on import, in this order: the router tries routes in it, so the busy
+# ones (submit, heartbeat, polls, results) come first. It is also the order in /openapi.json.
+from dcp_http.endpoints import jobs, providers, renters, admin, system  # noqa: E402, I001
 
 __all__ = ["admin", "api", "jobs", "providers", "renters", "system"]

@@ -1,5 +1,6 @@
 """The `dcp` console script: `dcp serve` as a real process, and the sub-command skeleton."""
 
+import json
 import os
 import signal
 import subprocess
@@ -67,7 +68,8 @@ def test_dcp_serve_runs_the_api_on_a_sqlite_file(tmp_path):
     assert db.exists()
     logs = (out + err).decode()
     assert key not in logs and "serve-test-token" not in logs
-    assert '"event": "http_request"' in logs
+    lines = [json.loads(x) for x in logs.splitlines() if x.startswith("{")]
+    assert any(x["event"] == "http_request" and x["status"] == 201 for x in lines)
 
 
 def test_dcp_serve_refuses_a_bad_setting(tmp_path):
