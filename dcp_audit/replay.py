@@ -27,11 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dcp_audit._log import head, seq_as_of
+from dcp_audit._log import head, iter_rows, no_gc, seq_as_of
 from dcp_audit.errors import AuditFault
 from dcp_events.codec import Codec, default_codec
 from dcp_events.errors import DecodeError
-from dcp_events.sqlite_store import iter_event_batches
 from dcp_projections.errors import InvariantError
 from dcp_projections.fold import apply, check_all
 from dcp_projections.rows import POSTING_COLUMNS, TABLES, all_rows, posting_rows
@@ -135,17 +134,20 @@ def replay(
             f"the read models are at seq {report.stored_seq}, the log at {seq}",
         )
     state = State()
-    try:
-        _fold_and_compare_postings(conn, state, seq, report, codec or default_codec(), batch_size)
-        check_all(state)
-    except AuditFault as f:
-        report.fault = f
-    except InvariantError as e:
-        report.fault = AuditFault(state.seq, "invariant", f"after the last event: {e}")
-    report.events = state.seq
-    report.balances = {a: b for a, b in state.balances.items()}
-    if report.fault is None:
-        _compare_tables(conn, state, report)
+    with no_gc():
+        try:
+            _fold_and_compare_postings(
+                conn, state, seq, report, codec or default_codec(), batch_size
+            )
+            check_all(state)
+        except AuditFault as f:
+            report.fault = f
+        except InvariantError as e:
+            report.fault = AuditFault(state.seq, "invariant", f"after the last event: {e}")
+        report.events = state.seq
+        report.balances = dict(state.balances)
+        if report.fault is None:
+            _compare_tables(conn, state, report)
     report.elapsed_s = time.perf_counter() - started
     return report
 
@@ -170,14 +172,12 @@ def _fold_and_compare_postings(
 ) -> None:
     decode = codec.decode_payload
     n_postings = 0
-    for batch in iter_event_batches(conn, 0, batch_size):
+    columns = "seq, type, schema_version, payload, recorded_at_us"
+    for rows in iter_rows(conn, columns, seq, batch_size):
         rebuilt: list[tuple[Any, ...]] = []
-        for rec in batch:
-            s = rec.seq
-            if s > seq:
-                break
+        for s, type_, schema_version, payload, recorded_at_us in rows:
             try:
-                event = decode(rec.type, rec.schema_version, rec.payload)
+                event = decode(type_, schema_version, payload)
             except DecodeError as e:
                 raise AuditFault(s, "decode", str(e)) from None
             try:
@@ -185,16 +185,12 @@ def _fold_and_compare_postings(
             except InvariantError as e:
                 raise AuditFault(s, "invariant", str(e)) from None
             if getattr(event, "postings", None):
-                rebuilt.extend(posting_rows(s, event, rec.recorded_at_us))
+                rebuilt.extend(posting_rows(s, event, recorded_at_us))
         state.touched.clear()  # write-back hints for the live service; unused here
-        lo, hi = batch[0].seq, min(batch[-1].seq, seq)
-        if lo <= hi:
-            stored = conn.execute(_POSTINGS_SQL, (lo, hi)).fetchall()
-            n_postings += len(rebuilt)
-            if stored != rebuilt:
-                _diff_postings(report, stored, rebuilt)
-        if batch[-1].seq >= seq:
-            break
+        stored = conn.execute(_POSTINGS_SQL, (rows[0][0], rows[-1][0])).fetchall()
+        n_postings += len(rebuilt)
+        if stored != rebuilt:
+            _diff_postings(report, stored, rebuilt)
     report.compared.append(f"postings: {n_postings} rows up to seq {seq}, all compared")
 
 

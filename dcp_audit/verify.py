@@ -1,37 +1,52 @@
-"""`dcp audit verify`: check the whole log, event by event, and stop at the first fault.
+"""`dcp audit verify`: check the whole log, event by event, and report the first fault.
 
-For each event in sequence order, in one pass over one read snapshot:
+Two passes over the events 1..head, each in sequence order:
 
-1. sequence: the event is the one after its predecessor (1, 2, 3, ... no gap);
-2. chain: its hash is sha256(prev_hash || canonical bytes) (docs/audit.md), and its prev_hash is
-   its predecessor's hash;
-3. decode: its payload decodes against the schema of its type and version;
-4. postings: a money event's postings sum to zero;
-5. invariant: folding it into the domain state keeps every money rule (dcp_projections.fold).
+- the chain pass (`check_chain`):
+  1. sequence: each event is the one after its predecessor (1, 2, 3, ... no gap);
+  2. chain: its hash is sha256(prev_hash || canonical bytes) (docs/audit.md), and its
+     prev_hash is its predecessor's hash;
+- the contents pass (`check_contents`):
+  3. decode: its payload decodes against the schema of its type and version;
+  4. postings: a money event's postings sum to zero;
+  5. invariant: folding it into the domain state keeps every money rule
+     (dcp_projections.fold); after the last event the whole state passes `check_all` and the
+     fold's balances equal the balances summed from the postings alone.
 
-At the end the fold's balances must equal the balances summed from the postings alone, and
-the whole state must pass `check_all`. Each event is decoded once, and the decoded event feeds
-both the postings check and the fold.
+The passes need nothing from each other, so on a big log the chain pass runs in a second
+process while this one folds: verification takes as long as the slower pass, not the sum. The
+fault reported is the earliest of the two passes' first faults (sequence, then check order).
+Each event is decoded once; the decoded event feeds both the postings check and the fold.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from hashlib import sha256
+from multiprocessing import get_context
 
+from dcp_audit._log import head, iter_rows, no_gc, open_readonly
 from dcp_audit.errors import AuditFault
 from dcp_events.chain import GENESIS_HASH
 from dcp_events.codec import Codec, default_codec
 from dcp_events.errors import DecodeError
-from dcp_events.sqlite_store import iter_event_batches
 from dcp_projections.errors import InvariantError
 from dcp_projections.fold import apply, check_all
 from dcp_projections.state import State
 
 BATCH_SIZE = 20_000  # rows per read: big enough to amortise the query, small enough to bound memory
+PARALLEL_MIN_EVENTS = 50_000  # below this a second process costs more than it saves
+CHECK_ORDER = {"sequence": 0, "chain": 1, "decode": 2, "postings": 3, "invariant": 4}
+
+_CHAIN_COLUMNS = (
+    "seq, stream_id, stream_version, type, schema_version, recorded_at_us, actor,"
+    " idempotency_key, payload, prev_hash, hash"
+)
+
+Fault = tuple[int, str, str]  # (seq, check, detail): plain data, so it crosses processes
 
 
 @dataclass(frozen=True)
@@ -63,75 +78,182 @@ class Summary:
         }
 
 
+@dataclass(frozen=True)
+class ChainResult:
+    """What the chain pass found: the last event checked and its hash, or the first fault."""
+
+    head_seq: int
+    head_hash: str
+    fault: Fault | None
+
+
+@dataclass(frozen=True)
+class ContentResult:
+    """What the contents pass found: the balances from the postings, or the first fault."""
+
+    events: int
+    money_events: int
+    balances: dict[str, int]
+    fault: Fault | None
+
+
 def verify(
     conn: sqlite3.Connection,
     *,
     invariants: bool = True,
     codec: Codec | None = None,
     batch_size: int = BATCH_SIZE,
-    progress: Callable[[int], None] | None = None,
+    parallel: bool | None = None,
 ) -> Summary:
-    """Verify the log readable through `conn`; return its summary.
+    """Verify the log readable through `conn`, up to its current head; return its summary.
 
-    Raises AuditFault at the first fault, naming the sequence of the event at fault and the
+    Raises AuditFault at the earliest fault, naming the sequence of the event at fault and the
     check that failed. With `invariants=False` the fold is skipped (chain, sequence, schemas
-    and postings only). `progress`, if given, is called with the last sequence of each batch.
+    and postings only). `parallel` runs the chain pass in a second process; by default it does
+    when the log is on a file and holds at least PARALLEL_MIN_EVENTS events.
     """
     started = time.perf_counter()
+    last = head(conn)
+    until = last[0] if last else 0
+    path = _file_of(conn)
+    if parallel is None:
+        parallel = path is not None and until >= PARALLEL_MIN_EVENTS
     codec = codec or default_codec()
-    decode = codec.decode_payload
-    state = State() if invariants else None
-    balances: dict[str, int] = {}
+    with no_gc():
+        if parallel:
+            if path is None:
+                raise ValueError("a parallel verification needs a log on a file")
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                pending = pool.submit(_check_chain_of_file, path, until, batch_size)
+                contents = check_contents(conn, until, invariants, codec, batch_size)
+                chain = pending.result()
+        else:
+            chain = check_chain(conn, until, batch_size)
+            # Content faults after a chain fault cannot come first: stop there.
+            stop = chain.fault[0] if chain.fault else until
+            contents = check_contents(conn, stop, invariants, codec, batch_size)
+    faults = [f for f in (chain.fault, contents.fault) if f is not None]
+    if faults:
+        seq, check, detail = min(faults, key=lambda f: (f[0], CHECK_ORDER[f[1]]))
+        raise AuditFault(seq, check, detail)
+    return Summary(
+        events=contents.events,
+        head_seq=chain.head_seq,
+        head_hash=chain.head_hash,
+        sum_halala=sum(contents.balances.values()),
+        accounts=len(contents.balances),
+        money_events=contents.money_events,
+        invariants_checked=invariants,
+        elapsed_s=time.perf_counter() - started,
+        balances=contents.balances,
+    )
+
+
+def _file_of(conn: sqlite3.Connection) -> str | None:
+    """The file behind `conn`'s main database, or None when it is in memory."""
+    for _, name, file in conn.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return str(file) or None
+    return None
+
+
+def _check_chain_of_file(path: str, until_seq: int, batch_size: int) -> ChainResult:
+    """The chain pass in a process of its own, on its own read-only connection.
+
+    Events up to `until_seq` never change (append-only), so this connection's snapshot holds
+    the same events as the caller's.
+    """
+    conn = open_readonly(path)
+    try:
+        return check_chain(conn, until_seq, batch_size)
+    finally:
+        conn.close()
+
+
+def check_chain(
+    conn: sqlite3.Connection, until_seq: int, batch_size: int = BATCH_SIZE
+) -> ChainResult:
+    """Check sequence and hash chain of events 1..until_seq; stop at the first fault."""
     expect_seq = 1
     prev_hash = GENESIS_HASH
-    money_events = 0
-    for batch in iter_event_batches(conn, 0, batch_size):
-        for rec in batch:
-            seq = rec.seq
+    for rows in iter_rows(conn, _CHAIN_COLUMNS, until_seq, batch_size):
+        for (
+            seq,
+            stream_id,
+            version,
+            type_,
+            schema_version,
+            at_us,
+            actor,
+            key,
+            payload,
+            prev,
+            h,
+        ) in rows:
             if seq != expect_seq:
                 if seq > expect_seq:
-                    raise AuditFault(
-                        expect_seq, "sequence", f"event {expect_seq} is missing (next is {seq})"
-                    )
-                raise AuditFault(seq, "sequence", f"seq {seq} out of order after {expect_seq - 1}")
+                    detail = f"event {expect_seq} is missing (next is {seq})"
+                    return ChainResult(expect_seq - 1, prev_hash, (expect_seq, "sequence", detail))
+                detail = f"seq {seq} out of order after {expect_seq - 1}"
+                return ChainResult(expect_seq - 1, prev_hash, (seq, "sequence", detail))
             # canonical_bytes() inlined: this is the hot loop (tests check it against chain.py).
             sb = str(seq).encode()
-            sid = rec.stream_id.encode()
-            ver = str(rec.stream_version).encode()
-            typ = rec.type.encode()
-            sv = str(rec.schema_version).encode()
-            at = str(rec.recorded_at_us).encode()
-            act = rec.actor.encode()
-            key = (rec.idempotency_key or "").encode()
-            pay = rec.payload
+            sid = stream_id.encode()
+            ver = str(version).encode()
+            typ = type_.encode()
+            sv = str(schema_version).encode()
+            at = str(at_us).encode()
+            act = actor.encode()
+            kb = (key or "").encode()
+            pay = payload.encode()
             canonical = b"%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b," % (
                 len(sb), sb, len(sid), sid, len(ver), ver, len(typ), typ, len(sv), sv,
-                len(at), at, len(act), act, len(key), key, len(pay), pay,
+                len(at), at, len(act), act, len(kb), kb, len(pay), pay,
             )  # fmt: skip
             try:
-                digest = sha256(bytes.fromhex(rec.prev_hash) + canonical).hexdigest()
-            except ValueError:
-                raise AuditFault(seq, "chain", f"prev_hash {rec.prev_hash!r} is not hex") from None
-            if digest != rec.hash:
-                raise AuditFault(
-                    seq, "chain", "hash does not match the event's contents (the event was altered)"
-                )
-            if rec.prev_hash != prev_hash:
+                digest = sha256(bytes.fromhex(prev) + canonical).hexdigest()
+            except (ValueError, TypeError):
+                detail = f"prev_hash {prev!r} is not hex"
+                return ChainResult(seq - 1, prev_hash, (seq, "chain", detail))
+            if digest != h:
+                detail = "hash does not match the event's contents (the event was altered)"
+                return ChainResult(seq - 1, prev_hash, (seq, "chain", detail))
+            if prev != prev_hash:
                 # The event is intact with the prev_hash it records, so that was its
                 # predecessor's hash when it was appended: the predecessor was altered since
                 # and its own hash recomputed to hide it.
                 if seq == 1:
-                    raise AuditFault(seq, "chain", "the first event does not chain from genesis")
-                raise AuditFault(
-                    seq - 1,
-                    "chain",
-                    f"hash {prev_hash} is not the one seq {seq} chains to ({rec.prev_hash}): "
-                    "the event was altered and its hash recomputed",
+                    detail = "the first event does not chain from the genesis hash"
+                    return ChainResult(0, prev_hash, (1, "chain", detail))
+                detail = (
+                    f"hash {prev_hash} is not the one seq {seq} chains to ({prev}): "
+                    "the event was altered and its hash recomputed"
                 )
+                return ChainResult(seq - 1, prev_hash, (seq - 1, "chain", detail))
+            prev_hash = h
+            expect_seq = seq + 1
+    return ChainResult(expect_seq - 1, prev_hash, None)
+
+
+def check_contents(
+    conn: sqlite3.Connection,
+    until_seq: int,
+    invariants: bool = True,
+    codec: Codec | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> ContentResult:
+    """Decode events 1..until_seq, check each money event's postings and (with `invariants`)
+    fold them through the domain's money rules; stop at the first fault."""
+    decode = (codec or default_codec()).decode_payload
+    state = State() if invariants else None
+    balances: dict[str, int] = {}
+    money_events = events = 0
+    for rows in iter_rows(conn, "seq, type, schema_version, payload", until_seq, batch_size):
+        for seq, type_, schema_version, payload in rows:
             try:
-                event = decode(rec.type, rec.schema_version, pay)
+                event = decode(type_, schema_version, payload)
             except DecodeError as e:
-                raise AuditFault(seq, "decode", str(e)) from None
+                return ContentResult(events, money_events, balances, (seq, "decode", str(e)))
             postings = getattr(event, "postings", None)
             if postings:
                 money_events += 1
@@ -141,46 +263,31 @@ def verify(
                     total += amount
                     balances[p.account] = balances.get(p.account, 0) + amount
                 if total != 0:
-                    raise AuditFault(seq, "postings", f"postings sum to {total} halala, not 0")
+                    detail = f"postings sum to {total} halala, not 0"
+                    return ContentResult(events, money_events, balances, (seq, "postings", detail))
             if state is not None:
                 try:
                     apply(state, seq, event)
                 except InvariantError as e:
-                    raise AuditFault(seq, "invariant", str(e)) from None
-            prev_hash = rec.hash
-            expect_seq = seq + 1
+                    return ContentResult(events, money_events, balances, (seq, "invariant", str(e)))
+            events += 1
         if state is not None:
             state.touched.clear()  # the fold's write-back hints; nobody writes rows here
-        if progress is not None:
-            progress(expect_seq - 1)
-    head_seq = expect_seq - 1
-    if state is not None:
-        _check_end(state, head_seq, balances)
-    return Summary(
-        events=head_seq,
-        head_seq=head_seq,
-        head_hash=prev_hash,
-        sum_halala=sum(balances.values()),
-        accounts=len(balances),
-        money_events=money_events,
-        invariants_checked=state is not None,
-        elapsed_s=time.perf_counter() - started,
-        balances=balances,
-    )
+    fault = _check_end(state, until_seq, balances) if state is not None else None
+    return ContentResult(events, money_events, balances, fault)
 
 
-def _check_end(state: State, head_seq: int, balances: dict[str, int]) -> None:
+def _check_end(state: State, seq: int, balances: dict[str, int]) -> Fault | None:
     """The whole-state checks after the last event: the fold's ledger is the postings' ledger."""
     try:
         check_all(state)
     except InvariantError as e:
-        raise AuditFault(head_seq, "invariant", f"after the last event: {e}") from None
+        return (seq, "invariant", f"after the last event: {e}")
     if state.balances != balances:
         diff = sorted(
             a
             for a in state.balances.keys() | balances.keys()
             if state.balances.get(a) != balances.get(a)
         )
-        raise AuditFault(
-            head_seq, "invariant", f"folded balances differ from the postings on {diff[:5]}"
-        )
+        return (seq, "invariant", f"folded balances differ from the postings on {diff[:5]}")
+    return None
