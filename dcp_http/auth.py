@@ -114,6 +114,12 @@ class Authenticator:
         if claimed is None:
             if ADMIN in roles and key == bearer:
                 return self._check_admin(key)
+            if self._admin is not None and hmac.compare_digest(
+                key.encode("utf-8", "surrogatepass"), self._admin
+            ):
+                raise Unauthorized(
+                    "the admin token is no key for this endpoint", code="wrong_key_type"
+                )
             raise Unauthorized("invalid credentials", code="invalid_credentials")
         if claimed not in roles or (implied is not None and implied != claimed):
             raise Unauthorized(f"a {claimed} key cannot be used here", code="wrong_key_type")

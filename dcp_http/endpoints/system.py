@@ -8,7 +8,8 @@ import msgspec
 
 from dcp_http import responses as out
 from dcp_http.endpoints import api
-from dcp_http.routing import Call, Reply
+from dcp_http.errors import Unavailable
+from dcp_http.routing import Call
 
 
 @api.endpoint("GET", "/healthz", "Liveness", returns=out.Health, tag="system")
@@ -20,12 +21,19 @@ async def healthz(call: Call) -> out.Health:
     "GET",
     "/readyz",
     "Readiness: the store is writable and the projections are caught up",
-    responses={200: out.Readiness, 503: out.Readiness},
+    returns=out.Readiness,
+    errors=(503,),
     tag="system",
 )
-async def readyz(call: Call) -> Reply:
+async def readyz(call: Call) -> out.Readiness:
     ready = await call.service.readiness()
-    return Reply(200 if ready.status == "ready" else 503, ready)
+    if ready.status != "ready":
+        raise Unavailable(
+            f"not ready: store writable {ready.store_writable}, projections at "
+            f"{ready.projection_seq} of {ready.head_seq}",
+            code="not_ready",
+        )
+    return ready
 
 
 @api.endpoint(

@@ -107,6 +107,8 @@ async def test_authenticator_resolves_each_credential_form():
     assert await _code(a, [PROVIDER], {"authorization": f"Bearer {RKEY}"}) == "wrong_key_type"
     assert await _code(a, [ADMIN], {"x-admin-token": RKEY}) == "wrong_key_type"
     assert await _code(a, [ADMIN], {"authorization": f"Bearer {RKEY}"}) == "wrong_key_type"
+    assert await _code(a, [RENTER], {"authorization": "Bearer tok"}) == "wrong_key_type"
+    assert await _code(a, [RENTER], {"x-admin-token": "tok"}) == "wrong_key_type"
     assert await _code(a, [RENTER], {}) == "missing_credentials"
     assert await _code(a, [RENTER], {"x-renter-key": "dcp-renter-" + "0" * 32}) == (
         "invalid_credentials"
