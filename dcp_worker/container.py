@@ -11,12 +11,12 @@ import asyncio
 import hashlib
 import json
 import struct
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import aiodocker
+import aiodocker.stream
 
 from dcp_worker.api import LeasedJob
 from dcp_worker.errors import JobRefused
@@ -90,23 +90,21 @@ def _cut_tail(data: bytes, cap: int) -> bytes:
 
 
 class _TailBuffer:
-    """Keeps the last `cap` bytes written to it, counting everything."""
+    """Keeps the last `cap` bytes written to it (in at most 2 * cap of memory), counting all."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.total = 0
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
+        self._buf = bytearray()
 
     def write(self, data: bytes) -> None:
         self.total += len(data)
-        self._chunks.append(data)
-        self._size += len(data)
-        while self._chunks and self._size - len(self._chunks[0]) >= self.cap:
-            self._size -= len(self._chunks.popleft())
+        self._buf += data
+        if len(self._buf) > 2 * self.cap:
+            del self._buf[: len(self._buf) - self.cap]
 
     def value(self) -> bytes:
-        return _cut_tail(b"".join(self._chunks), self.cap)
+        return _cut_tail(bytes(self._buf), self.cap)
 
 
 class DockerRunner:
@@ -250,15 +248,49 @@ class DockerRunner:
             labels=dict(data.get("Config", {}).get("Labels") or {}),
         )
 
-    async def output(self, container_id: str) -> Output:
-        """Read the container's logs, keeping the last `output_cap_bytes` of each stream.
-
-        The json-file driver already bounds what is kept on disk (`log_max_size_mb`, two
-        files), so reading it all is bounded too. Uses aiodocker's raw query to get bytes and
-        the stream of each frame, which its decoded log list loses.
-        """
+    def _outputs(self) -> dict[int, _TailBuffer]:
         cap = self.settings.output_cap_bytes
-        bufs = {1: _TailBuffer(cap), 2: _TailBuffer(cap)}
+        return {1: _TailBuffer(cap), 2: _TailBuffer(cap)}
+
+    @staticmethod
+    def _collected(bufs: dict[int, _TailBuffer]) -> Output:
+        out, err = bufs[1].value(), bufs[2].value()
+        return Output(
+            stdout=out.decode("utf-8", errors="replace"),
+            stderr=err.decode("utf-8", errors="replace"),
+            truncated=bufs[1].total > bufs[1].cap or bufs[2].total > bufs[2].cap,
+            sha256=hashlib.sha256(out + err).hexdigest(),
+        )
+
+    async def attach(self, container_id: str) -> aiodocker.stream.Stream:
+        """Attach to stdout and stderr before the container starts, so every byte it writes
+        reaches `read_attached`, however often the log driver rotates its bounded files."""
+        stream = self._docker.containers.container(container_id).attach(
+            stdout=True, stderr=True, logs=False
+        )
+        async with asyncio.timeout(self.timeout_s):
+            await stream.__aenter__()
+        return stream
+
+    async def read_attached(self, stream: aiodocker.stream.Stream, timeout_s: float) -> Output:
+        """Read an attached stream to its end (the container stopped), at most `timeout_s`."""
+        bufs = self._outputs()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while (msg := await stream.read_out()) is not None:
+                    if msg.stream in bufs:
+                        bufs[msg.stream].write(msg.data)
+        finally:
+            await stream.close()
+        return self._collected(bufs)
+
+    async def output(self, container_id: str) -> Output:
+        """Read what the log driver kept (bounded: `log_max_size_mb`, two files), keeping the
+        last `output_cap_bytes` of each stream. Used when no attached stream saw the whole run
+        (a job re-adopted after a restart). Uses aiodocker's raw query to get bytes and each
+        frame's stream, which its decoded log list loses; a connection that breaks mid-frame
+        raises rather than passing for the end of the output."""
+        bufs = self._outputs()
         params = {"stdout": "1", "stderr": "1", "follow": "0"}
         async with (
             asyncio.timeout(self.timeout_s),
@@ -267,19 +299,15 @@ class DockerRunner:
             while True:
                 try:
                     header = await resp.content.readexactly(_HEADER.size)
-                except asyncio.IncompleteReadError:
-                    break
+                except asyncio.IncompleteReadError as e:
+                    if e.partial:
+                        raise
+                    break  # a clean end between frames
                 stream, length = _HEADER.unpack(header)
                 data = await resp.content.readexactly(length)
                 if stream in bufs:
                     bufs[stream].write(data)
-        out, err = bufs[1].value(), bufs[2].value()
-        return Output(
-            stdout=out.decode("utf-8", errors="replace"),
-            stderr=err.decode("utf-8", errors="replace"),
-            truncated=bufs[1].total > cap or bufs[2].total > cap,
-            sha256=hashlib.sha256(out + err).hexdigest(),
-        )
+        return self._collected(bufs)
 
     async def remove(self, container_id: str) -> None:
         try:

@@ -140,7 +140,7 @@ class Worker:
         self._stop = stop
         try:
             if not await self._start_up():
-                return 1
+                return 0 if stop.is_set() else 1  # stopped while waiting, or refused
             hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
             gpu = asyncio.create_task(self._gpu_loop(), name="gpu")
             delivery = asyncio.create_task(self._delivery_loop(), name="delivery")
@@ -161,24 +161,39 @@ class Worker:
             await self.docker.close()
 
     async def _start_up(self) -> bool:
-        """Wait (until stop) for readiness and the provider's registration; then recover."""
+        """Wait (until stop) for readiness and the provider's registration; then recover.
+
+        The registration is cached in the state directory, so a worker restarted while the API
+        is down still recovers and supervises its containers (and kills them at their
+        deadlines); it reports once the API is back.
+        """
         delay = 1.0
+        cache = self.s.state_dir / "provider.json"
+        registered = 0
         while not self._stop.is_set():
             try:
-                me = await self.api.me()
+                await self._refresh_gpus()
+                await self._check_ready(force=True)
+                try:
+                    me = await self.api.me()
+                except ApiUnavailable:
+                    if not cache.exists():
+                        raise
+                    me = json.loads(cache.read_text())
+                    log.warning("api_unavailable_using_cached_registration")
+                else:
+                    _write_atomic(cache, json.dumps(me, sort_keys=True).encode())
                 self.provider_id = str(me.get("provider_id") or me.get("id") or "")
                 registered = int(me.get("gpu_count") or 0)
                 if not self.provider_id:
                     raise ApiUnavailable("GET /api/providers/me gave no provider_id")
-                await self._refresh_gpus()
-                await self._check_ready(force=True)
                 break
             except ApiError as e:
                 if e.definite:
                     log.error("worker_refused_by_api", status=e.status, code=e.code)
                     return False
                 log.warning("worker_not_ready", reason=str(e))
-            except (ApiUnavailable, NotReadyError, OSError, TimeoutError) as e:
+            except (ApiUnavailable, NotReadyError, OSError, TimeoutError, ValueError) as e:
                 log.warning("worker_not_ready", reason=str(e) or type(e).__name__)
             await _wait_event(self._stop, delay)
             delay = min(delay * 2, 30.0)
@@ -401,19 +416,36 @@ class Worker:
     async def _run(self, rj: RunningJob) -> dict[str, Any]:
         """Create and start the container (unless re-adopted), supervise it, read the result."""
         job = rj.job
+        capture: asyncio.Task[Output] | None = None
         if rj.container_id is None:
             await self.docker.check_image(job.image)
             config = self.docker.container_config(job, self.provider_id, rj.devices)
             rj.container_id = await self.docker.create(config, self.docker.container_name(job))
-            await self.docker.start(rj.container_id)
+            follow_s = job.max_duration_seconds + KILL_WAIT_S + 60
+            try:
+                stream = await self.docker.attach(rj.container_id)
+            except Exception as e:  # the logs the driver kept are the fallback
+                log.warning("job_attach_failed", error=f"{type(e).__name__}: {e}")
+            else:
+                capture = asyncio.create_task(self.docker.read_attached(stream, follow_s))
+            try:
+                await self.docker.start(rj.container_id)
+            except BaseException:
+                if capture is not None:
+                    capture.cancel()
+                raise
             log.info("job_container_started", container_id=rj.container_id[:12])
         reporter = asyncio.create_task(self._report_started(rj))
         try:
             outcome = await self._supervise(rj)
         finally:
             reporter.cancel()
+            if capture is not None and not capture.done():
+                # The container has stopped: its stream ends within moments.
+                await asyncio.wait({capture}, timeout=KILL_WAIT_S)
+                capture.cancel()
         state = await self.docker.inspect(rj.container_id)
-        output = await self.docker.output(rj.container_id)
+        output = await self._followed_output(rj.container_id, capture)
         error = "worker_shutdown" if outcome == "failed" else None
         result = build_result(job.job_id, job.attempt, outcome, state, output, error)
         result_sha = output.sha256
@@ -422,6 +454,14 @@ class Worker:
         await self.docker.remove(rj.container_id)
         log.info("job_output_captured", sha256=result_sha)
         return result
+
+    async def _followed_output(self, cid: str, capture: asyncio.Task[Output] | None) -> Output:
+        """The output followed live, or (re-adopted job, broken stream) what Docker kept."""
+        if capture is not None and capture.done() and not capture.cancelled():
+            if capture.exception() is None:
+                return capture.result()
+            log.warning("job_output_follow_failed", error=repr(capture.exception()))
+        return await self.docker.output(cid)
 
     async def _report_started(self, rj: RunningJob) -> None:
         delay = 0.5

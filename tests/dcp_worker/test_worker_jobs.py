@@ -72,6 +72,18 @@ async def test_output_cap(stub, make_settings, kit):
     assert s["truncated"] is False and s["stderr"] == "y" * 1000
 
 
+async def test_output_cap_survives_log_rotation(stub, make_settings, kit):
+    """Millions of short lines rotate the bounded log files; following the stream live still
+    counts every byte, so the result keeps a full 1 MiB tail and says `truncated`."""
+    api, _ = stub
+    job = api.submit(["sh", "-c", "yes | head -c 4000000"])
+    async with kit.running(make_settings(job_memory_mb=128)):
+        await kit.until(lambda: api.accepted(job), 90)
+    [r] = api.accepted(job)
+    assert r["truncated"] is True
+    assert r["stdout"] == "y\n" * (OUTPUT_CAP_BYTES // 2)
+
+
 async def test_no_network_and_read_only_root(stub, make_settings, kit):
     """Inside the box: only loopback, a read-only root, a writable /tmp, no capabilities."""
     api, _ = stub
@@ -223,15 +235,20 @@ async def test_drain_on_stop_kills_and_reports_failed(stub, make_settings, kit):
 
 
 async def test_slow_docker_call_does_not_delay_heartbeats(stub, make_settings, kit, monkeypatch):
-    """A Docker call that takes seconds (here: reading logs) leaves the heartbeat on time."""
+    """Docker calls that take seconds (inspect, reading output) leave the heartbeat on time."""
     api, _ = stub
-    original = DockerRunner.output
+    inspect, read_attached = DockerRunner.inspect, DockerRunner.read_attached
 
-    async def slow_output(self, container_id):
+    async def slow_inspect(self, container_id):
+        await asyncio.sleep(1)
+        return await inspect(self, container_id)
+
+    async def slow_read(self, stream, timeout_s):
         await asyncio.sleep(3)
-        return await original(self, container_id)
+        return await read_attached(self, stream, timeout_s)
 
-    monkeypatch.setattr(DockerRunner, "output", slow_output)
+    monkeypatch.setattr(DockerRunner, "inspect", slow_inspect)
+    monkeypatch.setattr(DockerRunner, "read_attached", slow_read)
     job = api.submit(["true"])
     async with kit.running(make_settings(heartbeat_s=0.4)):
         await kit.until(lambda: api.starts)
