@@ -68,3 +68,35 @@ async def test_sigkill_mid_job_then_restart_reports_each_job_once(stub, tmp_path
     assert "recovered_running_job" in log.read_text()
     assert "recovered_ended_job" in log.read_text()
     assert api.key not in log.read_text()  # the key is in one route's path; never logged
+
+
+async def test_restart_while_api_is_down_still_enforces_the_deadline(stub, tmp_path, kit):
+    """Restarted during an API outage, the worker recovers from its cached registration, kills
+    the job at its deadline, and delivers the `timed_out` result once the API is back."""
+    api, server = stub
+    job = api.submit(["sleep", "60"], max_duration_seconds=4)
+    state, log = tmp_path / "state", tmp_path / "worker.log"
+    first = start_worker(server.url, api.key, state, log)
+    try:
+        await kit.until(lambda: api.starts, 30)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    server.stop()
+    second = start_worker(server.url, api.key, state, log)
+    try:
+        pending = state / "spool" / "pending"
+        await kit.until(lambda: list(pending.glob("*.json")), 30)
+        assert container_running(api.provider_id) == []
+        assert not api.result_posts
+        server.start()
+        await kit.until(lambda: api.accepted(job), 60)
+        await asyncio.sleep(1)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, log.read_text()[-3000:]
+    [post] = [b for _, b, _ in api.result_posts if b["job_id"] == job]
+    assert post["outcome"] == "timed_out" and 4 <= post["runtime_seconds"] < 10
+    assert "api_unavailable_using_cached_registration" in log.read_text()
