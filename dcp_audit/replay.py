@@ -25,6 +25,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dcp_audit._log import head, iter_rows, no_gc, seq_as_of
@@ -250,7 +251,7 @@ def _compare_tables(conn: sqlite3.Connection, state: State, report: Report) -> N
             # removed): only stored rows unchanged since N can be held to the rebuild.
             report.compared.append(
                 f"{table}: {compared} of {stored_n} stored rows unchanged since seq "
-                f"{report.seq} compared; {later} changed later, not comparable"
+                f"{report.seq} compared; {later} changed or created after it, not comparable"
             )
     if not at_head:
         _compare_balances_at(conn, state, report)
@@ -276,12 +277,17 @@ def _compare_balances_at(conn: sqlite3.Connection, state: State, report: Report)
     )
 
 
+def _rfc3339(us: int) -> str:
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+    return dt.isoformat().replace("+00:00", "Z")
+
+
 def render_text(report: Report) -> str:
     """The report for people: the point, the balances, what was compared, the differences."""
     lines: list[str] = []
     point = f"seq {report.seq}"
     if report.as_of_us is not None:
-        point += f" (the log as of {report.as_of_us} us)"
+        point += f" (the log as it stood at {_rfc3339(report.as_of_us)})"
     lines.append(f"replayed {report.events} events to {point}; log head {report.head_seq}")
     if report.fault is not None:
         f = report.fault
