@@ -252,3 +252,69 @@ def first_seq_of_type(conn: sqlite3.Connection, type_: str, after: int = 0) -> i
     ).fetchone()[0]
     assert found is not None, f"no {type_} after {after}"
     return int(found)
+
+
+async def build_service_log(path: Path, renters: int = 3, rounds: int = 4) -> int:
+    """Drive the real LedgerService (decisions, tx-hook read models) through a small
+    marketplace; returns the last sequence. Its read models are the live ones, written in the
+    same transactions as the events."""
+    from dcp_app.service import LedgerService
+
+    now = [T0_US]
+
+    def clock() -> int:
+        now[0] += 20_000_000  # 20 s per decision: jobs run long enough to earn
+        return now[0]
+
+    store = await SqliteEventStore.open(path)
+    svc = await LedgerService.open(store, clock=clock)
+    try:
+        await svc.allow_image("dcp-test/busybox:1")
+        await svc.set_price("H100", 600_000)
+        pids = []
+        for i in range(2):
+            p = await svc.register_provider(f"P{i}", f"p{i}@example.com", "H100", 2, 80)
+            await svc.approve_provider(p["provider_id"])
+            await svc.heartbeat(p["provider_id"], [ev.GpuInfo(model="H100", count=2)])
+            pids.append(p["provider_id"])
+        rids = []
+        for r in range(renters):
+            rid = (await svc.register_renter(f"R{r}", f"r{r}@example.com"))["renter_id"]
+            await svc.credit(rid, 2_000_000 + r, f"wire-{r}")
+            rids.append(rid)
+        spec = ev.ContainerSpec(image="dcp-test/busybox:1", command=("echo", "hi"))
+        h100 = ev.GpuRequirements(gpu_type="H100")
+        outcomes = ["completed", "failed", "timed_out", "cancelled"]
+        for k in range(rounds):
+            for rid in rids:
+                await svc.submit_job(rid, spec, h100, max_duration_seconds=600)
+            queued_cancel = await svc.submit_job(rids[0], spec, h100, max_duration_seconds=60)
+            await svc.cancel_job(queued_cancel["job_id"], rids[0])
+            for pid in pids:
+                await svc.heartbeat(pid, [ev.GpuInfo(model="H100", count=2)])
+                for lease in await svc.claim_jobs(pid):
+                    await svc.start_job(pid, lease["job_id"], lease["attempt"])
+                    await svc.heartbeat(pid, running_job_ids=[lease["job_id"]])
+                    await svc.report_result(
+                        pid,
+                        lease["job_id"],
+                        lease["attempt"],
+                        outcomes[k % len(outcomes)],
+                        exit_code=0,
+                        runtime_seconds=42.5,
+                        stdout="hi\n",
+                        error="disk full" if k % len(outcomes) == 1 else "",
+                    )
+        await svc.sweep()
+        for pid in pids:
+            if svc.state.earnings(pid) < 2000:
+                continue
+            for decide in (svc.complete_withdrawal, svc.reject_withdrawal):
+                w = await svc.withdraw(pid, 1000, "SA0380000000608010167519")
+                await decide(w["withdrawal_id"])
+        assert svc.state.balance("world:payouts") > 0, "no withdrawal was made"
+        head = svc.state.seq
+    finally:
+        await svc.close()
+        await store.close()
+    return head
