@@ -1,10 +1,10 @@
 """PostgreSQL sink: exactly-once effect over a direct connection (Supabase offers one too).
 
 Each batch is applied in one transaction together with its checkpoint in
-`dcp_replication_state`: rows are COPYed into temporary staging tables and upserted with
-`ON CONFLICT ... DO UPDATE ... WHERE excluded.last_seq > t.last_seq`, so a row only ever moves
-forward and a replayed batch does nothing. The checkpoint row is locked and compared first, so
-two replicators on one sink cannot both apply the same batch.
+`dcp_replication_state`: each table's rows go as one array per column, unnested and upserted
+with `ON CONFLICT ... DO UPDATE ... WHERE excluded.last_seq > t.last_seq`, so a row only ever moves
+forward and a replayed batch does nothing. The checkpoint only moves from where the batch
+starts, so two replicators on one sink cannot both apply the same batch.
 """
 
 from __future__ import annotations
@@ -26,13 +26,19 @@ def migration_files() -> list[Path]:
     return sorted(MIGRATIONS.glob("*.sql"))
 
 
-def convert_for_copy(t: TableSpec, row: tuple) -> tuple:
-    """A local row in the form COPY takes for the target (flags as booleans; JSON as text,
-    which the server parses into JSONB)."""
-    return tuple(
-        (None if v is None else bool(v)) if c.kind == "bool" else v
-        for c, v in zip(t.columns, row, strict=True)
+_ARRAY_TYPE = {"int": "bigint[]", "text": "text[]", "bool": "boolean[]", "json": "text[]"}
+
+
+def columns_of(t: TableSpec, rows: list[tuple]) -> list[list]:
+    """The batch's rows of `t` as one list per column (each sent as one array parameter),
+    flags as booleans; JSON stays text and is cast to JSONB by the server."""
+    cols: list[list] = (
+        [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in t.columns]
     )
+    for i, c in enumerate(t.columns):
+        if c.kind == "bool":
+            cols[i] = [None if v is None else bool(v) for v in cols[i]]
+    return cols
 
 
 class PostgresSink:
@@ -79,8 +85,10 @@ class PostgresSink:
             conn = await psycopg.AsyncConnection.connect(
                 self._dsn,
                 connect_timeout=self._connect_timeout_s,
-                options=f"-c statement_timeout={self._statement_timeout_ms}",
                 application_name="dcp_replicator",
+                # No server-side prepared statements: they break behind a transaction-mode
+                # pooler (Supabase's port 6543); every statement here is cheap to plan.
+                prepare_threshold=None,
             )
         except psycopg.OperationalError as e:
             raise SinkUnavailable(f"cannot connect to PostgreSQL: {_brief(e)}") from e
@@ -88,7 +96,6 @@ class PostgresSink:
             if self._migrate:
                 await self._apply_migrations(conn)
                 self._migrate = False  # once per process is enough
-            await self._prepare_staging(conn)
         except BaseException:
             await conn.close()
             raise
@@ -103,15 +110,6 @@ class PostgresSink:
             for f in migration_files():
                 await conn.execute(f.read_text())  # type: ignore[arg-type]
 
-    async def _prepare_staging(self, conn: psycopg.AsyncConnection) -> None:
-        async with _errors("preparing staging tables"), conn.transaction():
-            for t in self._tables.values():
-                await conn.execute(
-                    sql.SQL(
-                        "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS"
-                    ).format(sql.Identifier(_stage(t)), sql.Identifier(t.target))
-                )
-
     async def checkpoint(self) -> int:
         """The committed checkpoint of this sink (0 if none)."""
         conn = await self._ensure()
@@ -123,45 +121,39 @@ class PostgresSink:
         return int(row[0]) if row else 0
 
     async def apply(self, batch: Batch) -> None:
-        """Apply `batch` and move the checkpoint, in one transaction."""
+        """Apply `batch` and move the checkpoint from `batch.after_seq` to `batch.upto_seq`, in
+        one transaction; CheckpointConflict (and nothing applied) if the sink's checkpoint is
+        not `batch.after_seq`."""
         conn = await self._ensure()
         what = f"applying seq {batch.after_seq}..{batch.upto_seq}"
         async with _errors(what), conn.transaction():
-            await self._lock_checkpoint(conn, batch.after_seq)
-            for target, rows in batch.rows.items():
-                t = self._tables[target]
-                async with conn.cursor() as cur:
-                    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                        sql.Identifier(_stage(t)),
-                        sql.SQL(", ").join(map(sql.Identifier, t.target_columns)),
-                    )
-                    async with cur.copy(copy_sql) as copy:
-                        for row in rows:
-                            await copy.write_row(convert_for_copy(t, row))
-                    # The staging table empties itself at commit (ON COMMIT DELETE ROWS).
-                    await cur.execute(self._upserts[target])
-            await conn.execute(
-                "UPDATE dcp_replication_state SET last_seq = %s, updated_at = now()"
-                " WHERE sink = %s",
-                (batch.upto_seq, self.name),
-            )
-
-    async def _lock_checkpoint(self, conn: psycopg.AsyncConnection, expected: int) -> None:
-        await conn.execute(
-            "INSERT INTO dcp_replication_state (sink, last_seq) VALUES (%s, 0)"
-            " ON CONFLICT (sink) DO NOTHING",
-            (self.name,),
-        )
-        cur = await conn.execute(
-            "SELECT last_seq FROM dcp_replication_state WHERE sink = %s FOR UPDATE",
-            (self.name,),
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        if int(row[0]) != expected:
-            raise CheckpointConflict(
-                f"sink {self.name!r} is at seq {row[0]}, not {expected}: another replicator?"
-            )
+            # One round trip for the whole batch. The checkpoint moves last, and only from
+            # where this batch starts: if another replicator got there first, the UPDATE
+            # matches no row (it re-checks after waiting for the other's row lock) and the
+            # whole transaction, rows included, rolls back.
+            async with conn.pipeline():
+                # Per transaction, not per session, so a transaction-mode pooler is fine.
+                await conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    (str(self._statement_timeout_ms),),
+                )
+                await conn.execute(
+                    "INSERT INTO dcp_replication_state (sink, last_seq) VALUES (%s, 0)"
+                    " ON CONFLICT (sink) DO NOTHING",
+                    (self.name,),
+                )
+                for target, rows in batch.rows.items():
+                    t = self._tables[target]
+                    await conn.execute(self._upserts[target], columns_of(t, rows))
+                moved = await conn.execute(
+                    "UPDATE dcp_replication_state SET last_seq = %s, updated_at = now()"
+                    " WHERE sink = %s AND last_seq = %s",
+                    (batch.upto_seq, self.name, batch.after_seq),
+                )
+            if moved.rowcount != 1:
+                raise CheckpointConflict(
+                    f"sink {self.name!r} is not at seq {batch.after_seq}: another replicator?"
+                )
 
     async def close(self) -> None:
         """Close the connection."""
@@ -170,26 +162,34 @@ class PostgresSink:
             self._conn = None
 
 
-def _stage(t: TableSpec) -> str:
-    return f"_dcp_stage_{t.target}"
-
-
 def _upsert_sql(t: TableSpec) -> sql.Composed:
-    cols = sql.SQL(", ").join(map(sql.Identifier, t.target_columns))
-    key = sql.SQL(", ").join(map(sql.Identifier, t.target_key))
+    """INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT (key) DO UPDATE ...
+    WHERE excluded.last_seq > t.last_seq: one statement and one round trip per table, no
+    staging table (so a transaction-mode pooler in front of the server is fine)."""
+    ident = sql.Identifier
+    names = [ident(f"c{i}") for i in range(len(t.columns))]
+    arrays = sql.SQL(", ").join(
+        sql.SQL("%s::{}").format(sql.SQL(_ARRAY_TYPE[c.kind])) for c in t.columns
+    )
+    select = sql.SQL(", ").join(
+        sql.SQL("{}::jsonb").format(n) if c.kind == "json" else n
+        for n, c in zip(names, t.columns, strict=True)
+    )
     updates = sql.SQL(", ").join(
-        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c))
+        sql.SQL("{0} = excluded.{0}").format(ident(c))
         for c in t.target_columns
         if c not in t.target_key
     )
     return sql.SQL(
-        "INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {stage}"
+        "INSERT INTO {target} AS t ({cols}) SELECT {select} FROM unnest({arrays}) AS u({names})"
         " ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE excluded.last_seq > t.last_seq"
     ).format(
-        target=sql.Identifier(t.target),
-        cols=cols,
-        stage=sql.Identifier(_stage(t)),
-        key=key,
+        target=ident(t.target),
+        cols=sql.SQL(", ").join(map(ident, t.target_columns)),
+        select=select,
+        arrays=arrays,
+        names=sql.SQL(", ").join(names),
+        key=sql.SQL(", ").join(map(ident, t.target_key)),
         updates=updates,
     )
 

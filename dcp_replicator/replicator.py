@@ -18,7 +18,12 @@ import structlog
 
 from dcp_replicator.backoff import backoff_s
 from dcp_replicator.checkpoint import CheckpointStore
-from dcp_replicator.errors import CheckpointConflict, SinkRejected, SinkUnavailable
+from dcp_replicator.errors import (
+    CheckpointConflict,
+    SinkRejected,
+    SinkUnavailable,
+    SourceError,
+)
 from dcp_replicator.sink import Sink
 from dcp_replicator.source import Lag, SqliteSource
 
@@ -92,6 +97,17 @@ class Replicator:
                     continue
                 t0 = time.perf_counter()
                 await self.sink.apply(batch)
+            except SourceError as e:
+                # The local file is briefly unreadable (locked, being replaced): never a
+                # reason to stop a continuous replicator.
+                if once:
+                    raise
+                failures += 1
+                total_failures += 1
+                delay = backoff_s(failures, s.backoff_base_s, s.backoff_max_s)
+                log.warning("source_unavailable", error=str(e), retry_in_s=round(delay, 3))
+                await _wait(stop, delay, self._sleep)
+                continue
             except CheckpointConflict as e:
                 log.warning("checkpoint_conflict", sink=self.sink.name, error=str(e))
                 checkpoint = None
