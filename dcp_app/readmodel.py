@@ -22,7 +22,7 @@ import msgspec
 
 from dcp_events.codec import Codec, default_codec
 from dcp_events.event import Event
-from dcp_events.sqlite_store import apply_schema, iter_event_batches, open_connection
+from dcp_events.sqlite_store import apply_schema, open_connection
 from dcp_events.store import RecordedEvent, TxHook
 from dcp_projections.errors import InvariantError
 from dcp_projections.fold import apply, check_all
@@ -30,12 +30,21 @@ from dcp_projections.rows import POSTING_COLUMNS, TABLES, Row, RowChanges, all_r
 from dcp_projections.state import State
 
 PROJECTION = "read_models"
+READ_BATCH = 10_000  # events per read while rebuilding
 ALL_TABLES = (*TABLES, "postings")
 
-_UPSERT = {
-    t: f"INSERT OR REPLACE INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-    for t, (_, cols) in TABLES.items()
-}
+
+def _upsert(table: str, key: str, cols: tuple[str, ...]) -> str:
+    # ON CONFLICT DO UPDATE rewrites a row in place (an index is touched only when its
+    # columns change), where INSERT OR REPLACE deletes and re-inserts through every index.
+    sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key)
+    return (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        f" ON CONFLICT ({key}) DO UPDATE SET {sets}"
+    )
+
+
+_UPSERT = {t: _upsert(t, key, cols) for t, (key, cols) in TABLES.items()}
 _DELETE = {t: f"DELETE FROM {t} WHERE {key} = ?" for t, (key, _) in TABLES.items()}
 _INSERT_POSTING = (
     f"INSERT INTO postings ({', '.join(POSTING_COLUMNS)}) "
@@ -99,6 +108,9 @@ class RebuildReport(msgspec.Struct, frozen=True):
         return self.events / self.seconds if self.seconds > 0 else float("inf")
 
 
+_EVENT_COLUMNS = "seq, type, schema_version, payload, recorded_at_us"
+
+
 def fold_log(
     conn: sqlite3.Connection,
     until_seq: int | None = None,
@@ -107,20 +119,29 @@ def fold_log(
 ) -> State:
     """A state folded from the log read through `conn`, up to `until_seq` (inclusive).
 
-    Appends every posting row to `postings` when given. Raises InvariantError on a fault.
+    Appends every posting row to `postings` when given. Raises InvariantError on a fault,
+    DecodeError on an event that does not fit its schema. Reads only the columns a fold needs
+    (the hash chain is `dcp audit verify`'s business), in bounded batches.
     """
     codec = codec or default_codec()
+    decode = codec.decode_payload
     state = State()
-    touched = state.touched
-    for batch in iter_event_batches(conn, 0, 10_000):
-        for rec in batch:
-            if until_seq is not None and rec.seq > until_seq:
-                return state
-            event = codec.decode_payload(rec.type, rec.schema_version, rec.payload)
-            apply(state, rec.seq, event)
+    last = until_seq if until_seq is not None else 2**62
+    after = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (after, last, READ_BATCH),
+        ).fetchall()
+        if not rows:
+            break
+        for seq, type_, version, payload, recorded_at_us in rows:
+            event = decode(type_, version, payload)
+            apply(state, seq, event)
             if postings is not None and getattr(event, "postings", None):
-                postings.extend(posting_rows(rec.seq, event, rec.recorded_at_us))
-        touched.clear()  # a rebuild writes every row; the set only costs memory here
+                postings.extend(posting_rows(seq, event, recorded_at_us))
+        after = rows[-1][0]
+        state.touched.clear()  # a rebuild writes every row; the set only costs memory here
     return state
 
 

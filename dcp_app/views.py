@@ -13,6 +13,7 @@ from dcp_projections.rows import job_row, provider_row, withdrawal_row
 from dcp_projections.settings import Settings
 from dcp_projections.state import Job, Provider, State, Withdrawal
 
+
 def job_view(state: State, job: Job) -> dict[str, Any]:
     """A job with its money: the `jobs` read-model row, `command` as a list instead of
     `command_json`, and `queue_position` (1-based, None unless queued)."""

@@ -38,7 +38,6 @@ from dcp_projections.settlement import (
     settlement_postings,
 )
 from dcp_projections.state import (
-    ANY_GPU,
     ENDED,
     LEASED,
     Job,
@@ -448,11 +447,11 @@ def decide_cancel(state: State, c: cmd.CancelJob, now_us: int) -> list[Event]:
     ]
 
 
-def _fits(job: Job, p: Provider, free_gpus: int) -> bool:
+def _fits(job: Job, p: Provider, p_key: str, free_gpus: int) -> bool:
     req = job.gpu_requirements
     if job.requested_provider_id is not None and job.requested_provider_id != p.provider_id:
         return False
-    if req.gpu_type.lower() not in ANY_GPU and gpu_key(req.gpu_type) != gpu_key(p.gpu_model):
+    if job.gpu_key and job.gpu_key != p_key:
         return False
     return req.min_vram_gb <= p.vram_gb and req.gpu_count <= free_gpus
 
@@ -470,11 +469,12 @@ def decide_claim(state: State, c: cmd.ClaimJobs, now_us: int, settings: Settings
     free = p.gpu_count - p.leased_gpus
     out: list[Event] = []
     lease_expires_us = now_us + settings.lease_ttl_s * US_PER_S
+    p_key = gpu_key(p.gpu_model)
     for scanned, (_, _, job_id) in enumerate(state.queue):
         if free <= 0 or scanned >= settings.claim_scan_limit:
             break
         job = state.jobs[job_id]
-        if _fits(job, p, free):
+        if _fits(job, p, p_key, free):
             free -= job.gpu_requirements.gpu_count
             out.append(
                 ev.JobClaimed(

@@ -91,6 +91,7 @@ class Job(msgspec.Struct, kw_only=True):
     submit_seq: int  # queue order within a priority
     queued_at_us: int  # when the current hold began (submission or admin requeue)
     attempt: int  # fencing number of the current or next lease
+    gpu_key: str  # gpu_key(gpu_type), or "" for a job that runs on any GPU
     first_attempt: int  # the attempt the current hold started with
     last_seq: int
     hold_open: bool = True

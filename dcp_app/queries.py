@@ -1,0 +1,292 @@
+"""Read-side queries over the read-model tables, through their own aiosqlite connection.
+
+Reads never see undurable state: the tables are written in the same transaction as the events
+they come from. Every list is paginated with a bounded `limit` (at most MAX_LIMIT). Results
+are plain dicts shaped like `dcp_app.views` builds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from dcp_app.readmodel import PROJECTION
+from dcp_projections import ledger
+from dcp_projections.settings import Settings
+from dcp_projections.settlement import US_PER_S
+from dcp_projections.state import DEFAULT_PRICE_KEY, SEED_PRICES, gpu_key
+
+MAX_LIMIT = 500
+_RANK = "CASE priority WHEN 'priority' THEN 0 WHEN 'standard' THEN 1 ELSE 2 END"
+_json = msgspec.json.Decoder()
+
+
+def _limit(limit: int) -> int:
+    return max(1, min(int(limit), MAX_LIMIT))
+
+
+class Queries:
+    """Read models of one database. Open with `await Queries.open(db_path)`."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, db_path: str | Path) -> Queries:
+        """A read-only connection to the read models of `db_path` (the schema must exist)."""
+        conn = await aiosqlite.connect(str(db_path))
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA busy_timeout=10000")
+        await conn.execute("PRAGMA query_only=ON")
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        async with self._conn.execute(sql, params) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
+        async with self._conn.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return dict(row) if row is not None else None
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    async def _job_view(self, row: dict[str, Any]) -> dict[str, Any]:
+        row["command"] = _json.decode(row.pop("command_json"))
+        row["queue_position"] = None
+        if row["status"] == "queued":
+            pos = await self._one(
+                f"SELECT count(*) AS n FROM jobs WHERE status = 'queued' AND "
+                f"({_RANK}, submitted_at_us, job_id) < (?, ?, ?)",
+                (
+                    {"priority": 0, "standard": 1}.get(row["priority"], 2),
+                    row["submitted_at_us"],
+                    row["job_id"],
+                ),
+            )
+            row["queue_position"] = (pos["n"] if pos else 0) + 1
+        return row
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        """The job view (as `dcp_app.views.job_view`), or None if unknown. The caller checks
+        that the job is the asker's (`renter_id` / `provider_id`) and answers 404 if not."""
+        row = await self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return await self._job_view(row) if row is not None else None
+
+    async def jobs_of_renter(
+        self, renter_id: str, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """A renter's jobs, newest first: {jobs: [...], next_cursor: str | None}. Pass
+        `next_cursor` back as `cursor` for the next page; `status` filters."""
+        sql = "SELECT * FROM jobs WHERE renter_id = ?"
+        params: list[Any] = [renter_id]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        if cursor:
+            at, _, job_id = cursor.partition(":")
+            sql += " AND (submitted_at_us, job_id) < (?, ?)"
+            params += [int(at), job_id]
+        n = _limit(limit)
+        sql += " ORDER BY submitted_at_us DESC, job_id DESC LIMIT ?"
+        rows = await self._all(sql, (*params, n + 1))
+        more = len(rows) > n
+        rows = rows[:n]
+        jobs = [await self._job_view(r) for r in rows]
+        nxt = f"{rows[-1]['submitted_at_us']}:{rows[-1]['job_id']}" if more and rows else None
+        return {"jobs": jobs, "next_cursor": nxt}
+
+    async def jobs_of_provider(self, provider_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The jobs a provider holds or held last, newest first."""
+        rows = await self._all(
+            "SELECT * FROM jobs WHERE provider_id = ? ORDER BY submitted_at_us DESC LIMIT ?",
+            (provider_id, _limit(limit)),
+        )
+        return [await self._job_view(r) for r in rows]
+
+    async def job_output(self, job_id: str) -> dict[str, Any] | None:
+        """{job_id, exit_code, stdout, stderr, truncated (bool), sha256}, or None."""
+        row = await self._one(
+            "SELECT job_id, exit_code, stdout, stderr, truncated, sha256 FROM job_outputs"
+            " WHERE job_id = ?",
+            (job_id,),
+        )
+        if row is not None:
+            row["truncated"] = bool(row["truncated"])
+        return row
+
+    # --- renters -----------------------------------------------------------------------------
+
+    async def balance(self, renter_id: str) -> dict[str, Any]:
+        """{balance_halala, held_halala, available_halala} (zeros for an unknown renter)."""
+        rows = await self._all(
+            "SELECT account_id, balance_halala FROM accounts WHERE account_id IN (?, ?)",
+            (ledger.renter_available(renter_id), ledger.renter_held(renter_id)),
+        )
+        by = {r["account_id"]: r["balance_halala"] for r in rows}
+        available = by.get(ledger.renter_available(renter_id), 0)
+        held = by.get(ledger.renter_held(renter_id), 0)
+        return {
+            "balance_halala": available + held,
+            "held_halala": held,
+            "available_halala": available,
+        }
+
+    async def renter(self, renter_id: str) -> dict[str, Any] | None:
+        """The renter's profile with its balances, or None."""
+        row = await self._one(
+            "SELECT renter_id, name, email, created_at_us FROM renters WHERE renter_id = ?",
+            (renter_id,),
+        )
+        if row is None:
+            return None
+        return {**row, **await self.balance(renter_id)}
+
+    async def ledger(
+        self, renter_id: str, limit: int = 50, before_seq: int | None = None
+    ) -> dict[str, Any]:
+        """The renter's postings, newest first: {entries: [{seq, idx, account_id,
+        amount_halala, event_type, job_id, recorded_at_us}], next_before_seq}."""
+        n = _limit(limit)
+        rows = await self._all(
+            "SELECT seq, idx, account_id, amount_halala, event_type, job_id, recorded_at_us"
+            " FROM postings WHERE account_id IN (?, ?) AND seq < ?"
+            " ORDER BY seq DESC, idx DESC LIMIT ?",
+            (
+                ledger.renter_available(renter_id),
+                ledger.renter_held(renter_id),
+                before_seq if before_seq is not None else 2**62,
+                n + 1,
+            ),
+        )
+        more = len(rows) > n
+        if more:
+            # A page ends at an event boundary so no event's legs are split across pages.
+            rows = rows[:n]
+            whole = [r for r in rows if r["seq"] != rows[-1]["seq"]]
+            rows = whole or rows
+        nxt = rows[-1]["seq"] if more and rows else None
+        return {"entries": rows, "next_before_seq": nxt}
+
+    # --- providers ---------------------------------------------------------------------------
+
+    def _presence(self, last_heartbeat_us: int | None, now_us: int, settings: Settings) -> str:
+        if last_heartbeat_us is None:
+            return "offline"
+        age = now_us - last_heartbeat_us
+        if age <= settings.online_s * US_PER_S:
+            return "online"
+        return "stale" if age <= settings.stale_s * US_PER_S else "offline"
+
+    async def provider(
+        self, provider_id: str, now_us: int, settings: Settings
+    ) -> dict[str, Any] | None:
+        """The provider's row with `state` (online/stale/offline), `gpus` (parsed),
+        `earnings_halala` and `payout_pending_halala`, or None."""
+        row = await self._one("SELECT * FROM providers WHERE provider_id = ?", (provider_id,))
+        if row is None:
+            return None
+        row["gpus"] = _json.decode(row.pop("gpus_json"))
+        for flag in ("paused", "suspended", "accepting_jobs"):
+            row[flag] = bool(row[flag])
+        row["state"] = self._presence(row["last_heartbeat_us"], now_us, settings)
+        accounts = await self._all(
+            "SELECT account_id, balance_halala FROM accounts WHERE account_id IN (?, ?)",
+            (ledger.provider_earnings(provider_id), ledger.provider_payout_pending(provider_id)),
+        )
+        by = {r["account_id"]: r["balance_halala"] for r in accounts}
+        row["earnings_halala"] = by.get(ledger.provider_earnings(provider_id), 0)
+        row["payout_pending_halala"] = by.get(ledger.provider_payout_pending(provider_id), 0)
+        return row
+
+    async def marketplace(self, now_us: int, settings: Settings) -> list[dict[str, Any]]:
+        """Online, approved, unsuspended providers: {provider_id, name, gpu_model, gpu_count,
+        vram_gb, halala_per_gpu_hour, paused}. At most MAX_LIMIT, most recent heartbeat
+        first."""
+        since = now_us - settings.online_s * US_PER_S
+        rows = await self._all(
+            "SELECT provider_id, name, gpu_model, gpu_count, vram_gb, paused FROM providers"
+            " WHERE approval_status = 'approved' AND suspended = 0 AND last_heartbeat_us >= ?"
+            " ORDER BY last_heartbeat_us DESC LIMIT ?",
+            (since, MAX_LIMIT),
+        )
+        prices = {gpu_key(p["gpu_model"]): p["halala_per_gpu_hour"] for p in await self.pricing()}
+        for r in rows:
+            r["paused"] = bool(r["paused"])
+            r["halala_per_gpu_hour"] = prices.get(
+                gpu_key(r["gpu_model"]), prices[DEFAULT_PRICE_KEY]
+            )
+        return rows
+
+    async def withdrawals(
+        self,
+        status: str | None = None,
+        provider_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Withdrawals, oldest request first, filtered by status and/or provider."""
+        sql, params = "SELECT * FROM withdrawals WHERE 1 = 1", []
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        if provider_id is not None:
+            sql += " AND provider_id = ?"
+            params.append(provider_id)
+        sql += " ORDER BY requested_at_us, withdrawal_id LIMIT ? OFFSET ?"
+        return await self._all(sql, (*params, _limit(limit), max(0, int(offset))))
+
+    # --- platform ----------------------------------------------------------------------------
+
+    async def pricing(self) -> list[dict[str, Any]]:
+        """[{gpu_model, halala_per_gpu_hour}], by model name."""
+        rows = await self._all(
+            "SELECT gpu_model, halala_per_gpu_hour FROM pricing ORDER BY gpu_model"
+        )
+        if not any(gpu_key(r["gpu_model"]) == DEFAULT_PRICE_KEY for r in rows):
+            # An empty log has no read-model rows yet: answer with the seeded table.
+            have = {gpu_key(r["gpu_model"]) for r in rows}
+            rows += [
+                {"gpu_model": m, "halala_per_gpu_hour": p}
+                for m, p in SEED_PRICES
+                if gpu_key(m) not in have
+            ]
+        return rows
+
+    async def images(self) -> list[str]:
+        """The image allowlist, sorted."""
+        rows = await self._all("SELECT reference FROM image_allowlist ORDER BY reference")
+        return [r["reference"] for r in rows]
+
+    async def projection_seq(self) -> int:
+        """The last event sequence the read models include (0 when none)."""
+        row = await self._one("SELECT last_seq FROM projection_state WHERE name = ?", (PROJECTION,))
+        return int(row["last_seq"]) if row else 0
+
+    async def reconciliation(self) -> dict[str, Any]:
+        """{sum_halala, accounts, events, head_seq, head_hash, invariants_ok} from the read
+        models and the log's head. invariants_ok: the sum is 0, no renter or provider
+        account is negative, and the read models have caught up with the log."""
+        accounts = await self._all(
+            "SELECT account_id, balance_halala FROM accounts ORDER BY account_id"
+        )
+        by = {r["account_id"]: r["balance_halala"] for r in accounts}
+        head = await self._one("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+        head_seq = head["seq"] if head else 0
+        seq = await self.projection_seq()
+        total = sum(by.values())
+        negative = [a for a, b in by.items() if b < 0 and ledger.must_not_go_negative(a)]
+        return {
+            "sum_halala": total,
+            "accounts": by,
+            "events": seq,
+            "head_seq": head_seq,
+            "head_hash": head["hash"] if head else "0" * 64,
+            "invariants_ok": total == 0 and not negative and seq == head_seq,
+        }

@@ -1,0 +1,295 @@
+"""Drive the real store and the ledger service with a random, valid workload.
+
+    python scripts/simulate.py --db /tmp/sim.db --seed 1 --commands 50000
+
+Renters register and get credits, providers register and are approved, jobs are submitted and
+end in every way (completed, timed out, cancelled queued or running, failed and retried,
+requeued by an admin), providers go quiet so leases expire, providers withdraw and admins
+complete or reject. Commands are sent in concurrent rounds so the service batches them and the
+store commits each batch with one fsync. The clock is simulated (each round moves it on), so
+leases, deadlines and queue timeouts happen in seconds of wall time.
+
+At the end it folds the log again from scratch, checks every invariant, rebuilds the read
+models into a scratch file and compares them with the live ones. The last line printed is one
+JSON object: {"events": n, "sum_halala": 0, "invariants_ok": true, ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dcp_app import readmodel
+from dcp_app.queries import Queries
+from dcp_app.service import LedgerService
+from dcp_events import catalogue as ev
+from dcp_events.errors import DcpError
+from dcp_events.sqlite_store import SqliteEventStore, open_connection
+from dcp_projections.errors import DomainError
+from dcp_projections.fold import check_all
+from dcp_projections.settings import Settings
+from dcp_projections.state import LEASED
+
+S = 1_000_000
+IMAGES = ["dcp/pytorch:2.3", "dcp/jax:0.4", "ghcr.io/dcp/*"]
+GPU_MODELS = ["H200", "H100", "A100", "RTX 4090"]
+IBAN = "SA0380000000608010167519"
+ROUND = 256  # commands sent concurrently per round
+SETTINGS = Settings(
+    lease_ttl_s=120,
+    max_attempts=3,
+    online_s=90,
+    stale_s=300,
+    deadline_grace_s=60,
+    queue_timeout_s=2 * 3600,
+    sandbox=True,
+    claim_scan_limit=200,
+)
+
+
+class Sim:
+    def __init__(self, svc: LedgerService, rng: random.Random, clock: list[int]) -> None:
+        self.svc = svc
+        self.rng = rng
+        self.clock = clock
+        self.renters: list[str] = []
+        self.providers: list[str] = []
+        self.dead: set[str] = set()  # providers that stopped heartbeating for a while
+        self.outcomes: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
+        self.sent = 0
+
+    async def call(self, aw: Awaitable[Any]) -> Any:
+        self.sent += 1
+        try:
+            return await aw
+        except DomainError as e:
+            self.refusals[e.code] += 1
+            return None
+
+    async def setup(self, n_renters: int, n_providers: int) -> None:
+        for image in IMAGES:
+            await self.call(self.svc.allow_image(image))
+        regs = await asyncio.gather(
+            *[
+                self.call(self.svc.register_renter(f"renter {i}", f"r{i}@example.sa"))
+                for i in range(n_renters)
+            ]
+        )
+        self.renters = [r["renter_id"] for r in regs]
+        await asyncio.gather(
+            *[
+                self.call(self.svc.credit(rid, self.rng.randint(50_000, 2_000_000), f"seed-{rid}"))
+                for rid in self.renters
+            ]
+        )
+        provs = await asyncio.gather(
+            *[
+                self.call(
+                    self.svc.register_provider(
+                        f"provider {i}",
+                        f"p{i}@example.sa",
+                        self.rng.choice(GPU_MODELS),
+                        self.rng.choice([2, 4, 8]),
+                        self.rng.choice([24, 48, 80, 141]),
+                    )
+                )
+                for i in range(n_providers)
+            ]
+        )
+        self.providers = [p["provider_id"] for p in provs]
+        await asyncio.gather(*[self.call(self.svc.approve_provider(p)) for p in self.providers])
+
+    # --- one round of commands ---------------------------------------------------------------
+
+    def round_commands(self) -> list[Awaitable[Any]]:
+        rng, svc, state = self.rng, self.svc, self.svc.state
+        out: list[Awaitable[Any]] = []
+        # Now and then a provider goes quiet (its leases will expire) or comes back.
+        if rng.random() < 0.2:
+            p = rng.choice(self.providers)
+            self.dead.symmetric_difference_update({p})
+        # Workers: heartbeat (listing their leases), poll, start and report.
+        for pid in self.providers:
+            if pid in self.dead:
+                continue
+            leased = sorted(state.providers[pid].leased)
+            out.append(svc.heartbeat(pid, running_job_ids=leased, daemon_version="sim-1"))
+            out.append(svc.claim_jobs(pid))
+            for job_id in leased:
+                job = state.jobs[job_id]
+                r = rng.random()
+                if job.status == "assigned" and r < 0.6:
+                    out.append(svc.start_job(pid, job_id, job.attempt))
+                elif job.status == "running" and r < 0.5:
+                    out.append(self.report(pid, job_id, job.attempt, job.max_duration_seconds))
+        # Renters: submit, sometimes cancel; admins credit, requeue, set prices.
+        recent = list(state.jobs)[-500:]
+        failed = [j for j in recent if state.jobs[j].status == "failed"]
+        pending = [w for w, wd in state.withdrawals.items() if wd.status == "pending"]
+        kinds = ["submit", "cancel", "credit", "requeue", "withdraw", "payout", "price", "topup"]
+        weights = [30, 4, 4, 2, 2, 2, 0.5, 1]
+        while len(out) < ROUND:
+            kind = rng.choices(kinds, weights)[0]
+            if kind == "submit":
+                out.append(self.submit())
+            elif kind == "cancel" and recent:
+                job_id = rng.choice(recent)
+                out.append(svc.cancel_job(job_id, state.jobs[job_id].renter_id))
+            elif kind == "credit":
+                rid = rng.choice(self.renters)
+                ref = f"dep-{self.sent}-{len(out)}"
+                out.append(svc.credit(rid, rng.randint(10_000, 500_000), ref))
+            elif kind == "requeue" and failed:
+                out.append(svc.requeue_job(failed.pop(rng.randrange(len(failed)))))
+            elif kind == "withdraw":
+                pid = rng.choice(self.providers)
+                earned = state.earnings(pid)
+                if earned >= 1000:
+                    out.append(svc.withdraw(pid, rng.randint(1000, earned), IBAN))
+            elif kind == "payout" and pending:
+                wid = pending.pop(rng.randrange(len(pending)))
+                if rng.random() < 0.7:
+                    out.append(svc.complete_withdrawal(wid))
+                else:
+                    out.append(svc.reject_withdrawal(wid, "name mismatch"))
+            elif kind == "price":
+                out.append(svc.set_price(rng.choice(GPU_MODELS), rng.randint(50, 1500)))
+            elif kind == "topup":
+                out.append(svc.topup(rng.choice(self.renters), rng.randint(1_000, 50_000)))
+        if rng.random() < 0.05:
+            pid = rng.choice(self.providers)
+            paused = state.providers[pid].paused
+            out.append(svc.resume_provider(pid) if paused else svc.pause_provider(pid))
+        out.append(svc.sweep())
+        return out
+
+    def submit(self) -> Awaitable[Any]:
+        rng = self.rng
+        image = rng.choice(["dcp/pytorch:2.3", "dcp/jax:0.4", "ghcr.io/dcp/train:7"])
+        return self.svc.submit_job(
+            rng.choice(self.renters),
+            ev.ContainerSpec(image=image, command=("python", "train.py"), env={"EPOCHS": "3"}),
+            ev.GpuRequirements(
+                gpu_type=rng.choice([*GPU_MODELS, "any", "any"]),
+                min_vram_gb=rng.choice([0, 0, 24, 80]),
+                gpu_count=rng.choice([1, 1, 1, 2, 4]),
+            ),
+            max_duration_seconds=rng.choice([60, 300, 600, 1800, 3600]),
+            priority=rng.choice(["priority", "standard", "standard", "economy"]),
+            idempotency_key=f"k{rng.randint(0, 10**9)}" if rng.random() < 0.3 else None,
+        )
+
+    def report(self, pid: str, job_id: str, attempt: int, max_s: int) -> Awaitable[Any]:
+        rng = self.rng
+        outcome = rng.choices(
+            ["completed", "timed_out", "cancelled", "failed"], weights=[70, 8, 7, 15]
+        )[0]
+        self.outcomes[outcome] += 1
+        return self.svc.report_result(
+            pid,
+            job_id,
+            attempt,
+            outcome,
+            exit_code=rng.choice([0, 0, 0, 1]),
+            runtime_seconds=rng.uniform(1, max_s * 1.2),
+            stdout="epoch 1 loss 0.31\n" * rng.randint(0, 5),
+            stderr="",
+            error="CUDA error: an illegal memory access" if outcome == "failed" else "",
+        )
+
+    async def run(self, n_commands: int) -> None:
+        while self.sent < n_commands:
+            commands = self.round_commands()
+            keep = max(1, n_commands - self.sent)
+            for c in commands[keep:]:
+                c.close()  # type: ignore[attr-defined]  # never sent: the last round is cut
+            await asyncio.gather(*[self.call(c) for c in commands[:keep]])
+            self.clock[0] += self.rng.choice([10, 30, 60, 120]) * S
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    db = Path(args.db)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    rng = random.Random(args.seed)
+    clock = [1_750_000_000 * S]
+    store = await SqliteEventStore.open(db)
+    svc = await LedgerService.open(store, SETTINGS, clock=lambda: clock[0])
+    sim = Sim(svc, rng, clock)
+    t0 = time.perf_counter()
+    await sim.setup(n_renters=args.renters, n_providers=args.providers)
+    await sim.run(args.commands)
+    wall = time.perf_counter() - t0
+    live = svc.state
+    check_all(live)
+    statuses = Counter(j.status for j in live.jobs.values())
+    leased = sum(1 for j in live.jobs.values() if j.status in LEASED)
+    await svc.close()
+    await store.close()
+
+    # Independent checks: fold the log from scratch; rebuild the read models and compare.
+    conn = open_connection(db)
+    try:
+        refolded = readmodel.fold_log(conn)
+    finally:
+        conn.close()
+    check_all(refolded)
+    same_state = refolded.balances == live.balances and refolded.seq == live.seq
+    with tempfile.TemporaryDirectory() as tmp:
+        report = readmodel.rebuild(db, into=Path(tmp) / "rebuilt.db")
+        differing = readmodel.compare(db, Path(tmp) / "rebuilt.db")
+    queries = await Queries.open(db)
+    try:
+        recon = await queries.reconciliation()
+    finally:
+        await queries.close()
+    return {
+        "commands": sim.sent,
+        "wall_s": round(wall, 2),
+        "commands_per_s": round(sim.sent / wall),
+        "batches": svc.batches,
+        "jobs": dict(sorted(statuses.items())),
+        "still_leased": leased,
+        "refusals": dict(sorted(sim.refusals.items())),
+        "rebuild_events_per_s": round(report.events_per_s),
+        "rebuilt_tables_differing": differing,
+        "events": recon["head_seq"],
+        "sum_halala": recon["sum_halala"],
+        "invariants_ok": bool(recon["invariants_ok"] and same_state and not differing),
+    }
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", required=True, help="SQLite file (replaced)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--commands", type=int, default=10_000)
+    parser.add_argument("--renters", type=int, default=200)
+    parser.add_argument("--providers", type=int, default=60)
+    args = parser.parse_args()
+    try:
+        summary = asyncio.run(main(args))
+    except DcpError as e:
+        print(json.dumps({"error": repr(e), "invariants_ok": False}))
+        sys.exit(1)
+    extra = {k: v for k, v in summary.items() if k not in ("events", "sum_halala", "invariants_ok")}
+    print(json.dumps(extra))
+    last = {k: summary[k] for k in ("events", "sum_halala", "invariants_ok")}
+    print(json.dumps(last))
+    sys.exit(0 if summary["invariants_ok"] and summary["sum_halala"] == 0 else 1)
+
+
+if __name__ == "__main__":
+    cli()
