@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,6 +49,26 @@ async def sweep_loop(service: ServiceAdapter, interval_s: float) -> None:
             log.error("sweep_failed", exc_info=exc)
 
 
+async def gc_loop(freeze_s: float, full_s: float) -> None:
+    """Keep CPython's full collections from scanning the whole in-memory domain state.
+
+    The ledger's state lives in memory and grows with the log; a full (generation 2)
+    collection scans all of it, which paused the loop for ~100 ms at 20,000 jobs and set the
+    API's p99 latency. Every `freeze_s` the objects alive are moved out of the collector's
+    reach (`gc.freeze`), so collections scan only what is new. Cyclic garbage that was alive
+    at a freeze is reclaimed every `full_s` by one unfreeze and full collection.
+    """
+    loop = asyncio.get_running_loop()
+    last_full = loop.time()
+    while True:
+        await asyncio.sleep(freeze_s)
+        if loop.time() - last_full >= full_s:
+            gc.unfreeze()
+            gc.collect()
+            last_full = loop.time()
+        gc.freeze()
+
+
 def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     mapped: ApiError
@@ -84,14 +105,17 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
         app.state.config = config
         app.state.openapi = openapi_bytes
         holder["authenticator"] = Authenticator(svc.lookup_key, config.admin_token)
-        sweeper = asyncio.create_task(sweep_loop(svc, config.sweep_interval_s))
+        tasks = [asyncio.create_task(sweep_loop(svc, config.sweep_interval_s))]
+        if config.gc_freeze_s > 0:
+            tasks.append(asyncio.create_task(gc_loop(config.gc_freeze_s, config.gc_full_s)))
         log.info("api_started", db=config.db, sandbox=config.sandbox)
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if owned:
                 await svc.close()
 

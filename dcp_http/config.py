@@ -63,6 +63,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     )
     max_body_bytes: int = 1 * MIB
     max_result_body_bytes: int = 4 * MIB
+    # Garbage-collector tuning of the server process (see dcp_http.app.gc_loop); 0 turns it off.
+    gc_freeze_s: float = 1.0
+    gc_full_s: float = 600.0
 
     def domain_settings(self) -> Any:
         """The domain's `Settings`, from the fields it shares with this config."""
@@ -108,6 +111,10 @@ def _seconds(name: str, raw: str) -> float:
     return v
 
 
+def _seconds_or_off(name: str, raw: str) -> float:
+    return 0.0 if raw.strip() in ("0", "0.0") else _seconds(name, raw)
+
+
 def _str(name: str, raw: str) -> str:
     return raw
 
@@ -138,6 +145,8 @@ ENV: dict[str, tuple[str, Any]] = {
     "DCP_CORS_ORIGINS": ("cors_origins", _origins),
     "DCP_MAX_BODY_BYTES": ("max_body_bytes", _int(1024, 64 * MIB)),
     "DCP_MAX_RESULT_BODY_BYTES": ("max_result_body_bytes", _int(1024, 256 * MIB)),
+    "DCP_GC_FREEZE_S": ("gc_freeze_s", _seconds_or_off),
+    "DCP_GC_FULL_S": ("gc_full_s", _seconds),
 }
 
 # DCP_RATE_LIMIT_SUBMIT=60/60 and so on: "<requests>/<seconds>".

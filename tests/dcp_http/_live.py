@@ -66,6 +66,8 @@ def serve(db: Path, **overrides: Any) -> Iterator[Server]:
         "admin_token": ADMIN_TOKEN,
         "sweep_interval_s": 0.2,
         "rate_limit_table": limits,
+        # The server shares this process with pytest: leave its collector alone.
+        "gc_freeze_s": 0.0,
         **overrides,
     }
     config = ServerConfig(**fields)
