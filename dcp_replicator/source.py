@@ -169,6 +169,10 @@ class SqliteSource:
         )
 
     def _select(self, t: TableSpec, after: int, upto: int, limit: int | None) -> list[Row]:
+        # Rows seeded without an event (the default price) carry last_seq 0: the first batch
+        # takes them too.
+        if after <= 0:
+            after = -(2**62)
         cols = ", ".join(c.local for c in t.columns)
         sql = (
             f"SELECT {cols}, {t.seq_expr} FROM {t.local}"  # names are constants

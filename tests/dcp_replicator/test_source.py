@@ -133,3 +133,19 @@ def test_secrets_and_outputs_are_never_mirrored():
     assert "key_hash" not in ddl and "api_key" not in ddl and "credentials (" not in ddl
     for t in MIRRORED:
         assert "last_seq" in t.target_columns, t.target
+
+
+async def test_rows_seeded_without_an_event_go_in_the_first_batch(synth_db):
+    """A row with last_seq 0 (the seeded default price) is mirrored by the first batch."""
+    conn = sqlite3.connect(synth_db)
+    conn.execute(
+        "INSERT INTO pricing (gpu_model, halala_per_gpu_hour, last_seq) VALUES ('default', 33, 0)"
+    )
+    conn.commit()
+    conn.close()
+    source = await SqliteSource.open(synth_db)
+    first = await source.read_batch(0, 10)
+    later = await source.read_batch(first.upto_seq, 100_000)
+    await source.close()
+    assert ("default", 33, 0) in first.rows["dcp_pricing"]
+    assert all(r[0] != "default" for r in later.rows.get("dcp_pricing", []))
