@@ -83,16 +83,17 @@ def test_full_lifecycle(api):
     assert bal["available_halala"] == 100_000 - job["actual_cost_halala"]
 
     # A timed-out job is charged by the runtime the server saw (up to the whole reserve); at
-    # 7,200,000 halala per hour even a second earns the provider enough to withdraw.
-    api.credit(renter["renter_id"], 10_000_000)
+    # 10,000,000 halala per hour (the highest price allowed) one second earns enough to
+    # withdraw twice.
+    api.credit(renter["renter_id"], 30_000_000)
     api.ok(
         "PUT",
         "/api/admin/pricing/RTX 4090",
-        json={"halala_per_gpu_hour": 7_200_000},
+        json={"halala_per_gpu_hour": 10_000_000},
         headers=admin,
     )
     sub2 = api.submit(renter)["job"]
-    assert sub2["cost_halala"] == 7_200_000
+    assert sub2["cost_halala"] == 10_000_000
     lease2 = _claim(api, provider, sub2["job_id"])
     res2 = api.ok(
         "POST",
@@ -102,7 +103,7 @@ def test_full_lifecycle(api):
         ),
         headers=provider["headers"],
     )["job"]
-    assert res2["status"] == "timed_out" and res2["actual_cost_halala"] >= 2000
+    assert res2["status"] == "timed_out" and res2["actual_cost_halala"] >= 2778
     _check_settled(res2)
     earned = job["provider_earned_halala"] + res2["provider_earned_halala"]
     me = api.ok("GET", "/api/providers/me", headers=provider["headers"])
@@ -126,6 +127,33 @@ def test_full_lifecycle(api):
     assert done["status"] == "completed"
     e = api.ok("GET", "/api/providers/earnings", headers=provider["headers"])
     assert e["payout_pending_halala"] == 0
+    # A rejected withdrawal goes back to earnings; a decided one cannot be decided again.
+    w2 = api.ok(
+        "POST",
+        "/api/providers/me/withdraw",
+        201,
+        json={"amount_halala": 1000, "iban": IBAN},
+        headers=provider["headers"],
+    )
+    rejected = api.ok(
+        "POST",
+        f"/api/admin/withdrawals/{w2['withdrawal_id']}/reject",
+        json={"reason": "name mismatch"},
+        headers=admin,
+    )
+    assert rejected["status"] == "rejected"
+    e = api.ok("GET", "/api/providers/earnings", headers=provider["headers"])
+    assert (e["earnings_halala"], e["payout_pending_halala"]) == (earned - 1000, 0)
+    r = api.post(f"/api/admin/withdrawals/{w2['withdrawal_id']}/complete", headers=admin)
+    assert r.status_code == 409
+    r = api.post(
+        "/api/providers/me/withdraw",
+        json={"amount_halala": 999, "iban": IBAN},
+        headers=provider["headers"],
+    )
+    assert r.status_code == 400  # under the 1000 halala minimum
+    done_list = api.ok("GET", "/api/admin/withdrawals", headers=admin)["withdrawals"]
+    assert {x["status"] for x in done_list} == {"completed", "rejected"}
 
     # Cancel while queued: everything back; no output, so 410.
     sub3 = api.submit(renter)["job"]
@@ -133,7 +161,7 @@ def test_full_lifecycle(api):
         "job"
     ]
     assert cancelled["status"] == "cancelled"
-    assert cancelled["refunded_halala"] == cancelled["cost_halala"] == 7_200_000
+    assert cancelled["refunded_halala"] == cancelled["cost_halala"] == 10_000_000
     r = api.get(f"/api/jobs/{sub3['job_id']}/output", headers=renter["headers"])
     assert r.status_code == 410 and r.json()["code"]
 
