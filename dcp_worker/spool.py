@@ -48,6 +48,13 @@ class Spool:
         # A crash can leave half-written temporaries; they never became results.
         for tmp in self.pending.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
+        # Job ids of pending results, kept in memory so a heartbeat can list them without I/O.
+        self._job_ids: dict[str, str] = {}
+        for path in self.list():
+            try:
+                self._job_ids[path.name] = str(self.read(path)["job_id"])
+            except (OSError, ValueError, KeyError):
+                continue  # the delivery loop buries it
 
     @staticmethod
     def name(job_id: str, attempt: int) -> str:
@@ -57,10 +64,17 @@ class Spool:
         """Store a result durably; returns its path. Idempotent per (job_id, attempt)."""
         path = self.pending / self.name(result["job_id"], int(result["attempt"]))
         _write_atomic(path, json.dumps(result, sort_keys=True).encode())
+        self._job_ids[path.name] = str(result["job_id"])
         return path
 
     def has(self, job_id: str, attempt: int) -> bool:
-        return (self.pending / self.name(job_id, attempt)).exists()
+        """True if a result for this attempt is pending, or was refused and kept in `dead`."""
+        name = self.name(job_id, attempt)
+        return (self.pending / name).exists() or (self.dead / name).exists()
+
+    def pending_job_ids(self) -> set[str]:
+        """Jobs whose results wait for delivery (their leases should stay alive)."""
+        return set(self._job_ids.values())
 
     def list(self) -> list[Path]:
         """Pending result files, oldest first, at most MAX_SPOOL_FILES."""
@@ -84,9 +98,11 @@ class Spool:
         """Forget a delivered (or lease-lost) result."""
         path.unlink(missing_ok=True)
         _fsync_dir(self.pending)
+        self._job_ids.pop(path.name, None)
 
     def bury(self, path: Path) -> None:
         """Move a result the API refused for good to `dead`, for a human to look at."""
         os.replace(path, self.dead / path.name)
         _fsync_dir(self.pending)
         _fsync_dir(self.dead)
+        self._job_ids.pop(path.name, None)

@@ -47,6 +47,7 @@ FLUSH_ON_EXIT_S = 10.0
 KILL_WAIT_S = 30.0
 MAX_DOCKER_WAIT_ERRORS = 10
 MAX_START_REPORTS = 20
+MAX_LISTED_JOBS = 1000  # the API refuses a heartbeat listing more
 FINISHED_MEMORY = 4096  # how many ended (job, attempt) pairs are remembered, to not rerun them
 
 
@@ -267,9 +268,12 @@ class Worker:
 
     def heartbeat_payload(self) -> dict[str, Any]:
         """SPEC section 4: GPU inventory, running job ids, daemon version, accepting_jobs."""
+        # Jobs whose results wait in the spool are listed too: their leases must not run out
+        # while delivery retries, or a finished job would be run again elsewhere.
+        listed = sorted(set(self.running) | self.spool.pending_job_ids())
         return {
             "gpus": self.inventory.as_payload(),
-            "running_job_ids": sorted(self.running),
+            "running_job_ids": listed[:MAX_LISTED_JOBS],
             "daemon_version": __version__,
             "accepting_jobs": self.ready and not self.draining,
         }

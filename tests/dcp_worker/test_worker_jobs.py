@@ -26,7 +26,7 @@ async def test_success_and_nonzero_exit(stub, make_settings, kit):
     [r_ok], [r_bad] = api.accepted(ok), api.accepted(bad)
     assert (r_ok["outcome"], r_ok["exit_code"]) == ("completed", 0)
     assert (r_ok["stdout"], r_ok["stderr"], r_ok["truncated"]) == ("hello\n", "oops\n", False)
-    assert 1.0 <= r_ok["runtime_seconds"] < 5
+    assert 0.9 <= r_ok["runtime_seconds"] < 5  # Docker records StartedAt just after exec
     assert (r_bad["outcome"], r_bad["exit_code"], r_bad["stdout"]) == ("completed", 3, "before\n")
     assert {(j, a) for _, j, a in api.starts} == {(ok, 1), (bad, 1)}
     assert kit.managed_containers(api.provider_id) == []  # cleaned up

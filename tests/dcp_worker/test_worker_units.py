@@ -160,9 +160,12 @@ def test_spool_is_durable_and_idempotent(tmp_path):
     assert spool.list() == [p] and not list(spool.pending.glob(".*.tmp"))
     spool.bury(p)
     assert spool.list() == [] and json.loads((spool.dead / p.name).read_text()) == r
+    assert spool.has("j/1", 1)  # refused for good: kept, and never run again
     p2 = spool.put({"job_id": "k", "attempt": 2})
+    assert spool.pending_job_ids() == {"k"}
+    assert Spool(tmp_path).pending_job_ids() == {"k"}  # rebuilt from disk at start
     spool.remove(p2)
-    assert not spool.has("k", 2)
+    assert not spool.has("k", 2) and spool.pending_job_ids() == set()
 
 
 def test_output_keeps_the_tail_on_a_character_boundary():
