@@ -136,7 +136,7 @@ class Sim:
                     out.append(self.report(pid, job_id, job.attempt, job.max_duration_seconds))
         # Renters: submit, sometimes cancel; admins credit, requeue, set prices.
         recent = list(state.jobs)[-500:]
-        failed = [j for j in recent if state.jobs[j].status == "failed"]
+        failed = [j for j in list(state.jobs)[-5000:] if state.jobs[j].status == "failed"]
         pending = [w for w, wd in state.withdrawals.items() if wd.status == "pending"]
         kinds = ["submit", "cancel", "credit", "requeue", "withdraw", "payout", "price", "topup"]
         weights = [30, 4, 4, 2, 2, 2, 0.5, 1]
@@ -172,6 +172,15 @@ class Sim:
             pid = rng.choice(self.providers)
             paused = state.providers[pid].paused
             out.append(svc.resume_provider(pid) if paused else svc.pause_provider(pid))
+        if rng.random() < 0.02:  # an admin suspends a provider, or lifts a suspension
+            pid = rng.choice(self.providers)
+            suspended = state.providers[pid].suspended
+            out.append(svc.unsuspend_provider(pid) if suspended else svc.suspend_provider(pid))
+        if rng.random() < 0.02:  # the allowlist changes (an image no job uses)
+            listed = "dcp/legacy:1" in state.images
+            out.append(
+                svc.remove_image("dcp/legacy:1") if listed else svc.allow_image("dcp/legacy:1")
+            )
         out.append(svc.sweep())
         return out
 
