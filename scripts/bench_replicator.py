@@ -5,12 +5,14 @@
 DSN: --dsn, else DCP_TEST_PG_DSN (what `eval "$(scripts/ci/postgres.sh)"` exports); the role
 must be allowed to create databases, since every phase works in a fresh database.
 
-1. Throughput: a log of N events (default 50,000) is replicated from scratch with `--once`
-   semantics at a few batch sizes; rows/s and events/s per batch size.
-2. Lag under load: a writer appends to the log (scripts/simulate.py when it exists and
-   --source simulate, else the synthetic workload of tests/dcp_replicator/synth.py through the
-   real event store) while the replicator runs continuously in its own process, as
-   `dcp replicate` would. Every 50 ms the lag is sampled: events behind (log head minus the
+1. Throughput: a log of N events (default 50,000; from scripts/simulate.py or synthetic) is
+   replicated from scratch with `--once` semantics at a few batch sizes; rows/s and events/s
+   per batch size.
+2. Lag under load: a writer appends to the log while the replicator runs continuously in its
+   own process, as `dcp replicate` would: scripts/simulate.py (the real service, as fast as it
+   goes; with --source simulate, the default when it exists), then the synthetic workload of
+   tests/dcp_replicator/synth.py through the real event store at --rate events/s and flat
+   out. Every 50 ms the lag is sampled: events behind (log head minus the
    target's checkpoint) and seconds behind (age of the oldest event not yet in the target).
    The writer's own rate is measured with and without the replicator running, to show that
    replication does not slow it.
@@ -185,10 +187,7 @@ async def lag_under_load(
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_lag(db, dsn, stop, samples))
             t0 = time.perf_counter()
-            if source == "simulate":
-                written = await asyncio.to_thread(run_simulate, db, seconds)
-            else:
-                written = await synthetic_writer(db, seconds, rate, seed=4)
+            written = await synthetic_writer(db, seconds, rate, seed=4)
             write_s = time.perf_counter() - t0
             # Then until caught up.
             final_head, _ = head(db)
@@ -224,18 +223,99 @@ async def lag_under_load(
     }
 
 
-def run_simulate(db: Path, seconds: float) -> int:
-    """scripts/simulate.py writing into `db` through the real service; events it added."""
-    before, _ = head(db)
-    cmd = [sys.executable, str(SIMULATE), "--db", str(db), "--seed", "7"]
-    subprocess.run(cmd, cwd=ROOT, check=True, timeout=max(600, seconds * 10))
-    after, _ = head(db)
-    return after - before
+def simulate_cmd(db: Path, commands: int, seed: int = 7) -> list[str]:
+    return [sys.executable, str(SIMULATE), "--db", str(db), "--seed", str(seed),
+            "--commands", str(commands)]  # fmt: skip
+
+
+def simulate_summary(stdout: bytes) -> dict[str, object]:
+    """simulate.py prints two JSON lines: details, then {events, sum_halala, invariants_ok}."""
+    lines = [json.loads(x) for x in stdout.decode().splitlines() if x.startswith("{")]
+    return {k: v for line in lines for k, v in line.items()}
+
+
+async def lag_under_simulate(workdir: Path, server: str, commands: int) -> dict[str, object]:
+    """scripts/simulate.py writes a fresh log (it replaces the file at start) while the
+    replicator, started as soon as the first events are there, follows it."""
+    alone = subprocess.run(
+        simulate_cmd(workdir / "alone.db", commands), cwd=ROOT, capture_output=True, check=True
+    )
+    alone_summary = simulate_summary(alone.stdout)
+    db = workdir / "live.db"
+    with FreshDatabase(server) as dsn:
+        out = (workdir / "simulate.out").open("wb")
+        sim = subprocess.Popen(simulate_cmd(db, commands), cwd=ROOT, stdout=out)
+        t0 = time.perf_counter()
+        while True:  # the first events
+            try:
+                if db.exists() and head(db)[0] > 0:
+                    break
+            except sqlite3.Error:
+                pass
+            await asyncio.sleep(0.01)
+        proc = start_replicator(db, dsn, workdir / "replicator.log")
+        try:
+            samples: list[tuple[int, float]] = []
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample_lag(db, dsn, stop, samples))
+            while sim.poll() is None:
+                await asyncio.sleep(0.02)
+            write_s = time.perf_counter() - t0
+            n_during = len(samples)
+            out.close()
+            final_head, _ = head(db)
+            t_end = time.perf_counter()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                while target_checkpoint(conn) < final_head and time.perf_counter() - t_end < 120:
+                    await asyncio.sleep(0.02)
+                caught_up_s = time.perf_counter() - t_end
+                done = target_checkpoint(conn) == final_head
+            stop.set()
+            await sampler
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    summary = simulate_summary((workdir / "simulate.out").read_bytes())
+    # The replicator starts (imports, connects) while simulate.py already writes thousands of
+    # events a second; measure from the moment it first caught up with that startup backlog.
+    first = next((i for i, x in enumerate(samples[:n_during]) if x[0] < 500), n_during)
+    startup_s = first * 0.05
+    during = samples[first:n_during] or samples[:1]
+    events_behind = [x[0] for x in during]
+    seconds_behind = [x[1] for x in during]
+    return {
+        "writer": "simulate",
+        "commands": commands,
+        "events_written": final_head,
+        "write_seconds": round(write_s, 2),
+        "writer_commands_per_s": summary.get("commands_per_s"),
+        "writer_alone_commands_per_s": alone_summary.get("commands_per_s"),
+        "writer_events_per_s": round(final_head / write_s),
+        "lag_events_p50": pct(events_behind, 50),
+        "lag_events_p99": pct(events_behind, 99),
+        "lag_events_max": max(events_behind, default=0),
+        "lag_seconds_p50": round(pct(seconds_behind, 50), 3),
+        "lag_seconds_p99": round(pct(seconds_behind, 99), 3),
+        "lag_seconds_max": round(max(seconds_behind, default=0.0), 3),
+        "caught_up_after_writer_s": round(caught_up_s, 3),
+        "caught_up": done,
+        "samples": len(samples),
+        "startup_catch_up_s": round(startup_s, 2),
+        "startup_lag_events_max": max((x[0] for x in samples[:first]), default=0),
+        "simulate_invariants_ok": summary.get("invariants_ok"),
+    }
 
 
 async def build_log(path: Path, events: int, source: str) -> None:
     if source == "simulate":
-        raise SystemExit("--source simulate for the throughput log is not wired yet")
+        # About 0.9 events per command; top up until the log has `events`.
+        commands = int(events * 1.13)
+        while True:
+            subprocess.run(simulate_cmd(path, commands), cwd=ROOT, check=True,
+                           capture_output=True)  # fmt: skip
+            if head(path)[0] >= events:
+                return
+            commands = int(commands * 1.1)
     await make_db(path, events, seed=7)
 
 
@@ -246,7 +326,12 @@ async def main() -> None:
     p.add_argument("--batch-rows", default="500,2000,5000")
     p.add_argument("--seconds", type=float, default=15.0, help="writer run time for the lag phase")
     p.add_argument("--rate", type=int, default=1500, help="synthetic writer: events/s")
-    p.add_argument("--source", choices=["simulate", "synthetic"], default="synthetic")
+    p.add_argument(
+        "--source",
+        choices=["simulate", "synthetic"],
+        default="simulate" if SIMULATE.exists() else "synthetic",
+    )
+    p.add_argument("--lag-commands", type=int, default=30_000, help="simulate: lag phase size")
     args = p.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if not args.dsn:
@@ -269,8 +354,22 @@ async def main() -> None:
                 f" {r['batches']} batches"
             )
         lags = []
+        if args.source == "simulate":
+            lag = await lag_under_simulate(work, args.dsn, args.lag_commands)
+            lags.append(lag)
+            print(
+                f"lag while simulate.py writes {lag['writer_events_per_s']} events/s"
+                f" ({lag['writer_commands_per_s']} commands/s; alone"
+                f" {lag['writer_alone_commands_per_s']}) for {lag['write_seconds']}s:"
+                f" events behind p50 {lag['lag_events_p50']} p99 {lag['lag_events_p99']}"
+                f" max {lag['lag_events_max']}; seconds behind p50 {lag['lag_seconds_p50']}"
+                f" p99 {lag['lag_seconds_p99']} max {lag['lag_seconds_max']};"
+                f" caught up {lag['caught_up_after_writer_s']}s after it stopped"
+                f" (startup backlog of {lag['startup_lag_events_max']} events cleared in"
+                f" {lag['startup_catch_up_s']}s, excluded from the percentiles)"
+            )
         for rate in (args.rate, 0):
-            lag = await lag_under_load(work, args.dsn, args.seconds, rate, args.source)
+            lag = await lag_under_load(work, args.dsn, args.seconds, rate, "synthetic")
             lag["target_rate"] = rate or "unbounded"
             lags.append(lag)
             print(
