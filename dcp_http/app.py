@@ -16,8 +16,6 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
-from starlette.types import Scope
 
 from dcp_http import endpoints
 from dcp_http.auth import Authenticator
@@ -27,6 +25,7 @@ from dcp_http.logs import redactor
 from dcp_http.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from dcp_http.openapi import build_openapi
 from dcp_http.ratelimit import RateLimitMiddleware
+from dcp_http.routing import RouteTable
 from dcp_http.service import ServiceAdapter, open_service
 
 log = structlog.get_logger("dcp_http")
@@ -119,16 +118,9 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
             if owned:
                 await svc.close()
 
-    routes = endpoints.api.routes(authenticator)
+    table = RouteTable(endpoints.api.routes(authenticator))
 
-    def resolve_route(scope: Scope) -> str | None:
-        for route in routes:
-            match, _ = route.matches(scope)
-            if match != Match.NONE:
-                return route.path
-        return None
-
-    middleware = [Middleware(RequestContextMiddleware, resolve_route=resolve_route)]
+    middleware = [Middleware(RequestContextMiddleware, resolve_route=table.template)]
     if config.cors_origins:
         middleware.append(
             Middleware(
@@ -158,7 +150,7 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
         )
     )
     return Starlette(
-        routes=routes,
+        routes=[table],
         middleware=middleware,
         exception_handlers={HTTPException: _http_exception, Exception: _crash},
         lifespan=lifespan,

@@ -72,7 +72,7 @@ def serve(db: Path, **overrides: Any) -> Iterator[Server]:
     }
     config = ServerConfig(**fields)
     log = io.StringIO()
-    configure_logging(log)
+    configure_logging(log, cache=False)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(config),
