@@ -132,8 +132,8 @@ class ApiClient:
         """GET /api/providers/me: the provider's registration, approval and flags."""
         data = await self._call(self._jobs, "GET", "/api/providers/me")
         if isinstance(data, dict) and isinstance(data.get("provider"), dict):
-            return data["provider"]
-        return data if isinstance(data, dict) else {}
+            data = data["provider"]
+        return dict(data) if isinstance(data, dict) else {}
 
     async def heartbeat(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST /api/providers/heartbeat; returns the reply (`cancel_jobs`, flags)."""

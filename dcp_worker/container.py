@@ -121,7 +121,7 @@ class DockerRunner:
     async def info(self) -> dict[str, Any]:
         """`docker info`; raises if the engine does not answer in time."""
         async with asyncio.timeout(self.timeout_s):
-            return await self._docker.system.info()
+            return dict(await self._docker.system.info())
 
     async def check_image(self, image: str) -> None:
         """Raise JobRefused unless the image is allowed and present locally."""

@@ -426,6 +426,7 @@ class Worker:
             config = self.docker.container_config(job, self.provider_id, rj.devices)
             rj.container_id = await self.docker.create(config, self.docker.container_name(job))
             follow_s = job.max_duration_seconds + KILL_WAIT_S + 60
+            stream = None
             try:
                 stream = await self.docker.attach(rj.container_id)
             except Exception as e:  # the logs the driver kept are the fallback
@@ -437,6 +438,8 @@ class Worker:
             except BaseException:
                 if capture is not None:
                     capture.cancel()
+                if stream is not None:
+                    await stream.close()  # idempotent; the cancelled reader may not have run
                 raise
             log.info("job_container_started", container_id=rj.container_id[:12])
         reporter = asyncio.create_task(self._report_started(rj))
@@ -455,8 +458,11 @@ class Worker:
         result_sha = output.sha256
         # Spool first, then remove: a crash in between finds the spooled result on restart.
         self.spool.put(result)
-        await self.docker.remove(rj.container_id)
         log.info("job_output_captured", sha256=result_sha)
+        try:
+            await self.docker.remove(rj.container_id)
+        except Exception as e:  # the result is safe; the next start removes the container
+            log.warning("job_container_not_removed", error=f"{type(e).__name__}: {e}")
         return result
 
     async def _followed_output(self, cid: str, capture: asyncio.Task[Output] | None) -> Output:
@@ -501,7 +507,15 @@ class Worker:
         cid = rj.container_id
         errors = 0
         while True:
-            left = await self._deadline_left(rj)
+            try:
+                left = await self._deadline_left(rj)
+            except Exception as e:  # an engine hiccup: look again, a bounded number of times
+                errors += 1
+                if errors > MAX_DOCKER_WAIT_ERRORS:
+                    raise
+                log.warning("job_inspect_failed", error=f"{type(e).__name__}: {e}")
+                await asyncio.sleep(min(2.0**errors, 30.0))
+                continue
             waiter = asyncio.create_task(self.docker.wait(cid, max(0.0, left)))
             stopper = asyncio.create_task(rj.stop.wait())
             try:

@@ -226,7 +226,8 @@ class Stack:
 def measure(stack: Stack, jobs: int, job_s: float) -> dict[str, Any]:
     """Submit `jobs` jobs one after another (each waits for the last to end); time them."""
     stack.credit(10_000_000, f"bench-{time.time_ns()}")
-    delays, first_start, last_end = [], None, 0.0
+    delays: list[float] = []
+    first_start, last_end = 0.0, 0.0
     for _ in range(jobs):
         job_id, t0 = stack.submit(["sh", "-c", f"sleep {job_s}"])
         stack.wait_ended(job_id)
