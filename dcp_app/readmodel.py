@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,16 @@ def _upsert(table: str, key: str, cols: tuple[str, ...]) -> str:
 
 
 _UPSERT = {t: _upsert(t, key, cols) for t, (key, cols) in TABLES.items()}
+_INSERT = {
+    t: f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    for t, (_, cols) in TABLES.items()
+}
 _DELETE = {t: f"DELETE FROM {t} WHERE {key} = ?" for t, (key, _) in TABLES.items()}
 _INSERT_POSTING = (
     f"INSERT INTO postings ({', '.join(POSTING_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(POSTING_COLUMNS))})"
 )
+_POSTINGS_INDEX = "CREATE INDEX IF NOT EXISTS postings_account ON postings (account_id, seq)"
 _SET_SEQ = "INSERT OR REPLACE INTO projection_state (name, last_seq) VALUES (?, ?)"
 
 
@@ -96,12 +102,14 @@ def batch_writer(events: Sequence[Event], first_seq: int, changes: RowChanges) -
 
 
 class RebuildReport(msgspec.Struct, frozen=True):
-    """What a rebuild did: events folded, the last sequence, rows written and its time."""
+    """What a rebuild did: events folded, the last sequence, rows written, its wall time and
+    the CPU time of the process (every thread) meanwhile."""
 
     events: int
     last_seq: int
     rows: int
     seconds: float
+    cpu_seconds: float = 0.0
 
     @property
     def events_per_s(self) -> float:
@@ -111,17 +119,21 @@ class RebuildReport(msgspec.Struct, frozen=True):
 _EVENT_COLUMNS = "seq, type, schema_version, payload, recorded_at_us"
 
 
+PostingRows = list[tuple[Any, ...]]
+
+
 def fold_log(
     conn: sqlite3.Connection,
     until_seq: int | None = None,
     codec: Codec | None = None,
-    postings: list[tuple[Any, ...]] | None = None,
+    sink: Callable[[PostingRows], None] | None = None,
 ) -> State:
     """A state folded from the log read through `conn`, up to `until_seq` (inclusive).
 
-    Appends every posting row to `postings` when given. Raises InvariantError on a fault,
-    DecodeError on an event that does not fit its schema. Reads only the columns a fold needs
-    (the hash chain is `dcp audit verify`'s business), in bounded batches.
+    `sink`, when given, receives the posting rows of each batch of events as it is folded.
+    Raises InvariantError on a fault, DecodeError on an event that does not fit its schema.
+    Reads only the columns a fold needs (the hash chain is `dcp audit verify`'s business), in
+    bounded batches.
     """
     codec = codec or default_codec()
     decode = codec.decode_payload
@@ -135,11 +147,14 @@ def fold_log(
         ).fetchall()
         if not rows:
             break
+        postings: PostingRows = []
         for seq, type_, version, payload, recorded_at_us in rows:
             event = decode(type_, version, payload)
             apply(state, seq, event)
-            if postings is not None and getattr(event, "postings", None):
+            if sink is not None and getattr(event, "postings", None):
                 postings.extend(posting_rows(seq, event, recorded_at_us))
+        if sink is not None and postings:
+            sink(postings)
         after = rows[-1][0]
         state.touched.clear()  # a rebuild writes every row; the set only costs memory here
     return state
@@ -152,18 +167,15 @@ def rebuild(
 
     Writes into `into` (another SQLite file, created if needed) or, by default, into
     `db_path`'s own tables, replacing them: do that only while no service writes to it.
-    Raises InvariantError if the log breaks a money rule, DecodeError if an event does not
-    decode.
+    Everything is written in one transaction. Raises InvariantError if the log breaks a money
+    rule, DecodeError if an event does not decode; nothing is changed then.
+
+    The postings of each batch are written by a second thread while the next batch folds
+    (sqlite3 lets go of the GIL while it works), and the postings index is built once at the
+    end rather than row by row.
     """
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     src = open_connection(db_path)
-    try:
-        postings: list[tuple[Any, ...]] = []
-        state = fold_log(src, until_seq, postings=postings)
-    finally:
-        src.close()
-    check_all(state)
-    rows = all_rows(state)
     dst = open_connection(into if into is not None else db_path)
     try:
         apply_schema(dst)
@@ -171,10 +183,25 @@ def rebuild(
         try:
             for table in ALL_TABLES:
                 dst.execute(f"DELETE FROM {table}")
+            dst.execute("DROP INDEX IF EXISTS postings_account")
+            n_postings = 0
+            with ThreadPoolExecutor(1, thread_name_prefix="dcp-rebuild") as writer:
+                writes: list[Future[Any]] = []
+
+                def sink(batch: PostingRows) -> None:
+                    nonlocal n_postings
+                    n_postings += len(batch)
+                    writes.append(writer.submit(dst.executemany, _INSERT_POSTING, batch))
+
+                state = fold_log(src, until_seq, sink=sink)
+                for w in writes:
+                    w.result()  # re-raises a failed write
+            check_all(state)
+            rows = all_rows(state)
             for table, table_rows in rows.items():
-                if table_rows:
-                    dst.executemany(_UPSERT[table], _tuples(table_rows))
-            dst.executemany(_INSERT_POSTING, postings)
+                if table_rows:  # the tables were emptied above: plain inserts
+                    dst.executemany(_INSERT[table], _tuples(table_rows))
+            dst.execute(_POSTINGS_INDEX)
             dst.execute("DELETE FROM projection_state")
             dst.execute(_SET_SEQ, (PROJECTION, state.seq))
             dst.execute("COMMIT")
@@ -182,10 +209,15 @@ def rebuild(
             dst.execute("ROLLBACK")
             raise
     finally:
+        src.close()
         dst.close()
-    n_rows = sum(len(r) for r in rows.values()) + len(postings)
+    n_rows = sum(len(r) for r in rows.values()) + n_postings
     return RebuildReport(
-        events=state.seq, last_seq=state.seq, rows=n_rows, seconds=time.perf_counter() - t0
+        events=state.seq,
+        last_seq=state.seq,
+        rows=n_rows,
+        seconds=time.perf_counter() - t0,
+        cpu_seconds=time.process_time() - cpu0,
     )
 
 

@@ -21,6 +21,7 @@ from dcp_projections.state import (
     ANY_GPU,
     ENDED,
     LEASED,
+    PRIORITY_RANK,
     Credential,
     DepositRef,
     Job,
@@ -599,10 +600,11 @@ def check_all(state: State) -> None:
                 f"renter {renter_id}: held {state.held(renter_id)}, reserves {want}"
             )
     queued = sorted(
-        (j for j in state.jobs.values() if j.status == "queued"),
-        key=lambda j: (j.priority != "priority", j.priority == "economy", j.submit_seq),
+        (PRIORITY_RANK[j.priority], j.submit_seq, j.job_id)
+        for j in state.jobs.values()
+        if j.status == "queued"
     )
-    if [j.job_id for j in queued] != [k[2] for k in state.queue]:
+    if queued != state.queue:
         raise InvariantError("the queue does not hold exactly the queued jobs in order")
     # One pass over the jobs, not one per provider: O(jobs + providers).
     leased_by: dict[str, set[str]] = {}

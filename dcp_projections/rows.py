@@ -310,9 +310,9 @@ def posting_rows(
     postings = getattr(event, "postings", ())
     if not postings:
         return ()
-    tag = event.__struct_config__.tag
+    tag = str(event.__struct_config__.tag)
     job_id = getattr(event, "job_id", None)
     return [
-        (seq, i, p.account, p.amount_halala, str(tag), job_id, recorded_at_us)
+        (seq, i, p.account, p.amount_halala, tag, job_id, recorded_at_us)
         for i, p in enumerate(postings)
     ]

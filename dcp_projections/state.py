@@ -10,6 +10,7 @@ service writes only those rows.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from typing import Literal
 
@@ -38,6 +39,7 @@ ANY_GPU = frozenset({"", "any", "default"})
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
 
 
+@functools.lru_cache(maxsize=1024)
 def gpu_key(model: str) -> str:
     """How GPU model names compare: "RTX 4090", "rtx-4090" and "RTX4090" are one model."""
     return _NOT_ALNUM.sub("", model.lower())
