@@ -192,7 +192,8 @@ async def test_withdrawals_complete_or_reject(env: Env):
         await env.svc.complete_withdrawal(w2["withdrawal_id"])
     p = await env.queries.provider(pid, env.clock(), SETTINGS)
     assert p["earnings_halala"] == earned - 5000 and p["payout_pending_halala"] == 0
-    assert [w["status"] for w in await env.queries.withdrawals()] == ["completed", "rejected"]
+    statuses = {w["withdrawal_id"]: w["status"] for w in await env.queries.withdrawals()}
+    assert statuses == {w1["withdrawal_id"]: "completed", w2["withdrawal_id"]: "rejected"}
     assert await env.queries.withdrawals(status="pending") == []
 
 
