@@ -288,6 +288,8 @@ class Worker:
                 self._on_heartbeat_reply(reply)
             except (ApiError, ApiUnavailable) as e:
                 log.warning("heartbeat_failed", error=str(e))
+            except Exception as e:  # a bug must not end the heartbeat of a months-long daemon
+                log.exception("heartbeat_error", error=f"{type(e).__name__}: {e}")
             j = self.s.heartbeat_jitter
             next_at += self.s.heartbeat_s * random.uniform(1 - j, 1 + j)
             now = loop.time()
@@ -316,6 +318,8 @@ class Worker:
                 log.warning("worker_not_ready", reason=str(e))
             except (ApiError, ApiUnavailable) as e:
                 log.warning("poll_failed", error=str(e))
+            except Exception as e:  # e.g. a full disk under the spool: try again next round
+                log.exception("poll_error", error=f"{type(e).__name__}: {e}")
             await _wait_event(self._stop, self.s.poll_s)
 
     def _on_leases(self, raw: list[Any]) -> None:
@@ -396,7 +400,10 @@ class Worker:
                     await self.docker.remove(rj.container_id)
         finally:
             if result is not None:
-                self._finish(rj, result, spooled, time.monotonic() - started)
+                try:
+                    self._finish(rj, result, spooled, time.monotonic() - started)
+                except OSError as e:  # the spool's disk failed: say so loudly, keep running
+                    log.critical("result_not_spooled", error=str(e), outcome=result["outcome"])
             self.running.pop(job.job_id, None)
             self._free_devices.extend(rj.devices)
             self.finished[job.key] = None
@@ -552,46 +559,55 @@ class Worker:
     async def _delivery_loop(self) -> None:
         backoff = 0.5
         while True:
-            self._delivery_wake.clear()
-            transient = False
-            retry_after = 0.0
-            for path in self.spool.list()[:DELIVERY_BATCH]:
-                try:
-                    result = self.spool.read(path)
-                except (OSError, ValueError) as e:
-                    log.error("result_unreadable", file=path.name, error=str(e))
-                    self.spool.bury(path)
-                    continue
-                ids = {"job_id": result.get("job_id"), "attempt": result.get("attempt")}
-                try:
-                    await self.api.send_result(result)
-                except ApiError as e:
-                    if e.status == 409 and e.code == "lease_lost":
-                        log.warning("result_dropped_lease_lost", **ids)
-                        self.spool.remove(path)
-                    elif e.definite:
-                        log.error("result_refused", status=e.status, code=e.code, **ids)
-                        self.spool.bury(path)
-                    else:
-                        log.warning("result_delivery_failed", status=e.status, **ids)
-                        transient = True
-                        retry_after = e.retry_after_s or 0.0
-                        break
-                except ApiUnavailable as e:
-                    log.warning("result_delivery_failed", error=str(e), **ids)
-                    transient = True
-                    break
-                else:
-                    log.info("result_delivered", outcome=result.get("outcome"), **ids)
-                    self.spool.remove(path)
-                    backoff = 0.5
-            if transient:
-                await asyncio.sleep(max(retry_after, backoff * random.uniform(0.8, 1.2)))
+            try:
+                backoff = await self._deliver_pending(backoff)
+            except Exception as e:  # e.g. the spool's disk failing: keep the loop alive
+                log.exception("delivery_error", error=f"{type(e).__name__}: {e}")
+                await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, DELIVERY_BACKOFF_MAX_S)
+
+    async def _deliver_pending(self, backoff: float) -> float:
+        """One round: send a bounded batch from the spool; wait as the outcome says. Returns
+        the next backoff."""
+        self._delivery_wake.clear()
+        transient = False
+        retry_after = 0.0
+        for path in self.spool.list()[:DELIVERY_BATCH]:
+            try:
+                result = self.spool.read(path)
+            except (OSError, ValueError) as e:
+                log.error("result_unreadable", file=path.name, error=str(e))
+                self.spool.bury(path)
                 continue
-            if self.spool.list()[:1]:
-                continue
+            ids = {"job_id": result.get("job_id"), "attempt": result.get("attempt")}
+            try:
+                await self.api.send_result(result)
+            except ApiError as e:
+                if e.status == 409 and e.code == "lease_lost":
+                    log.warning("result_dropped_lease_lost", **ids)
+                    self.spool.remove(path)
+                elif e.definite:
+                    log.error("result_refused", status=e.status, code=e.code, **ids)
+                    self.spool.bury(path)
+                else:
+                    log.warning("result_delivery_failed", status=e.status, **ids)
+                    transient = True
+                    retry_after = e.retry_after_s or 0.0
+                    break
+            except ApiUnavailable as e:
+                log.warning("result_delivery_failed", error=str(e), **ids)
+                transient = True
+                break
+            else:
+                log.info("result_delivered", outcome=result.get("outcome"), **ids)
+                self.spool.remove(path)
+                backoff = 0.5
+        if transient:
+            await asyncio.sleep(max(retry_after, backoff * random.uniform(0.8, 1.2)))
+            return min(backoff * 2, DELIVERY_BACKOFF_MAX_S)
+        if not self.spool.list()[:1]:
             await _wait_event(self._delivery_wake, 30.0)
+        return backoff
 
     async def _flush(self, timeout_s: float) -> None:
         """At exit: give the delivery loop a bounded time to empty the spool."""
