@@ -32,7 +32,7 @@ _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _UNKNOWN = re.compile(r"unknown field `(?P<name>[^`]*)`")
 
 
-def _field_error(err: msgspec.ValidationError, prefix: str = "") -> FieldError:
+def _field_error(err: msgspec.ValidationError) -> FieldError:
     """msgspec's message `Expected int, got float - at $.a.b` -> FieldError('a.b', ...)."""
     text = str(err)
     m = _AT.match(text)
@@ -43,8 +43,7 @@ def _field_error(err: msgspec.ValidationError, prefix: str = "") -> FieldError:
     unknown = _UNKNOWN.search(msg)
     if unknown:
         name = f"{name}.{unknown.group('name')}" if name else unknown.group("name")
-    name = f"{prefix}.{name}" if prefix and name else (prefix or name or "body")
-    return FieldError(field=name, message=msg)
+    return FieldError(field=name or "body", message=msg)
 
 
 @dataclass
@@ -237,7 +236,8 @@ def _dispatch(
     eps: dict[str, Endpoint], authenticator: Callable[[], Authenticator]
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        ep = eps[request.method]
+        # Starlette answers HEAD on every GET route; it runs as the GET (without the body).
+        ep = eps.get(request.method) or eps["GET"]
         info = request_info(request.scope)
         if info is not None:
             info.route = ep.path

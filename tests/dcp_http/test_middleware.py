@@ -87,3 +87,12 @@ def test_readyz_and_openapi(api):
     assert body["additionalProperties"] is False
     duration = body["properties"]["max_duration_seconds"]
     assert (duration["minimum"], duration["maximum"], duration["default"]) == (60, 86400, 1800)
+
+
+def test_head_answers_like_get_without_a_body(api):
+    """HEAD on a GET route is the GET's status and headers, no body; never a 500."""
+    renter = api.renter()
+    r = api.request("HEAD", "/api/renters/balance", headers=renter["headers"])
+    assert r.status_code == 200 and r.content == b""
+    assert api.request("HEAD", "/api/renters/balance").status_code == 401
+    assert api.request("HEAD", "/healthz").status_code == 200
