@@ -134,3 +134,22 @@ def test_domain_errors_keep_their_code_status_and_extras():
     assert (status, body.code) == (409, "lease_lost")
     status, body, _ = error_body(ValidationError("iban", "bad"))
     assert status == 400 and body.fields[0].field == "iban"
+
+
+def test_store_clashes_are_409_conflict_and_other_store_faults_500():
+    """A version or head clash is a retryable 409; any other store fault is a bare 500."""
+    from dcp_events.errors import ConcurrencyError, StaleHeadError, StoreError
+
+    for exc in (ConcurrencyError("renter-1", 3, 4), StaleHeadError(10, 11)):
+        status, body, _ = error_body(exc)
+        assert (status, body.code) == (409, "conflict")
+    status, body, _ = error_body(StoreError("disk I/O error at /var/lib/x.db"))
+    assert (status, body.code) == (500, "internal") and "disk" not in body.error
+
+
+def test_rate_limited_errors_carry_retry_after():
+    """429 bodies and headers agree on whole seconds, at least 1."""
+    from dcp_http.errors import RateLimited
+
+    status, body, headers = error_body(RateLimited("slow down", retry_after_seconds=0.2))
+    assert status == 429 and body.retry_after_seconds == 1 and headers["retry-after"] == "1"
