@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
 from dcp_replicator.errors import ReplicatorError
+
+T = TypeVar("T")
 
 
 class Checkpoint(msgspec.Struct, frozen=True):
@@ -89,7 +93,7 @@ class CheckpointStore:
         await _run(self._put, sink, last_seq)
 
 
-async def _run(fn, *args):  # type: ignore[no-untyped-def]
+async def _run(fn: Callable[..., T], *args: object) -> T:
     try:
         return await asyncio.to_thread(fn, *args)
     except sqlite3.Error as e:

@@ -10,12 +10,13 @@ starts, so two replicators on one sink cannot both apply the same batch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from dcp_replicator.errors import CheckpointConflict, SinkRejected, SinkUnavailable
-from dcp_replicator.source import Batch
+from dcp_replicator.source import Batch, Row
 from dcp_replicator.tables import MIRRORED, TableSpec
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "schemas" / "supabase"
@@ -29,10 +30,10 @@ def migration_files() -> list[Path]:
 _ARRAY_TYPE = {"int": "bigint[]", "text": "text[]", "bool": "boolean[]", "json": "text[]"}
 
 
-def columns_of(t: TableSpec, rows: list[tuple]) -> list[list]:
+def columns_of(t: TableSpec, rows: list[Row]) -> list[list[Any]]:
     """The batch's rows of `t` as one list per column (each sent as one array parameter),
     flags as booleans; JSON stays text and is cast to JSONB by the server."""
-    cols: list[list] = (
+    cols: list[list[Any]] = (
         [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in t.columns]
     )
     for i, c in enumerate(t.columns):
@@ -108,7 +109,7 @@ class PostgresSink:
             # Two replicators starting at once would otherwise race on CREATE.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dcp_mirror'))")
             for f in migration_files():
-                await conn.execute(f.read_text())  # type: ignore[arg-type]
+                await conn.execute(f.read_text().encode())
 
     async def checkpoint(self) -> int:
         """The committed checkpoint of this sink (0 if none)."""

@@ -132,7 +132,10 @@ def start_replicator(db: Path, dsn: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
 
 
-async def sample_lag(db: Path, dsn: str, stop: asyncio.Event, out: list[tuple[int, float]]):
+async def sample_lag(
+    db: Path, dsn: str, stop: asyncio.Event, out: list[tuple[int, float, int]]
+) -> None:
+    """Every 50 ms: (events behind, seconds behind, target checkpoint)."""
     lite = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     with psycopg.connect(dsn, autocommit=True) as conn:
         while not stop.is_set():
@@ -145,7 +148,7 @@ async def sample_lag(db: Path, dsn: str, stop: asyncio.Event, out: list[tuple[in
                 "SELECT recorded_at_us FROM events WHERE seq = ?", (cp + 1,)
             ).fetchone()
             secs = max(0.0, time.time() - row[0] / 1e6) if row and h > cp else 0.0
-            out.append((max(0, h - cp), secs))
+            out.append((max(0, h - cp), secs, cp))
             await asyncio.sleep(0.05)
     lite.close()
 
@@ -183,7 +186,7 @@ async def lag_under_load(
                     except psycopg.errors.UndefinedTable:
                         pass
                     await asyncio.sleep(0.05)
-            samples: list[tuple[int, float]] = []
+            samples: list[tuple[int, float, int]] = []
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_lag(db, dsn, stop, samples))
             t0 = time.perf_counter()
@@ -255,7 +258,7 @@ async def lag_under_simulate(workdir: Path, server: str, commands: int) -> dict[
             await asyncio.sleep(0.01)
         proc = start_replicator(db, dsn, workdir / "replicator.log")
         try:
-            samples: list[tuple[int, float]] = []
+            samples: list[tuple[int, float, int]] = []
             stop = asyncio.Event()
             sampler = asyncio.create_task(sample_lag(db, dsn, stop, samples))
             while sim.poll() is None:
@@ -278,9 +281,11 @@ async def lag_under_simulate(workdir: Path, server: str, commands: int) -> dict[
     summary = simulate_summary((workdir / "simulate.out").read_bytes())
     # The replicator starts (imports, connects) while simulate.py already writes thousands of
     # events a second; measure from the moment it first caught up with that startup backlog.
-    first = next((i for i, x in enumerate(samples[:n_during]) if x[0] < 500), n_during)
+    first = next((i for i, x in enumerate(samples[:n_during]) if x[2] > 0 and x[0] < 500), n_during)
     startup_s = first * 0.05
     during = samples[first:n_during] or samples[:1]
+    if os.environ.get("BENCH_TRACE"):
+        print("trace (events behind, seconds behind, checkpoint):", samples[:n_during])
     events_behind = [x[0] for x in during]
     seconds_behind = [x[1] for x in during]
     return {
