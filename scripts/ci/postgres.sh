@@ -9,8 +9,9 @@
 # stdout carries only `export ...` lines (so `eval` works); progress goes to stderr.
 # Where the Debian/Ubuntu cluster tools exist (pg_ctlcluster), the packaged cluster
 # ${DCP_PG_VERSION:-15}/main is started; otherwise a private cluster is initdb'd under
-# ${DCP_PG_DATA:-/tmp/dcp-ci-pg} on port ${DCP_PG_PORT:-55432}. The test role may create
-# databases, so every test can work in a fresh database of its own.
+# ${DCP_PG_DATA:-/tmp/dcp-ci-pg} on port ${DCP_PG_PORT:-55432} (DCP_PG_PRIVATE=1 forces
+# that). The test role may create databases, so every test can work in a fresh database of its
+# own. Needs PostgreSQL 15+ server binaries (Debian: apt-get install postgresql).
 set -euo pipefail
 
 ROLE="${DCP_PG_ROLE:-dcp_test}"
@@ -40,7 +41,22 @@ find_bindir() {
     fi
 }
 
-if command -v pg_ctlcluster >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q "^$VERSION main"; then
+# A fresh Debian/Ubuntu machine: install the server (Debian 12's `postgresql` is 15), as root.
+if ! command -v pg_ctlcluster >/dev/null && ! command -v initdb >/dev/null \
+    && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing postgresql with apt"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+        VERSION="$(ls /usr/lib/postgresql | sort -n | tail -n 1)"
+    else
+        log "no PostgreSQL server found; install postgresql (15+) or run as root with apt"
+        exit 1
+    fi
+fi
+
+if [ -z "${DCP_PG_PRIVATE:-}" ] && command -v pg_ctlcluster >/dev/null \
+    && pg_lsclusters -h 2>/dev/null | grep -q "^$VERSION main"; then
     PORT="$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $3}')"
     if ! pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $4}' | grep -q online; then
         log "starting cluster $VERSION/main on port $PORT"
