@@ -34,10 +34,15 @@ as_pg() {
 find_bindir() {
     if [ -x "/usr/lib/postgresql/$VERSION/bin/initdb" ]; then
         echo "/usr/lib/postgresql/$VERSION/bin"
+    elif ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n 1)"
     elif command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then
         pg_config --bindir
-    else
+    elif command -v initdb >/dev/null; then
         dirname "$(command -v initdb)"
+    else
+        log "no initdb found"
+        exit 1
     fi
 }
 
