@@ -5,6 +5,9 @@ changes them in place (folding 100,000 events a second leaves no room for copies
 entity keeps `last_seq`, the sequence of the last event that changed it, which the read models
 carry. `touched` collects which entities the folds changed since it was last cleared, so the
 service writes only those rows.
+
+Entities are `gc=False` structs: they hold only strings, numbers and containers of those,
+never a cycle, so the cyclic garbage collector need not scan millions of them.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def gpu_key(model: str) -> str:
     return _NOT_ALNUM.sub("", model.lower())
 
 
-class Renter(msgspec.Struct, kw_only=True):
+class Renter(msgspec.Struct, kw_only=True, gc=False):
     renter_id: str
     name: str
     email: str
@@ -55,7 +58,7 @@ class Renter(msgspec.Struct, kw_only=True):
     held_reserves_halala: int = 0
 
 
-class Provider(msgspec.Struct, kw_only=True):
+class Provider(msgspec.Struct, kw_only=True, gc=False):
     provider_id: str
     name: str
     email: str
@@ -76,7 +79,7 @@ class Provider(msgspec.Struct, kw_only=True):
     leased_gpus: int = 0
 
 
-class Job(msgspec.Struct, kw_only=True):
+class Job(msgspec.Struct, kw_only=True, gc=False):
     job_id: str
     renter_id: str
     status: JobStatus
@@ -112,7 +115,7 @@ class Job(msgspec.Struct, kw_only=True):
     leases: dict[int, str] = msgspec.field(default_factory=dict)
 
 
-class Withdrawal(msgspec.Struct, kw_only=True):
+class Withdrawal(msgspec.Struct, kw_only=True, gc=False):
     withdrawal_id: str
     provider_id: str
     amount_halala: int
@@ -123,20 +126,20 @@ class Withdrawal(msgspec.Struct, kw_only=True):
     decided_at_us: int | None = None
 
 
-class Price(msgspec.Struct, kw_only=True):
+class Price(msgspec.Struct, kw_only=True, gc=False):
     gpu_model: str  # display name as the admin wrote it
     halala_per_gpu_hour: int
     last_seq: int
 
 
-class Credential(msgspec.Struct, frozen=True):
+class Credential(msgspec.Struct, frozen=True, gc=False):
     key_hash: str
     role: Literal["renter", "provider"]
     subject_id: str
     last_seq: int
 
 
-class DepositRef(msgspec.Struct, frozen=True):
+class DepositRef(msgspec.Struct, frozen=True, gc=False):
     renter_id: str
     amount_halala: int
     seq: int
