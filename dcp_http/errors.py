@@ -2,8 +2,9 @@
 
 Every error reaches the client as `{"error": "human message", "code": "snake_case"}` plus the
 extras SPEC section 5 names (`fields`, `shortfall_halala`, `retry_after_seconds`). Domain errors
-carry their own `code`; `STATUS_BY_CODE` says which HTTP status each one gets. Anything not
-raised on purpose becomes a 500 `internal` with no detail, and is logged with its trace.
+carry their own `code` and `status`. A store clash is 409 `conflict`, any other store fault 503
+`store_unavailable`; anything not raised on purpose becomes a 500 `internal` with no detail.
+Both are logged with their trace.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from dcp_events.errors import ConcurrencyError, DcpError, StaleHeadError
+from dcp_events.errors import ConcurrencyError, DcpError, StaleHeadError, StoreError
 
 log = structlog.get_logger("dcp_http")
 
@@ -124,92 +125,21 @@ class Unavailable(ApiError):
     code = "unavailable"
 
 
-# Domain error codes -> HTTP status. A code not listed falls back on its class name (below),
-# then on 409: most refusals of the domain are state conflicts.
-STATUS_BY_CODE: dict[str, int] = {
-    "invalid_request": 400,
-    "validation_error": 400,
-    "invalid_iban": 400,
-    "invalid_amount": 400,
-    "invalid_image": 400,
-    "amount_too_small": 400,
-    "below_minimum": 400,
-    "withdrawal_too_small": 400,
-    "insufficient_funds": 402,
-    "insufficient_balance": 402,
-    "payment_required": 402,
-    "forbidden": 403,
-    "not_allowed": 403,
-    "image_not_allowed": 403,
-    "sandbox_only": 403,
-    "not_approved": 403,
-    "provider_suspended": 403,
-    "suspended": 403,
-    "not_found": 404,
-    "unknown_job": 404,
-    "unknown_renter": 404,
-    "unknown_provider": 404,
-    "unknown_withdrawal": 404,
-    "job_not_found": 404,
-    "renter_not_found": 404,
-    "provider_not_found": 404,
-    "withdrawal_not_found": 404,
-    "lease_lost": 409,
-    "conflict": 409,
-    "invalid_transition": 409,
-    "invalid_state": 409,
-    "already_ended": 409,
-    "result_conflict": 409,
-    "conflicting_result": 409,
-    "gone": 410,
-    "no_output": 410,
-    "rate_limited": 429,
-    "unavailable": 503,
-    "not_ready": 503,
-}
-
-_STATUS_BY_CLASS_WORD: tuple[tuple[str, int], ...] = (
-    ("Validation", 400),
-    ("Invalid", 400),
-    ("Insufficient", 402),
-    ("Funds", 402),
-    ("Forbidden", 403),
-    ("NotAllowed", 403),
-    ("NotFound", 404),
-    ("Unknown", 404),
-    ("LeaseLost", 409),
-    ("Conflict", 409),
-    ("Gone", 410),
-)
-
 _EXTRA_FIELDS = ("fields", "shortfall_halala", "retry_after_seconds")
 
 
-def status_for(exc: BaseException) -> int:
-    """The HTTP status for an error raised on purpose (ApiError or a domain error)."""
+def on_purpose(exc: BaseException) -> bool:
+    """True for errors that say what went wrong: ours, and the domain's (a `code` and an HTTP
+    `status`). Anything else (an InvariantError, a bug) is answered 500 and logged."""
     if isinstance(exc, ApiError):
-        return exc.status
-    status = getattr(exc, "http_status", None) or getattr(exc, "status", None)
-    if isinstance(status, int) and 400 <= status < 600:
-        return status
-    code = getattr(exc, "code", None)
-    if isinstance(code, str) and code in STATUS_BY_CODE:
-        return STATUS_BY_CODE[code]
-    name = type(exc).__name__
-    for word, st in _STATUS_BY_CLASS_WORD:
-        if word in name:
-            return st
-    return 409
-
-
-def _snake(name: str) -> str:
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i:
-            out.append("_")
-        out.append(ch.lower())
-    s = "".join(out)
-    return s.removesuffix("_error") or "error"
+        return True
+    status = getattr(exc, "status", None)
+    return (
+        isinstance(exc, DcpError)
+        and isinstance(getattr(exc, "code", None), str)
+        and isinstance(status, int)
+        and 400 <= status < 500
+    )
 
 
 def error_body(exc: BaseException) -> tuple[int, ErrorBody, dict[str, str]]:
@@ -217,11 +147,13 @@ def error_body(exc: BaseException) -> tuple[int, ErrorBody, dict[str, str]]:
     if isinstance(exc, (ConcurrencyError, StaleHeadError)):
         # Another writer moved the log between decide and append; the client may retry.
         return 409, ErrorBody(error="conflicting concurrent update, retry", code="conflict"), {}
-    if isinstance(exc, DcpError) and not type(exc).__module__.startswith("dcp_events"):
-        status = status_for(exc)
-        code = getattr(exc, "code", None)
-        if not isinstance(code, str) or not code:
-            code = _snake(type(exc).__name__)
+    if isinstance(exc, StoreError):
+        # The log cannot be written or read now (I/O fault, service stopping): retryable.
+        log.error("store_unavailable", exc_info=exc)
+        return 503, ErrorBody(error="the event store is unavailable", code="store_unavailable"), {}
+    if on_purpose(exc):
+        status = int(exc.status)  # type: ignore[attr-defined]
+        code = str(exc.code)  # type: ignore[attr-defined]
         message = getattr(exc, "message", None) or str(exc) or code.replace("_", " ")
         extra_of = getattr(exc, "extra", None)
         extra: dict[str, Any] = dict(extra_of() if callable(extra_of) else extra_of or {})

@@ -137,14 +137,14 @@ def test_domain_errors_keep_their_code_status_and_extras():
 
 
 def test_store_clashes_are_409_conflict_and_other_store_faults_500():
-    """A version or head clash is a retryable 409; any other store fault is a bare 500."""
+    """A version or head clash is a retryable 409; another store fault a bare 503."""
     from dcp_events.errors import ConcurrencyError, StaleHeadError, StoreError
 
     for exc in (ConcurrencyError("renter-1", 3, 4), StaleHeadError(10, 11)):
         status, body, _ = error_body(exc)
         assert (status, body.code) == (409, "conflict")
     status, body, _ = error_body(StoreError("disk I/O error at /var/lib/x.db"))
-    assert (status, body.code) == (500, "internal") and "disk" not in body.error
+    assert (status, body.code) == (503, "store_unavailable") and "disk" not in body.error
 
 
 def test_rate_limited_errors_carry_retry_after():
@@ -153,3 +153,11 @@ def test_rate_limited_errors_carry_retry_after():
 
     status, body, headers = error_body(RateLimited("slow down", retry_after_seconds=0.2))
     assert status == 429 and body.retry_after_seconds == 1 and headers["retry-after"] == "1"
+
+
+def test_an_invariant_error_is_a_bug_not_a_client_error():
+    """A fold that finds a broken money rule answers 500 internal, never its message."""
+    from dcp_projections.errors import InvariantError
+
+    status, body, _ = error_body(InvariantError("renter r1 held -5"))
+    assert (status, body.code) == (500, "internal") and "held" not in body.error
