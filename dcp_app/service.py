@@ -5,8 +5,9 @@ command goes through one queue; a single loop takes a bounded batch, decides eac
 against the state (folding its events at once, so later commands of the batch see them), and
 appends the whole batch with `append_atomic(expected_head=<the state's seq>)`, the read models
 written by the tx hook in the same transaction. Callers get their answer only once the batch
-is durable. If a batch fails (another process appended, a fault), the state is folded again
-from the log and each command of the batch is decided again on its own, once.
+is durable. Before each batch it folds what other processes appended meanwhile; if a batch
+still fails (another process appended in between, a fault), the state is folded again from
+the log and each command of the batch is decided again on its own, once.
 
 Every public method is a coroutine returning plain dicts (JSON-ready) and raising a
 `dcp_projections.errors.DomainError` (with `code` and `status`) when the domain refuses, or
@@ -188,7 +189,20 @@ class LedgerService:
                     err = e if isinstance(e, DcpError) else StoreError(repr(e))
                     p.future.set_exception(err)
 
+    async def _catch_up(self) -> None:
+        """Fold what other processes appended since our last batch (bounded reads), so a
+        decision sees their events and our append does not fail on a stale head."""
+        head, _ = await self.store.head()
+        while self.state.seq < head:
+            batch = await self.store.read_all(self.state.seq, READ_CHUNK)
+            if not batch:
+                break
+            for rec in batch:
+                apply(self.state, rec.seq, self.codec.decode(rec))
+                self._versions[rec.stream_id] = rec.stream_version
+
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        await self._catch_up()
         state = self.state
         head = state.seq
         state.touched.clear()

@@ -220,8 +220,16 @@ async def test_restart_folds_the_same_state(env: Env):
         await again.close()
 
 
-async def test_a_second_writer_is_caught_up_with(env: Env, tmp_path):
-    """Another process appends: the next batch sees a stale head, refolds, and succeeds."""
+@pytest.mark.parametrize("catch_up", [True, False])
+async def test_a_second_writer_is_caught_up_with(env: Env, monkeypatch, catch_up):
+    """Another process appends: the next batch folds its events first; and if it did not
+    (a race), the append fails on the stale head, the service refolds, and it succeeds."""
+    if not catch_up:
+
+        async def skip() -> None:
+            return None
+
+        monkeypatch.setattr(env.svc, "_catch_up", skip)
     rid = await env.renter()
     other_store = await SqliteEventStore.open(env.path)
     other = await LedgerService.open(other_store, SETTINGS, clock=env.clock)
