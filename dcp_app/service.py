@@ -77,6 +77,7 @@ class _Pending(msgspec.Struct):
     answer: Answer
     actor: str
     future: asyncio.Future[Any]
+    now_us: int | None = None  # decide as of this time instead of the clock's
 
 
 class LedgerService:
@@ -153,11 +154,13 @@ class LedgerService:
 
     # --- the command loop --------------------------------------------------------------------
 
-    async def _execute(self, command: cmd.Command, answer: Answer, actor: str) -> Any:
+    async def _execute(
+        self, command: cmd.Command, answer: Answer, actor: str, now_us: int | None = None
+    ) -> Any:
         if self._loop_task is None or self._loop_task.done():
             raise StoreError("ledger service is not running")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(command, answer, actor, fut))
+        await self._queue.put(_Pending(command, answer, actor, fut, now_us))
         return await fut
 
     async def _run(self) -> None:
@@ -212,7 +215,7 @@ class LedgerService:
         for p in batch:
             if p.future.done():  # the caller gave up (cancelled) before its turn
                 continue
-            now_us = self.clock()
+            now_us = p.now_us if p.now_us is not None else self.clock()
             try:
                 new = decide(state, p.command, now_us, self.settings)
             except DomainError as refused:
@@ -610,12 +613,12 @@ class LedgerService:
 
     # --- time --------------------------------------------------------------------------------
 
-    async def sweep(self) -> int:
-        """End expired leases, jobs past their deadline and jobs queued too long, as of the
-        service clock. Returns how many events it appended."""
+    async def sweep(self, now_us: int | None = None) -> int:
+        """End expired leases, jobs past their deadline and jobs queued too long, as of
+        `now_us` (default: the service clock). Returns how many events it appended."""
         total = 0
         for _ in range(MAX_SWEEP_ROUNDS):
-            n: int = await self._execute(cmd.Sweep(), lambda s, e: len(e), "system")
+            n: int = await self._execute(cmd.Sweep(), lambda s, e: len(e), "system", now_us)
             total += n
             if n < self.settings.sweep_limit:
                 break

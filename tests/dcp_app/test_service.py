@@ -320,3 +320,13 @@ async def test_queries_paginate(env: Env):
     market = await env.queries.marketplace(env.clock(), SETTINGS)
     assert [m["provider_id"] for m in market] == [pid]
     assert market[0]["halala_per_gpu_hour"] == 709
+
+
+async def test_sweep_as_of_a_given_time(env: Env):
+    """sweep(now_us) decides as of that instant; the clock is left alone."""
+    rid, pid = await env.renter(), await env.provider()
+    job = await env.submit(rid)
+    await env.svc.claim_jobs(pid)
+    assert await env.svc.sweep(env.clock() + 119 * 1_000_000) == 0
+    assert await env.svc.sweep(env.clock() + 121 * 1_000_000) == 1
+    assert env.svc.job(job["job_id"])["status"] == "queued"
