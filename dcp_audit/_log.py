@@ -47,6 +47,14 @@ def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("COMMIT")
 
 
+def file_of(conn: sqlite3.Connection) -> str | None:
+    """The file behind `conn`'s main database, or None when it is in memory."""
+    for _, name, file in conn.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return str(file) or None
+    return None
+
+
 def head(conn: sqlite3.Connection) -> tuple[int, str] | None:
     """The last (seq, hash) stored, or None for an empty log."""
     row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()

@@ -21,15 +21,19 @@ memory holds the state and one batch, never the whole log.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
 from typing import Any
 
-from dcp_audit._log import head, iter_rows, no_gc, seq_as_of
+from dcp_audit._log import file_of, head, iter_rows, no_gc, open_readonly, seq_as_of
 from dcp_audit.errors import AuditFault
+from dcp_audit.verify import PARALLEL_MIN_EVENTS
 from dcp_events.codec import Codec, default_codec
 from dcp_events.errors import DecodeError
 from dcp_projections.errors import InvariantError
@@ -111,12 +115,15 @@ def replay(
     as_of_us: int | None = None,
     codec: Codec | None = None,
     batch_size: int = BATCH_SIZE,
+    parallel: bool | None = None,
 ) -> Report:
     """Fold the log up to a point (the head, `until_seq`, or the last event recorded by
     `as_of_us`), compare with the stored read models and return the report.
 
     A fold fault (an event that does not decode or breaks a money rule) ends the replay early
-    and is set on `report.fault`; differences never stop it.
+    and is set on `report.fault`; differences never stop it. `parallel` compares the postings
+    in a second process while this one folds; by default it does for a log on a file of at
+    least PARALLEL_MIN_EVENTS events up to the point.
     """
     started = time.perf_counter()
     last = head(conn)
@@ -134,12 +141,22 @@ def replay(
             PROJECTION,
             f"the read models are at seq {report.stored_seq}, the log at {seq}",
         )
+    codec = codec or default_codec()
+    path = file_of(conn)
+    if parallel is None:
+        parallel = path is not None and seq >= PARALLEL_MIN_EVENTS
     state = State()
-    with no_gc():
+    with no_gc(), contextlib.ExitStack() as stack:
+        if parallel:
+            if path is None:
+                raise ValueError("a parallel replay needs a log on a file")
+            pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=get_context("spawn")))
+            pending = pool.submit(_compare_postings_of_file, path, seq, batch_size)
+        else:
+            pending = None
+            _merge_postings(report, compare_postings(conn, seq, codec, batch_size))
         try:
-            _fold_and_compare_postings(
-                conn, state, seq, report, codec or default_codec(), batch_size
-            )
+            _fold(conn, state, seq, codec, batch_size)
             check_all(state)
         except AuditFault as f:
             report.fault = f
@@ -149,6 +166,8 @@ def replay(
         report.balances = dict(state.balances)
         if report.fault is None:
             _compare_tables(conn, state, report)
+        if pending is not None:
+            _merge_postings(report, pending.result())
     report.elapsed_s = time.perf_counter() - started
     return report
 
@@ -163,20 +182,11 @@ def _stored_seq(conn: sqlite3.Connection) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _fold_and_compare_postings(
-    conn: sqlite3.Connection,
-    state: State,
-    seq: int,
-    report: Report,
-    codec: Codec,
-    batch_size: int,
-) -> None:
+def _fold(conn: sqlite3.Connection, state: State, seq: int, codec: Codec, batch_size: int) -> None:
+    """Fold events 1..seq into `state`; raises AuditFault naming the event that fails."""
     decode = codec.decode_payload
-    n_postings = 0
-    columns = "seq, type, schema_version, payload, recorded_at_us"
-    for rows in iter_rows(conn, columns, seq, batch_size):
-        rebuilt: list[tuple[Any, ...]] = []
-        for s, type_, schema_version, payload, recorded_at_us in rows:
+    for rows in iter_rows(conn, "seq, type, schema_version, payload", seq, batch_size):
+        for s, type_, schema_version, payload in rows:
             try:
                 event = decode(type_, schema_version, payload)
             except DecodeError as e:
@@ -185,14 +195,67 @@ def _fold_and_compare_postings(
                 apply(state, s, event)
             except InvariantError as e:
                 raise AuditFault(s, "invariant", str(e)) from None
+        state.touched.clear()  # write-back hints for the live service; unused here
+
+
+@dataclass(frozen=True)
+class PostingsResult:
+    """The postings comparison: rows compared, the first differences and how many in all."""
+
+    rows: int
+    until_seq: int
+    differences: list[Difference]
+    total: int
+
+
+def compare_postings(
+    conn: sqlite3.Connection,
+    until_seq: int,
+    codec: Codec | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> PostingsResult:
+    """Compare the stored `postings` rows of events 1..until_seq with the rows the events
+    carry, batch by batch. An event that does not decode is skipped here: the fold reports it.
+    """
+    decode = (codec or default_codec()).decode_payload
+    collector = Report(head_seq=until_seq, seq=until_seq, as_of_us=None, stored_seq=None)
+    n_postings = 0
+    columns = "seq, type, schema_version, payload, recorded_at_us"
+    for rows in iter_rows(conn, columns, until_seq, batch_size):
+        rebuilt: list[tuple[Any, ...]] = []
+        for s, type_, schema_version, payload, recorded_at_us in rows:
+            try:
+                event = decode(type_, schema_version, payload)
+            except DecodeError:
+                continue
             if getattr(event, "postings", None):
                 rebuilt.extend(posting_rows(s, event, recorded_at_us))
-        state.touched.clear()  # write-back hints for the live service; unused here
         stored = conn.execute(_POSTINGS_SQL, (rows[0][0], rows[-1][0])).fetchall()
         n_postings += len(rebuilt)
         if stored != rebuilt:
-            _diff_postings(report, stored, rebuilt)
-    report.compared.append(f"postings: {n_postings} rows up to seq {seq}, all compared")
+            _diff_postings(collector, stored, rebuilt)
+    return PostingsResult(n_postings, until_seq, collector.differences, collector.differences_total)
+
+
+def _compare_postings_of_file(path: str, until_seq: int, batch_size: int) -> PostingsResult:
+    """compare_postings in a process of its own, on its own read-only connection. Postings
+    are written with their event and never change, so its snapshot agrees with the caller's
+    for events up to `until_seq`."""
+    conn = open_readonly(path)
+    try:
+        with no_gc():
+            return compare_postings(conn, until_seq, None, batch_size)
+    finally:
+        conn.close()
+
+
+def _merge_postings(report: Report, result: PostingsResult) -> None:
+    report.compared.insert(
+        0, f"postings: {result.rows} rows up to seq {result.until_seq}, all compared"
+    )
+    for d in result.differences:
+        report.differ(d.table, d.key, d.detail)
+    report.differences_total += result.total - len(result.differences)
 
 
 def _diff_postings(

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from hashlib import sha256
 from multiprocessing import get_context
 
-from dcp_audit._log import head, iter_rows, no_gc, open_readonly
+from dcp_audit._log import file_of, head, iter_rows, no_gc, open_readonly
 from dcp_audit.errors import AuditFault
 from dcp_events.chain import GENESIS_HASH
 from dcp_events.codec import Codec, default_codec
@@ -115,7 +115,7 @@ def verify(
     started = time.perf_counter()
     last = head(conn)
     until = last[0] if last else 0
-    path = _file_of(conn)
+    path = file_of(conn)
     if parallel is None:
         parallel = path is not None and until >= PARALLEL_MIN_EVENTS
     codec = codec or default_codec()
@@ -147,14 +147,6 @@ def verify(
         elapsed_s=time.perf_counter() - started,
         balances=contents.balances,
     )
-
-
-def _file_of(conn: sqlite3.Connection) -> str | None:
-    """The file behind `conn`'s main database, or None when it is in memory."""
-    for _, name, file in conn.execute("PRAGMA database_list").fetchall():
-        if name == "main":
-            return str(file) or None
-    return None
 
 
 def _check_chain_of_file(path: str, until_seq: int, batch_size: int) -> ChainResult:

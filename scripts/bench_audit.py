@@ -282,8 +282,11 @@ def _job_events(rid: str, job_id: str, pid: str, j: int, t: int) -> list[Event]:
 
 
 # Ids the service makes (`<prefix>-<16 hex>`) and deposit references, renamed per copy.
+# Ids the service makes (`<prefix>-<16 hex>`), deposit references and key hashes: renamed
+# per copy, so every copy is a marketplace of its own.
 _ID = re.compile(rb"\b([a-z]+-[0-9a-f]{16})\b")
 _REFERENCE = re.compile(rb'("reference":")([^"]*)(")')
+_KEY_HASH = re.compile(rb'("key_hash":")([0-9a-f]{64})(")')
 
 
 def simulated_units(
@@ -291,21 +294,16 @@ def simulated_units(
 ) -> Iterator[tuple[str, list[NewEvent]]]:
     """Copies of one simulated workload, every id renamed per copy (see the module doc)."""
     seed_db = workdir / "seed.db"
-    subprocess.run(
-        [
-            sys.executable,
-            str(SIMULATE),
-            "--db",
-            str(seed_db),
-            "--seed",
-            "7",
-            "--commands",
-            str(commands),
-        ],
+    argv = [sys.executable, str(SIMULATE), "--db", str(seed_db), "--seed", "7"]
+    sim = subprocess.run(
+        [*argv, "--commands", str(commands)],
         check=True,
         cwd=ROOT,
         timeout=1800,
+        capture_output=True,
+        text=True,
     )
+    print("simulate:", sim.stdout.strip().splitlines()[-1])
     conn = open_connection(seed_db)
     workload: list[tuple[str, NewEvent]] = []
     for batch in iter_event_batches(conn):
@@ -321,13 +319,27 @@ def simulated_units(
     while produced < target:
         tag = b"%x" % copy
         sub = rb"\1x" + tag
+
+        def rehash_key(m: re.Match[bytes], tag: bytes = tag) -> bytes:
+            return m[1] + hashlib.sha256(m[2] + tag).hexdigest().encode() + m[3]
+
+        run: list[NewEvent] = []
+        run_stream = ""
         for stream, e in workload:
             payload = _ID.sub(sub, e.payload)
             if e.type == "renter.deposit_credited":
                 payload = _REFERENCE.sub(rb"\1\2~" + tag + rb"\3", payload)
+            elif e.type in ("renter.registered", "provider.registered"):
+                payload = _KEY_HASH.sub(rehash_key, payload)
             s = _ID.sub(sub, stream.encode()).decode()
-            yield s, [NewEvent(e.type, e.schema_version, payload, e.actor)]
+            if s != run_stream and run:
+                yield run_stream, run
+                run = []
+            run_stream = s
+            run.append(NewEvent(e.type, e.schema_version, payload, e.actor))
             produced += 1
+        if run:
+            yield run_stream, run
         copy += 1
 
 

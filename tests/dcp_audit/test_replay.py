@@ -33,9 +33,10 @@ def stored_balances(path):
     return dict(conn.execute("SELECT account_id, balance_halala FROM accounts").fetchall())
 
 
-def test_replay_matches_rebuilt_read_models(built):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_replay_matches_rebuilt_read_models(built, parallel):
     """At the head every table matches and the balances are the stored ones."""
-    report = run_replay(built)
+    report = run_replay(built, parallel=parallel)
     assert report.fault is None
     assert report.differences == []
     assert report.seq == report.head_seq == report.events
@@ -59,13 +60,17 @@ def test_replay_names_a_changed_balance(built):
     assert "balance_halala: stored" in d.detail
 
 
-def test_replay_names_missing_and_extra_rows(built):
-    """A deleted job row and a forged posting row are both reported."""
+@pytest.mark.parametrize("parallel", [False, True])
+def test_replay_names_missing_and_extra_rows(built, parallel):
+    """A deleted job row and a forged posting row are both reported, whether the postings
+    are compared in this process or a second one."""
     conn = writable(built)
     conn.execute("DELETE FROM jobs WHERE job_id = 'j0-1'")
     conn.execute("INSERT INTO postings VALUES (2, 7, 'renter:r0:available', 5, 'forged', NULL, 0)")
     conn.close()
-    found = {(d.table, d.key, d.detail) for d in run_replay(built).differences}
+    report = run_replay(built, parallel=parallel)
+    found = {(d.table, d.key, d.detail) for d in report.differences}
+    assert report.differences_total == 2
     assert ("jobs", "j0-1", "missing from the stored table") in found
     assert ("postings", "seq 2 #7", "stored, but no event carries it") in found
 
@@ -94,13 +99,14 @@ def test_replay_until_seq(built):
     assert any("not comparable" in c for c in report.compared)
 
 
-def test_replay_until_seq_catches_a_forged_early_posting(built):
+@pytest.mark.parametrize("parallel", [False, True])
+def test_replay_until_seq_catches_a_forged_early_posting(built, parallel):
     """A stored posting at or before the point is held to the rebuild."""
     conn = writable(built)
     seq = first_seq_of_type(conn, "renter.deposit_credited")
     conn.execute("UPDATE postings SET amount_halala = amount_halala + 1 WHERE seq = ?", (seq,))
     conn.close()
-    report = run_replay(built, until_seq=seq + 3)
+    report = run_replay(built, until_seq=seq + 3, parallel=parallel)
     tables = {d.table for d in report.differences}
     assert "postings" in tables and "accounts" in tables
 
