@@ -284,8 +284,10 @@ async def test_catches_up_after_postgres_restart(synth_db, cluster):
     stop = asyncio.Event()
     settings = Settings(batch_rows=100, poll_interval_s=0.02, backoff_base_s=0.1, backoff_max_s=0.5)
     task = asyncio.create_task(Replicator(source, sink, settings).run(stop=stop))
-    while target_checkpoint(cluster.dsn) == 0:
+    deadline = time.monotonic() + 60
+    while target_checkpoint(cluster.dsn) == 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
+    assert not task.done(), task
     await asyncio.to_thread(cluster.stop, "fast")
     await write_events(store, workload, 1000, per_append=20)  # the log grows meanwhile
     await asyncio.sleep(1.0)
