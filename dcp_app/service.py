@@ -50,6 +50,7 @@ Answer = Callable[[State, list[Event]], Any]
 MAX_BATCH = 512  # commands decided and appended together
 MAX_QUEUED = 20_000  # commands waiting; submitters wait beyond this (backpressure)
 READ_CHUNK = 10_000  # events read per call while folding the log
+CLOSE_TIMEOUT_S = 10.0  # how long close() lets queued commands finish
 MAX_SWEEP_ROUNDS = 100  # sweeps of `sweep_limit` jobs each, per sweep() call
 
 
@@ -93,6 +94,8 @@ class LedgerService:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(MAX_QUEUED)
         self._loop_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._in_flight: list[_Pending] = []
+        self._closing = False
         self.batches = 0  # appended batches, for tests and metrics
 
     @classmethod
@@ -117,16 +120,30 @@ class LedgerService:
         return svc
 
     async def close(self) -> None:
-        """Stop the background tasks (commands still queued fail with StoreError)."""
-        for task in (self._sweep_task, self._loop_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Stop taking commands, finish the queued ones (for at most CLOSE_TIMEOUT_S), then
+        stop the background tasks; a command still waiting then fails with StoreError."""
+        self._closing = True
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep_task
+        if self._loop_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained(), CLOSE_TIMEOUT_S)
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for p in self._in_flight:
+            if not p.future.done():
+                p.future.set_exception(StoreError("ledger service closed"))
         while not self._queue.empty():
             p = self._queue.get_nowait()
             if not p.future.done():
                 p.future.set_exception(StoreError("ledger service closed"))
+
+    async def _drained(self) -> None:
+        while self._in_flight or not self._queue.empty():
+            await asyncio.sleep(0.005)
 
     @property
     def ready(self) -> bool:
@@ -157,7 +174,7 @@ class LedgerService:
     async def _execute(
         self, command: cmd.Command, answer: Answer, actor: str, now_us: int | None = None
     ) -> Any:
-        if self._loop_task is None or self._loop_task.done():
+        if self._closing or self._loop_task is None or self._loop_task.done():
             raise StoreError("ledger service is not running")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(command, answer, actor, fut, now_us))
@@ -165,21 +182,25 @@ class LedgerService:
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            first = await self._queue.get()
+            batch = self._in_flight = [first]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
                 await self._run_batch(batch)
-            except Exception as e:  # a fault in the batch: refold, retry each command alone
-                await self._recover(batch, e)
+            except Exception:  # a fault in the batch: refold, retry each command alone
+                await self._recover(batch)
+            self._in_flight = []
 
-    async def _recover(self, batch: list[_Pending], error: Exception) -> None:
+    async def _recover(self, batch: list[_Pending]) -> None:
+        """After a failed batch: fold the log again (dropping what the failed attempt folded
+        in memory only), then decide each command again on its own, once."""
         try:
             await self._load()
         except Exception as e:
             for p in batch:
                 if not p.future.done():
-                    p.future.set_exception(StoreError(f"cannot reload the log: {e!r}"))
+                    p.future.set_exception(StoreError(f"cannot fold the log: {e!r}"))
             return
         for p in batch:
             if p.future.done():
@@ -187,10 +208,10 @@ class LedgerService:
             try:
                 await self._run_batch([p])
             except Exception as e:
-                await self._load()
+                with contextlib.suppress(Exception):
+                    await self._load()  # memory equal to the log before the caller resumes
                 if not p.future.done():
-                    err = e if isinstance(e, DcpError) else StoreError(repr(e))
-                    p.future.set_exception(err)
+                    p.future.set_exception(e if isinstance(e, DcpError) else StoreError(repr(e)))
 
     async def _catch_up(self) -> None:
         """Fold what other processes appended since our last batch (bounded reads), so a

@@ -330,3 +330,18 @@ async def test_sweep_as_of_a_given_time(env: Env):
     assert await env.svc.sweep(env.clock() + 119 * 1_000_000) == 0
     assert await env.svc.sweep(env.clock() + 121 * 1_000_000) == 1
     assert env.svc.job(job["job_id"])["status"] == "queued"
+
+
+async def test_close_finishes_queued_commands(env: Env):
+    """Commands queued when close() is called still complete; later ones are refused."""
+    rid = await env.renter()
+    pending = [asyncio.ensure_future(env.submit(rid, duration=60)) for _ in range(100)]
+    await asyncio.sleep(0)  # let them queue
+    await env.svc.close()
+    results = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 10)
+    assert all(isinstance(r, dict) for r in results)
+    assert not env.svc.ready or env.svc._closing
+    from dcp_events.errors import StoreError
+
+    with pytest.raises(StoreError):
+        await env.submit(rid)
