@@ -148,7 +148,7 @@ class LedgerService:
     @property
     def ready(self) -> bool:
         """True while the command loop runs (for /readyz)."""
-        return self._loop_task is not None and not self._loop_task.done()
+        return not self._closing and self._loop_task is not None and not self._loop_task.done()
 
     # --- the log -> memory -------------------------------------------------------------------
 
