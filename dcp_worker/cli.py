@@ -27,7 +27,8 @@ def configure_logging() -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # No caching: `dcp` may configure logging again (tests, other sub-commands).
+        cache_logger_on_first_use=False,
     )
     # httpx logs every request URL at INFO, and one route carries the key in its path.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -48,12 +49,12 @@ async def run_worker(settings: WorkerSettings) -> int:
 
 def main(argv: Sequence[str]) -> int:
     """Entry point of `dcp worker ARGS`; `argv` excludes the program and sub-command names."""
-    configure_logging()
     try:
         settings = parse_settings(argv)
     except ConfigError as e:
         print(f"dcp worker: {e}", file=sys.stderr)
         return 2
+    configure_logging()
     return asyncio.run(run_worker(settings))
 
 

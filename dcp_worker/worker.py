@@ -25,6 +25,7 @@ from dcp_worker import __version__
 from dcp_worker.api import ApiClient, LeasedJob, parse_job
 from dcp_worker.container import (
     LABEL_ATTEMPT,
+    LABEL_GPUS,
     LABEL_JOB,
     LABEL_MAX_S,
     ContainerState,
@@ -661,13 +662,28 @@ class Worker:
                 self.finished[(job_id, attempt)] = None
                 log.info("recovered_ended_job", outcome=outcome, **ids)
                 continue
+            try:
+                gpu_count = int(st.labels.get("sa.dcp.gpu_count", "1"))
+            except ValueError:
+                gpu_count = 1
             job = LeasedJob(
-                job_id=job_id, attempt=attempt, image="", command=None, max_duration_seconds=max_s
+                job_id=job_id,
+                attempt=attempt,
+                image="",
+                command=None,
+                max_duration_seconds=max_s,
+                gpu_count=gpu_count,
             )
-            rj = RunningJob(job=job, slots=1, devices=[], container_id=st.container_id)
+            devices = [d for d in st.labels.get(LABEL_GPUS, "").split(",") if d]
+            rj = RunningJob(
+                job=job,
+                slots=max(1, gpu_count),
+                devices=[d for d in devices if d in self._free_devices],
+                container_id=st.container_id,
+            )
             rj.adopted = True
-            if self.s.gpus == "auto" and self._free_devices:
-                rj.devices = [self._free_devices.pop(0)]
+            for d in rj.devices:
+                self._free_devices.remove(d)
             log.info("recovered_running_job", **ids)
             self._launch(rj)
         self._delivery_wake.set()

@@ -204,3 +204,15 @@ def test_result_body_has_only_the_spec_fields():
         "truncated",
         "error",
     }
+
+
+def test_cli_refuses_missing_settings(capsys, monkeypatch):
+    """`dcp worker` without an API URL or key exits 2 and says what is missing."""
+    from dcp_worker.cli import main
+
+    monkeypatch.delenv("DCP_API", raising=False)
+    monkeypatch.delenv("DCP_PROVIDER_KEY", raising=False)
+    assert main([]) == 2
+    assert "DCP_API" in capsys.readouterr().err
+    assert main(["--api", "http://127.0.0.1:9"]) == 2
+    assert "DCP_PROVIDER_KEY" in capsys.readouterr().err
