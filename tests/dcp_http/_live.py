@@ -14,7 +14,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,21 @@ class Server:
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self._log.getvalue().splitlines() if line]
+
+    def wait_for_log(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, timeout_s: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """The log lines matching `predicate`, once there are `count` of them.
+
+        The access line is written after the response has gone out, so a client can read the
+        log before the server has written it: wait (bounded) instead of racing.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lines = [x for x in self.log_lines() if predicate(x)]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.01)
 
     def log_text(self) -> str:
         return self._log.getvalue()

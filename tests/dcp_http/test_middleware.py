@@ -14,7 +14,8 @@ def test_request_id_is_echoed_or_made(api, server):
     assert made != "bad id with spaces" and len(made) == 32
     r = api.get("/api/nothing-here")
     assert r.status_code == 404 and r.headers["x-request-id"]
-    ids = {x["request_id"] for x in server.log_lines() if x.get("event") == "http_request"}
+    lines = server.wait_for_log(lambda x: x.get("event") == "http_request", count=3)
+    ids = {x["request_id"] for x in lines}
     assert {"abc-123", made} <= ids
 
 
@@ -23,7 +24,7 @@ def test_one_access_line_per_request_with_its_route_template(api, server):
     renter = api.renter(credit_halala=1000)
     job = api.submit(renter)["job"]
     api.get(f"/api/jobs/{job['job_id']}", headers={**renter["headers"], "x-request-id": "q1"})
-    (line,) = [x for x in server.log_lines() if x.get("request_id") == "q1"]
+    (line,) = server.wait_for_log(lambda x: x.get("request_id") == "q1")
     assert line["event"] == "http_request" and line["method"] == "GET"
     assert line["route"] == "/api/jobs/{job_id}" and line["status"] == 200
     assert line["actor"] == f"renter:{renter['renter_id']}"
