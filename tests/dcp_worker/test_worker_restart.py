@@ -100,3 +100,34 @@ async def test_restart_while_api_is_down_still_enforces_the_deadline(stub, tmp_p
     [post] = [b for _, b, _ in api.result_posts if b["job_id"] == job]
     assert post["outcome"] == "timed_out" and 4 <= post["runtime_seconds"] < 10
     assert "api_unavailable_using_cached_registration" in log.read_text()
+
+
+async def test_restart_kills_a_container_whose_lease_moved_on(stub, tmp_path, kit):
+    """A container re-adopted at restart whose lease went elsewhere is killed (its result is
+    refused 409 lease_lost and dropped), and the new attempt runs and is reported once."""
+    api, server = stub
+    api.gpu_count = 1
+    job = api.submit(["sh", "-c", "sleep 4; echo finished"])
+    state, log = tmp_path / "state", tmp_path / "worker.log"
+    first = start_worker(server.url, api.key, state, log)
+    try:
+        await kit.until(lambda: api.starts, 30)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    api.take_lease_away(job)  # expired while the worker was down: the next poll is attempt 2
+    second = start_worker(server.url, api.key, state, log)
+    try:
+        await kit.until(lambda: api.accepted(job), 40)
+        await asyncio.sleep(1)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, log.read_text()[-3000:]
+    [ok] = api.accepted(job)
+    assert (ok["attempt"], ok["outcome"], ok["stdout"]) == (2, "completed", "finished\n")
+    refused = [(b["attempt"], st) for _, b, st in api.result_posts if st != 200]
+    assert refused == [(1, 409)]
+    assert "job_lease_gone" in log.read_text()
+    assert kit.managed_containers(api.provider_id) == []
