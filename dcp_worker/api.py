@@ -6,6 +6,8 @@ path where the route demands it; it is never logged.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -79,6 +81,10 @@ def parse_job(raw: object) -> LeasedJob:
     )
 
 
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 class ApiClient:
     """One httpx client per concern, so a slow upload never holds up a heartbeat."""
 
@@ -102,10 +108,22 @@ class ApiClient:
             await c.aclose()
 
     async def _call(
-        self, client: httpx.AsyncClient, method: str, path: str, body: Any = None
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        body: Any = None,
+        offload: bool = False,
     ) -> Any:
+        content = None
+        headers = {}
+        if body is not None:
+            # A result carries up to 2 MiB of output: `offload` encodes it in a thread, so
+            # the heartbeat task never waits behind it.
+            content = await asyncio.to_thread(_encode, body) if offload else _encode(body)
+            headers["content-type"] = "application/json"
         try:
-            resp = await client.request(method, path, json=body)
+            resp = await client.request(method, path, content=content, headers=headers)
         except (httpx.TransportError, httpx.DecodingError) as e:
             # The message of a transport error never holds the key: it is a header or path
             # segment, and httpx reports only the exception type and host.
@@ -158,5 +176,7 @@ class ApiClient:
 
     async def send_result(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /api/providers/job-result; returns the job and its settlement."""
-        data = await self._call(self._results, "POST", "/api/providers/job-result", body)
+        data = await self._call(
+            self._results, "POST", "/api/providers/job-result", body, offload=True
+        )
         return data if isinstance(data, dict) else {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ class Spool:
             tmp.unlink(missing_ok=True)
         # Job ids of pending results, kept in memory so a heartbeat can list them without I/O.
         self._job_ids: dict[str, str] = {}
+        self._lock = threading.Lock()  # the worker writes from threads, reads from the loop
         for path in self.list():
             try:
                 self._job_ids[path.name] = str(self.read(path)["job_id"])
@@ -64,7 +66,8 @@ class Spool:
         """Store a result durably; returns its path. Idempotent per (job_id, attempt)."""
         path = self.pending / self.name(result["job_id"], int(result["attempt"]))
         _write_atomic(path, json.dumps(result, sort_keys=True).encode())
-        self._job_ids[path.name] = str(result["job_id"])
+        with self._lock:
+            self._job_ids[path.name] = str(result["job_id"])
         return path
 
     def has(self, job_id: str, attempt: int) -> bool:
@@ -74,7 +77,8 @@ class Spool:
 
     def pending_job_ids(self) -> set[str]:
         """Jobs whose results wait for delivery (their leases should stay alive)."""
-        return set(self._job_ids.values())
+        with self._lock:
+            return set(self._job_ids.values())
 
     def list(self) -> list[Path]:
         """Pending result files, oldest first, at most MAX_SPOOL_FILES."""
@@ -98,11 +102,13 @@ class Spool:
         """Forget a delivered (or lease-lost) result."""
         path.unlink(missing_ok=True)
         _fsync_dir(self.pending)
-        self._job_ids.pop(path.name, None)
+        with self._lock:
+            self._job_ids.pop(path.name, None)
 
     def bury(self, path: Path) -> None:
         """Move a result the API refused for good to `dead`, for a human to look at."""
         os.replace(path, self.dead / path.name)
         _fsync_dir(self.pending)
         _fsync_dir(self.dead)
-        self._job_ids.pop(path.name, None)
+        with self._lock:
+            self._job_ids.pop(path.name, None)

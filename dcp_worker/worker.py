@@ -402,7 +402,7 @@ class Worker:
         finally:
             if result is not None:
                 try:
-                    self._finish(rj, result, spooled, time.monotonic() - started)
+                    await self._finish(rj, result, spooled, time.monotonic() - started)
                 except OSError as e:  # the spool's disk failed: say so loudly, keep running
                     log.critical("result_not_spooled", error=str(e), outcome=result["outcome"])
             self.running.pop(job.job_id, None)
@@ -411,9 +411,11 @@ class Worker:
             while len(self.finished) > FINISHED_MEMORY:
                 self.finished.popitem(last=False)
 
-    def _finish(self, rj: RunningJob, result: dict[str, Any], spooled: bool, took_s: float) -> None:
+    async def _finish(
+        self, rj: RunningJob, result: dict[str, Any], spooled: bool, took_s: float
+    ) -> None:
         if not spooled:
-            self.spool.put(result)
+            await asyncio.to_thread(self.spool.put, result)
         self._intent_path(rj.job.job_id, rj.job.attempt).unlink(missing_ok=True)
         self._delivery_wake.set()
         log.info(
@@ -465,7 +467,7 @@ class Worker:
         result = build_result(job.job_id, job.attempt, outcome, state, output, error)
         result_sha = output.sha256
         # Spool first, then remove: a crash in between finds the spooled result on restart.
-        self.spool.put(result)
+        await asyncio.to_thread(self.spool.put, result)
         log.info("job_output_captured", sha256=result_sha)
         try:
             await self.docker.remove(rj.container_id)
@@ -549,7 +551,7 @@ class Worker:
             if errors > MAX_DOCKER_WAIT_ERRORS:
                 raise RuntimeError(f"waiting on the container failed: {waiter.exception()}")
             await asyncio.sleep(min(2.0**errors, 30.0))
-        self._record_intent(rj, outcome)
+        await asyncio.to_thread(self._record_intent, rj, outcome)
         log.info("job_killing", outcome=outcome, reason=rj.stop_reason)
         await self.docker.kill(cid)
         await self.docker.wait(cid, KILL_WAIT_S)
@@ -575,10 +577,10 @@ class Worker:
         retry_after = 0.0
         for path in self.spool.list()[:DELIVERY_BATCH]:
             try:
-                result = self.spool.read(path)
+                result = await asyncio.to_thread(self.spool.read, path)
             except (OSError, ValueError) as e:
                 log.error("result_unreadable", file=path.name, error=str(e))
-                self.spool.bury(path)
+                await asyncio.to_thread(self.spool.bury, path)
                 continue
             ids = {"job_id": result.get("job_id"), "attempt": result.get("attempt")}
             try:
@@ -586,10 +588,10 @@ class Worker:
             except ApiError as e:
                 if e.status == 409 and e.code == "lease_lost":
                     log.warning("result_dropped_lease_lost", **ids)
-                    self.spool.remove(path)
+                    await asyncio.to_thread(self.spool.remove, path)
                 elif e.definite:
                     log.error("result_refused", status=e.status, code=e.code, **ids)
-                    self.spool.bury(path)
+                    await asyncio.to_thread(self.spool.bury, path)
                 else:
                     log.warning("result_delivery_failed", status=e.status, **ids)
                     transient = True
@@ -601,7 +603,7 @@ class Worker:
                 break
             else:
                 log.info("result_delivered", outcome=result.get("outcome"), **ids)
-                self.spool.remove(path)
+                await asyncio.to_thread(self.spool.remove, path)
                 backoff = 0.5
         if transient:
             await asyncio.sleep(max(retry_after, backoff * random.uniform(0.8, 1.2)))
@@ -656,7 +658,7 @@ class Worker:
                 output = await self.docker.output(st.container_id)
                 error = "worker_shutdown" if outcome == "failed" else None
                 result = build_result(job_id, attempt, outcome, st, output, error)
-                self.spool.put(result)
+                await asyncio.to_thread(self.spool.put, result)
                 self._intent_path(job_id, attempt).unlink(missing_ok=True)
                 await self.docker.remove(st.container_id)
                 self.finished[(job_id, attempt)] = None

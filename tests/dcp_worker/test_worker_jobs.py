@@ -212,8 +212,8 @@ async def test_heartbeats_keep_their_rhythm_while_jobs_run(stub, make_settings, 
         f"\nheartbeat spacing while jobs ran (interval {interval}s, jitter 10%, n={len(gaps)}): "
         f"min {min(gaps):.3f}s median {statistics.median(gaps):.3f}s max {max(gaps):.3f}s"
     )
-    assert max(gaps) < interval * 1.1 + 0.25
-    assert min(gaps) > interval * 0.9 - 0.25
+    assert max(gaps) < interval * 1.1 + 0.3  # a missed beat would be >= 2 * 0.45
+    assert min(gaps) > interval * 0.9 - 0.3
     running = [hb["running_job_ids"] for _, hb in api.heartbeats[first:last]]
     assert any(running) and all(hb["accepting_jobs"] for _, hb in api.heartbeats[first:last])
 
@@ -257,7 +257,7 @@ async def test_slow_docker_call_does_not_delay_heartbeats(stub, make_settings, k
         last = len(api.heartbeats)
     times = [t for t, _ in api.heartbeats[first:last]]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert len(gaps) >= 5 and max(gaps) < 0.4 * 1.1 + 0.25
+    assert len(gaps) >= 5 and max(gaps) < 0.4 * 1.1 + 0.3
 
 
 async def test_auto_gpus_without_a_gpu_is_not_ready(stub, make_settings, kit):
