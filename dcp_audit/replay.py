@@ -28,8 +28,12 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from hashlib import sha256
 from multiprocessing import get_context
+from operator import itemgetter
 from typing import Any
+
+import msgspec
 
 from dcp_audit._log import file_of, head, iter_rows, no_gc, open_readonly, seq_as_of
 from dcp_audit.errors import AuditFault
@@ -151,7 +155,7 @@ def replay(
             if path is None:
                 raise ValueError("a parallel replay needs a log on a file")
             pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=get_context("spawn")))
-            pending = pool.submit(_compare_postings_of_file, path, seq, batch_size)
+            pending = pool.submit(_stored_side_of_file, path, seq, batch_size, seq == head_seq)
         else:
             pending = None
             _merge_postings(report, compare_postings(conn, seq, codec, batch_size))
@@ -164,10 +168,12 @@ def replay(
             report.fault = AuditFault(state.seq, "invariant", f"after the last event: {e}")
         report.events = state.seq
         report.balances = dict(state.balances)
-        if report.fault is None:
-            _compare_tables(conn, state, report)
+        digests = None
         if pending is not None:
-            _merge_postings(report, pending.result())
+            postings, digests = pending.result()
+            _merge_postings(report, postings)
+        if report.fault is None:
+            _compare_tables(conn, state, report, digests)
     report.elapsed_s = time.perf_counter() - started
     return report
 
@@ -184,7 +190,7 @@ def _stored_seq(conn: sqlite3.Connection) -> int | None:
 
 def _fold(conn: sqlite3.Connection, state: State, seq: int, codec: Codec, batch_size: int) -> None:
     """Fold events 1..seq into `state`; raises AuditFault naming the event that fails."""
-    decode = codec.decode_payload
+    decode, fold = codec.decode_payload, apply
     for rows in iter_rows(conn, "seq, type, schema_version, payload", seq, batch_size):
         for s, type_, schema_version, payload in rows:
             try:
@@ -192,7 +198,7 @@ def _fold(conn: sqlite3.Connection, state: State, seq: int, codec: Codec, batch_
             except DecodeError as e:
                 raise AuditFault(s, "decode", str(e)) from None
             try:
-                apply(state, s, event)
+                fold(state, s, event)
             except InvariantError as e:
                 raise AuditFault(s, "invariant", str(e)) from None
         state.touched.clear()  # write-back hints for the live service; unused here
@@ -237,14 +243,22 @@ def compare_postings(
     return PostingsResult(n_postings, until_seq, collector.differences, collector.differences_total)
 
 
-def _compare_postings_of_file(path: str, until_seq: int, batch_size: int) -> PostingsResult:
-    """compare_postings in a process of its own, on its own read-only connection. Postings
-    are written with their event and never change, so its snapshot agrees with the caller's
-    for events up to `until_seq`."""
+def _stored_side_of_file(
+    path: str, until_seq: int, batch_size: int, digests: bool
+) -> tuple[PostingsResult, dict[str, str] | None]:
+    """The work that needs only the stored side, in a process of its own on its own
+    read-only connection: the postings comparison and (at the head) the table digests.
+
+    Postings are written with their event and never change, so this snapshot agrees with the
+    caller's up to `until_seq`. The tables can move on if the service writes meanwhile; a
+    digest that no longer matches only sends the caller to compare that table row by row
+    on its own snapshot.
+    """
     conn = open_readonly(path)
     try:
         with no_gc():
-            return compare_postings(conn, until_seq, None, batch_size)
+            postings = compare_postings(conn, until_seq, None, batch_size)
+            return postings, stored_table_digests(conn) if digests else None
     finally:
         conn.close()
 
@@ -283,16 +297,50 @@ def _columns_differ(columns: Iterable[str], stored: Iterable[Any], rebuilt: Iter
     return "; ".join(parts)
 
 
-def _compare_tables(conn: sqlite3.Connection, state: State, report: Report) -> None:
+def _sorted_rows(rows: list[tuple[Any, ...]], key_i: int) -> list[tuple[Any, ...]]:
+    rows.sort(key=itemgetter(key_i))
+    return rows
+
+
+def _digest(rows: list[tuple[Any, ...]]) -> str:
+    """A fingerprint of a table's rows sorted by key: equal rows, equal digests."""
+    return sha256(msgspec.msgpack.encode(rows)).hexdigest()
+
+
+def stored_table_digests(conn: sqlite3.Connection) -> dict[str, str]:
+    """The digest of every stored read-model table (see `_digest`)."""
+    out = {}
+    for table, (key_col, columns) in TABLES.items():
+        rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+        out[table] = _digest(_sorted_rows(rows, columns.index(key_col)))
+    return out
+
+
+def _compare_tables(
+    conn: sqlite3.Connection,
+    state: State,
+    report: Report,
+    stored_digests: dict[str, str] | None = None,
+) -> None:
+    """Compare every read-model table with the rebuild. At the head a table whose digest
+    (computed beside the fold, in the second process) matches is equal as a whole; only a
+    table that differs is read here row by row to name its differences."""
     at_head = report.seq == report.head_seq
     rebuilt_tables = all_rows(state)
     for table, (key_col, columns) in TABLES.items():
-        rebuilt = {r[key_col]: tuple(r.values()) for r in rebuilt_tables[table]}
-        cur = conn.execute(f"SELECT {', '.join(columns)} FROM {table}")
         key_i = columns.index(key_col)
+        rows = _sorted_rows([tuple(r.values()) for r in rebuilt_tables[table]], key_i)
+        if at_head and stored_digests is not None and stored_digests[table] == _digest(rows):
+            report.compared.append(f"{table}: {len(rows)} rows, all compared")
+            continue
+        stored_rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+        if at_head and _sorted_rows(stored_rows, key_i) == rows:
+            report.compared.append(f"{table}: {len(rows)} rows, all compared")
+            continue
+        rebuilt = {r[key_i]: r for r in rows}
         seq_i = columns.index("last_seq")
         stored_n = compared = later = 0
-        for row in cur:
+        for row in stored_rows:
             stored_n += 1
             key = row[key_i]
             if not at_head and row[seq_i] > report.seq:
@@ -303,7 +351,7 @@ def _compare_tables(conn: sqlite3.Connection, state: State, report: Report) -> N
             want = rebuilt.pop(key, None)
             if want is None:
                 report.differ(table, key, "stored, but not in the rebuild")
-            elif tuple(row) != want:
+            elif row != want:
                 report.differ(table, key, _columns_differ(columns, row, want))
         if at_head:
             for key in rebuilt:
