@@ -134,6 +134,7 @@ class Worker:
         self._delivery_wake = asyncio.Event()
         self._stop = asyncio.Event()
         self.heartbeats: deque[float] = deque(maxlen=10_000)  # wall times of sent heartbeats
+        self._provider_flags: tuple[object, ...] = ()
 
     # ----- the whole life -------------------------------------------------------------------
 
@@ -299,6 +300,13 @@ class Worker:
             await asyncio.sleep(next_at - now)
 
     def _on_heartbeat_reply(self, reply: dict[str, Any]) -> None:
+        flags = (reply.get("approval_status"), reply.get("paused"), reply.get("suspended"))
+        if flags != self._provider_flags:
+            # Logged on change only: why no job comes (pending approval, paused, suspended).
+            self._provider_flags = flags
+            log.info(
+                "provider_state", approval_status=flags[0], paused=flags[1], suspended=flags[2]
+            )
         cancels = reply.get("cancel_jobs") or []
         for entry in cancels if isinstance(cancels, list) else []:
             job_id = entry.get("job_id") if isinstance(entry, dict) else entry
@@ -641,51 +649,61 @@ class Worker:
         A re-adopted job whose lease is gone is stopped by the next poll (`_on_leases`).
         """
         for st in await self.docker.managed(self.provider_id):
-            job_id = st.labels.get(LABEL_JOB, "")
             try:
-                attempt = int(st.labels.get(LABEL_ATTEMPT, ""))
-                max_s = int(st.labels.get(LABEL_MAX_S, "1800"))
-            except ValueError:
-                continue
-            ids = {"job_id": job_id, "attempt": attempt}
-            if self.spool.has(job_id, attempt):
-                log.info("recovered_already_spooled", **ids)
-                await self.docker.remove(st.container_id)
-                self.finished[(job_id, attempt)] = None
-                continue
-            if not st.running:
-                outcome = self._read_intent(job_id, attempt) or "completed"
-                output = await self.docker.output(st.container_id)
-                error = "worker_shutdown" if outcome == "failed" else None
-                result = build_result(job_id, attempt, outcome, st, output, error)
-                await asyncio.to_thread(self.spool.put, result)
-                self._intent_path(job_id, attempt).unlink(missing_ok=True)
-                await self.docker.remove(st.container_id)
-                self.finished[(job_id, attempt)] = None
-                log.info("recovered_ended_job", outcome=outcome, **ids)
-                continue
-            try:
-                gpu_count = int(st.labels.get("sa.dcp.gpu_count", "1"))
-            except ValueError:
-                gpu_count = 1
-            job = LeasedJob(
-                job_id=job_id,
-                attempt=attempt,
-                image="",
-                command=None,
-                max_duration_seconds=max_s,
-                gpu_count=gpu_count,
-            )
-            devices = [d for d in st.labels.get(LABEL_GPUS, "").split(",") if d]
-            rj = RunningJob(
-                job=job,
-                slots=max(1, gpu_count),
-                devices=[d for d in devices if d in self._free_devices],
-                container_id=st.container_id,
-            )
-            rj.adopted = True
-            for d in rj.devices:
-                self._free_devices.remove(d)
-            log.info("recovered_running_job", **ids)
-            self._launch(rj)
+                await self._recover_one(st)
+            except Exception as e:  # leave it for the next start; recover the others
+                log.exception("recovery_failed", container_id=st.container_id[:12], error=str(e))
         self._delivery_wake.set()
+
+    async def _recover_one(self, st: ContainerState) -> None:
+        """Report one container that ended, or re-adopt it if it still runs."""
+        job_id = st.labels.get(LABEL_JOB, "")
+        try:
+            attempt = int(st.labels.get(LABEL_ATTEMPT, ""))
+            max_s = int(st.labels.get(LABEL_MAX_S, "1800"))
+        except ValueError:
+            return
+        ids = {"job_id": job_id, "attempt": attempt}
+        if self.spool.has(job_id, attempt):
+            log.info("recovered_already_spooled", **ids)
+            await self.docker.remove(st.container_id)
+            self.finished[(job_id, attempt)] = None
+            return
+        if not st.running:
+            outcome = self._read_intent(job_id, attempt) or "completed"
+            error = "worker_shutdown" if outcome == "failed" else None
+            if st.started_at is None:  # created, never started: the platform requeues it
+                outcome, error = "failed", "worker_restarted_before_start"
+            output = await self.docker.output(st.container_id)
+            ran = st if st.started_at is not None else None  # no exit code or runtime
+            result = build_result(job_id, attempt, outcome, ran, output, error)
+            await asyncio.to_thread(self.spool.put, result)
+            self._intent_path(job_id, attempt).unlink(missing_ok=True)
+            await self.docker.remove(st.container_id)
+            self.finished[(job_id, attempt)] = None
+            log.info("recovered_ended_job", outcome=outcome, **ids)
+            return
+        try:
+            gpu_count = int(st.labels.get("sa.dcp.gpu_count", "1"))
+        except ValueError:
+            gpu_count = 1
+        job = LeasedJob(
+            job_id=job_id,
+            attempt=attempt,
+            image="",
+            command=None,
+            max_duration_seconds=max_s,
+            gpu_count=gpu_count,
+        )
+        devices = [d for d in st.labels.get(LABEL_GPUS, "").split(",") if d]
+        rj = RunningJob(
+            job=job,
+            slots=max(1, gpu_count),
+            devices=[d for d in devices if d in self._free_devices],
+            container_id=st.container_id,
+        )
+        rj.adopted = True
+        for d in rj.devices:
+            self._free_devices.remove(d)
+        log.info("recovered_running_job", **ids)
+        self._launch(rj)

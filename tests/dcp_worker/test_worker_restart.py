@@ -131,3 +131,31 @@ async def test_restart_kills_a_container_whose_lease_moved_on(stub, tmp_path, ki
     assert refused == [(1, 409)]
     assert "job_lease_gone" in log.read_text()
     assert kit.managed_containers(api.provider_id) == []
+
+
+async def test_container_created_but_never_started_is_reported_failed(stub, make_settings, kit):
+    """A crash between create and start leaves a created container: recovery reports the
+    attempt `failed` (the platform requeues it) instead of a made-up exit code."""
+    from dcp_worker.api import LeasedJob
+    from dcp_worker.container import DockerRunner
+
+    api, _ = stub
+    job_id = api.submit(["echo", "never"])
+    api.jobs[job_id].status, api.jobs[job_id].attempt = "assigned", 1
+    api.gpu_count = 0  # nothing new is assigned: only recovery acts
+    settings = make_settings()
+    runner = DockerRunner(settings)
+    job = LeasedJob(job_id=job_id, attempt=1, image="dcp-test/busybox:1", command=["true"])
+    await runner.create(
+        runner.container_config(job, api.provider_id, []), runner.container_name(job)
+    )
+    await runner.close()
+    async with kit.running(settings):
+        await kit.until(lambda: api.accepted(job_id), 20)
+    [r] = api.accepted(job_id)
+    assert (r["outcome"], r["error"], r["exit_code"]) == (
+        "failed",
+        "worker_restarted_before_start",
+        None,
+    )
+    assert kit.managed_containers(api.provider_id) == []
