@@ -88,9 +88,10 @@ class Stack:
         self.procs.append(p)
         return p
 
-    def __enter__(self) -> Stack:
+    def start_server(self) -> None:
+        """Start `dcp serve` on this stack's port and database; return once it is ready."""
         port = self.url.rsplit(":", 1)[1]
-        self._spawn(
+        self.server = self._spawn(
             ["serve", "--db", str(self.work / "dcp.db"), "--port", port, "--admin-token", ADMIN,
              "--no-rate-limits", "--sweep-interval-s", "0.5", "--log-level", "warning"],
             self.server_log,
@@ -108,6 +109,14 @@ class Stack:
                     "dcp serve did not become ready:\n" + self.server_log.read_text()
                 )
             time.sleep(0.1)
+
+    def stop_server(self) -> None:
+        """Stop `dcp serve` (SIGTERM): the API is down until `start_server`."""
+        self.server.send_signal(signal.SIGTERM)
+        self.server.wait(30)
+
+    def __enter__(self) -> Stack:
+        self.start_server()
         self.ok("POST", "/api/admin/images", json={"reference": IMAGE}, headers=self.admin)
         self.provider = self.ok(
             "POST",

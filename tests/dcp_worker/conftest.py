@@ -72,12 +72,13 @@ class StubJob:
 class StubApi:
     """A stand-in for the provider side of the DCP API.
 
-    It is a stand-in because the real API (dcp_http, `dcp serve`) is written in parallel and these
-    tests must also pin worker behaviour the real API cannot be made to show on demand: an outage
-    (the server stopped and started again on the same port), a lease taken away, a cancel at a
-    chosen moment, and a record of every request with its arrival time. It implements only the
-    routes the worker calls (SPEC section 5) with the same bodies and status codes; the end-to-end
-    test in test_worker_e2e.py runs the worker against the real `dcp serve`.
+    It is a stand-in because these tests were written while the real API (dcp_http, `dcp serve`)
+    was being written in parallel, and because they pin worker behaviour the real API cannot be
+    made to show on demand: a lease taken away at a chosen moment, a cancel mid-run, a container
+    left created but never started, and a record of every request with its arrival time (the
+    heartbeat rhythm). It implements only the routes the worker calls (SPEC section 5), with the
+    same bodies, status codes and error codes. test_worker_e2e.py runs the worker against the
+    real `dcp serve`: the lifecycle with settlement, a cancel, and an outage of the real API.
     """
 
     key: str = "dcp-provider-" + "0" * 32

@@ -106,3 +106,49 @@ def test_serve_worker_renter_end_to_end(tmp_path):
     print(f"\nsubmit -> container start (first job): {started - t_ok:.3f}s; figures: {figures}")
     assert figures["submit_to_container_start_s"]["max"] < 5
     assert figures["heartbeat_spacing_s"]["max"] < 1.1 + 0.5
+
+
+def test_real_api_down_then_back_settles_once(tmp_path):
+    """`dcp serve` stops while a job runs and comes back on the same database: the spooled
+    result is delivered, and the job is completed and settled exactly once."""
+    bench = load_bench()
+    with bench.Stack(tmp_path, heartbeat_s=1.0, poll_s=0.5) as stack:
+        stack.credit(100_000, "e2e-outage")
+        job_id, _ = stack.submit(["sh", "-c", "sleep 3; echo done"])
+        deadline = time.monotonic() + 30
+        while stack.job(job_id)["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stack.stop_server()
+        pending = tmp_path / "worker-state" / "spool" / "pending"
+        deadline = time.monotonic() + 30
+        while not list(pending.glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(pending.glob("*.json")), "the result was not spooled during the outage"
+        time.sleep(2)  # a few failed deliveries, with backoff
+        stack.start_server()
+        job = stack.wait_ended(job_id, 60)
+        assert (job["status"], job["exit_code"]) == ("completed", 0)
+        deadline = time.monotonic() + 10
+        while list(pending.glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not list(pending.glob("*.json"))
+        events, after = [], 0
+        while True:
+            page = stack.ok(
+                "GET", f"/api/admin/events?after={after}&limit=1000", headers=stack.admin
+            )
+            events += page["events"]
+            if not page["events"]:
+                break
+            after = page["next_after"]
+        ended = [
+            e["type"]
+            for e in events
+            if e["type"].startswith("job.") and e["payload"].get("job_id") == job_id
+        ]
+        assert ended.count("job.completed") == 1, ended
+        recon = stack.ok("GET", "/api/admin/reconciliation", headers=stack.admin)
+        assert recon["sum_halala"] == 0 and recon["invariants_ok"] is True
+        out = stack.ok("GET", f"/api/jobs/{job_id}/output", headers=stack.renter_headers)
+        assert out["stdout"] == "done\n"
+        assert "result_delivery_failed" in stack.worker_log.read_text()
