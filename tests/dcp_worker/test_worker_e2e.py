@@ -152,3 +152,33 @@ def test_real_api_down_then_back_settles_once(tmp_path):
         out = stack.ok("GET", f"/api/jobs/{job_id}/output", headers=stack.renter_headers)
         assert out["stdout"] == "done\n"
         assert "result_delivery_failed" in stack.worker_log.read_text()
+
+
+def test_real_api_worker_sigkill_mid_job_then_restart(tmp_path):
+    """`dcp worker` killed with SIGKILL mid-job and restarted: the job completes once, with
+    the runtime Docker measured across the gap."""
+    bench = load_bench()
+    with bench.Stack(tmp_path, heartbeat_s=1.0, poll_s=0.5) as stack:
+        stack.credit(100_000, "e2e-sigkill")
+        job_id, _ = stack.submit(["sh", "-c", "sleep 4; echo survived"])
+        deadline = time.monotonic() + 30
+        while stack.job(job_id)["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stack.worker is not None
+        stack.worker.kill()
+        stack.worker.wait(10)
+        time.sleep(1)
+        stack.start_worker()
+        job = stack.wait_ended(job_id, 60)
+        assert (job["status"], job["exit_code"]) == ("completed", 0)
+        out = stack.ok("GET", f"/api/jobs/{job_id}/output", headers=stack.renter_headers)
+        assert out["stdout"] == "survived\n"
+        page = stack.ok("GET", "/api/admin/events?after=0&limit=1000", headers=stack.admin)
+        ends = [
+            e
+            for e in page["events"]
+            if e["type"] == "job.completed" and e["payload"].get("job_id") == job_id
+        ]
+        assert len(ends) == 1
+        assert "recovered_running_job" in stack.worker_log.read_text()
+        assert stack.stop_worker() == 0
