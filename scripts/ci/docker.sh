@@ -2,11 +2,12 @@
 # Start a local Docker engine and build the worker's test images, without pulling anything.
 #
 # Idempotent: every step checks first and does nothing when its work is already done.
-#   1. install docker.io and busybox-static with apt if they are missing;
+#   1. install docker.io with apt if it is missing;
 #   2. start dockerd in the background if `docker info` fails: overlay2, else vfs (and, where
 #      the default bridge cannot be made, without one: jobs run with NetworkMode none);
 #   3. wait (bounded) until `docker info` answers;
-#   4. build dcp-test/busybox:1 from the busybox-static .deb (dpkg -x + docker import).
+#   4. build dcp-test/busybox:1 from the busybox-static .deb (dpkg -x + docker import): the one
+#      in apt's cache, else the installed static binary, else `apt-get download`.
 #
 # Needs root (CI runs it with sudo where it is not root). Settings, by environment:
 #   DCP_DOCKER_DATA_ROOT   dockerd --data-root          (default /var/lib/docker)
@@ -19,6 +20,9 @@ DATA_ROOT="${DCP_DOCKER_DATA_ROOT:-/var/lib/docker}"
 LOG="${DCP_DOCKER_LOG:-/tmp/dcp-dockerd.log}"
 WAIT_S="${DCP_DOCKER_WAIT_S:-60}"
 IMAGE="${DCP_TEST_IMAGE:-dcp-test/busybox:1}"
+ARCHIVES="${DCP_APT_ARCHIVES:-/var/cache/apt/archives}"  # where apt keeps downloaded .debs
+WORK_DIR=""
+trap 'rm -rf "${WORK_DIR:-/nonexistent}"' EXIT
 
 log() { printf 'docker.sh: %s\n' "$*" >&2; }
 
@@ -27,10 +31,10 @@ as_root() {
 }
 
 install_packages() {
+    # busybox-static is not installed here: the image build only needs its .deb (or the
+    # binary, where it is installed already), and installing it would replace a dynamic busybox.
     local missing=()
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-    dpkg -s busybox-static >/dev/null 2>&1 || [ -n "$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null)" ] \
-        || missing+=(busybox-static)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing ${missing[*]}"
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -109,15 +113,24 @@ build_busybox_image() {
         return 0
     fi
     local work deb
-    work="$(mktemp -d)"
-    trap 'rm -rf "$work"' RETURN
-    deb="$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null | head -n 1 || true)"
-    if [ -z "$deb" ]; then
-        (cd "$work" && apt-get download busybox-static >/dev/null)
+    WORK_DIR="$(mktemp -d)"
+    work="$WORK_DIR"
+    mkdir -p "$work/root/bin"
+    deb="$(ls "$ARCHIVES"/busybox-static_*.deb 2>/dev/null | head -n 1 || true)"
+    if [ -n "$deb" ]; then
+        dpkg -x "$deb" "$work/root"
+    elif dpkg -s busybox-static >/dev/null 2>&1 && [ -x /bin/busybox ] \
+        && ! ldd /bin/busybox >/dev/null 2>&1; then
+        # Installed, but apt's cache was cleaned (as in Debian container images): the
+        # installed binary is the same static busybox.
+        deb="installed busybox-static"
+        cp /bin/busybox "$work/root/bin/busybox"
+    else
+        (cd "$work" && { apt-get download busybox-static >/dev/null 2>&1 \
+            || { as_root apt-get update -qq && apt-get download busybox-static >/dev/null; }; })
         deb="$(ls "$work"/busybox-static_*.deb | head -n 1)"
+        dpkg -x "$deb" "$work/root"
     fi
-    mkdir -p "$work/root"
-    dpkg -x "$deb" "$work/root"
     local root="$work/root"
     mkdir -p "$root/bin" "$root/sbin" "$root/usr/bin" "$root/usr/sbin" "$root/tmp" "$root/etc" \
         "$root/proc" "$root/sys" "$root/dev" "$root/root"
