@@ -14,10 +14,10 @@ from ._logs import T0_US, first_seq_of_type, writable
 
 
 @pytest.fixture
-def built(log_path):
+def built(store_log_path):
     """The log with its read models written by the domain's rebuild."""
-    rebuild(log_path)
-    return log_path
+    rebuild(store_log_path)
+    return store_log_path
 
 
 def run_replay(path, **kw):
@@ -75,9 +75,9 @@ def test_replay_names_missing_and_extra_rows(built, parallel):
     assert ("postings", "seq 2 #7", "stored, but no event carries it") in found
 
 
-def test_replay_lagging_read_models(log_path):
+def test_replay_lagging_read_models(store_log_path):
     """A log whose read models were never written differs: projection_state and every row."""
-    report = run_replay(log_path)
+    report = run_replay(store_log_path)
     assert report.differences_total > 0
     assert report.differences[0].table == "projection_state"
 
