@@ -39,7 +39,7 @@ from dcp_events.sqlite_store import SqliteEventStore, open_connection
 from dcp_projections.errors import DomainError
 from dcp_projections.fold import check_all
 from dcp_projections.settings import Settings
-from dcp_projections.state import LEASED
+from dcp_projections.state import ENDED, LEASED
 
 S = 1_000_000
 IMAGES = ["dcp/pytorch:2.3", "dcp/jax:0.4", "ghcr.io/dcp/*"]
@@ -54,7 +54,7 @@ SETTINGS = Settings(
     deadline_grace_s=60,
     queue_timeout_s=2 * 3600,
     sandbox=True,
-    claim_scan_limit=200,
+    claim_scan_limit=1000,
 )
 
 
@@ -65,7 +65,8 @@ class Sim:
         self.clock = clock
         self.renters: list[str] = []
         self.providers: list[str] = []
-        self.dead: set[str] = set()  # providers that stopped heartbeating for a while
+        self.dead: dict[str, int] = {}  # quiet providers -> the round they come back
+        self.round = 0
         self.outcomes: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
         self.sent = 0
@@ -116,10 +117,13 @@ class Sim:
     def round_commands(self) -> list[Awaitable[Any]]:
         rng, svc, state = self.rng, self.svc, self.svc.state
         out: list[Awaitable[Any]] = []
-        # Now and then a provider goes quiet (its leases will expire) or comes back.
-        if rng.random() < 0.2:
-            p = rng.choice(self.providers)
-            self.dead.symmetric_difference_update({p})
+        # Now and then a provider goes quiet for a few rounds: its leases expire.
+        self.round += 1
+        for p, back in list(self.dead.items()):
+            if back <= self.round:
+                del self.dead[p]
+        if rng.random() < 0.1:
+            self.dead[rng.choice(self.providers)] = self.round + rng.randint(3, 8)
         # Workers: heartbeat (listing their leases), poll, start and report.
         for pid in self.providers:
             if pid in self.dead:
@@ -130,16 +134,16 @@ class Sim:
             for job_id in leased:
                 job = state.jobs[job_id]
                 r = rng.random()
-                if job.status == "assigned" and r < 0.6:
+                if job.status == "assigned" and r < 0.9:
                     out.append(svc.start_job(pid, job_id, job.attempt))
-                elif job.status == "running" and r < 0.5:
+                elif job.status == "running" and r < 0.7:
                     out.append(self.report(pid, job_id, job.attempt, job.max_duration_seconds))
         # Renters: submit, sometimes cancel; admins credit, requeue, set prices.
-        recent = list(state.jobs)[-500:]
+        recent = [j for j in list(state.jobs)[-500:] if state.jobs[j].status not in ENDED]
         failed = [j for j in list(state.jobs)[-5000:] if state.jobs[j].status == "failed"]
         pending = [w for w, wd in state.withdrawals.items() if wd.status == "pending"]
         kinds = ["submit", "cancel", "credit", "requeue", "withdraw", "payout", "price", "topup"]
-        weights = [30, 4, 4, 2, 2, 2, 0.5, 1]
+        weights = [14, 2, 4, 2, 2, 2, 0.5, 1]
         while len(out) < ROUND:
             kind = rng.choices(kinds, weights)[0]
             if kind == "submit":
@@ -235,18 +239,22 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     clock = [1_750_000_000 * S]
     store = await SqliteEventStore.open(db)
-    svc = await LedgerService.open(store, SETTINGS, clock=lambda: clock[0])
-    sim = Sim(svc, rng, clock)
-    t0 = time.perf_counter()
-    await sim.setup(n_renters=args.renters, n_providers=args.providers)
-    await sim.run(args.commands)
-    wall = time.perf_counter() - t0
-    live = svc.state
-    check_all(live)
-    statuses = Counter(j.status for j in live.jobs.values())
-    leased = sum(1 for j in live.jobs.values() if j.status in LEASED)
-    await svc.close()
-    await store.close()
+    try:
+        svc = await LedgerService.open(store, SETTINGS, clock=lambda: clock[0])
+        try:
+            sim = Sim(svc, rng, clock)
+            t0 = time.perf_counter()
+            await sim.setup(n_renters=args.renters, n_providers=args.providers)
+            await sim.run(args.commands)
+            wall = time.perf_counter() - t0
+            live = svc.state
+            check_all(live)
+            statuses = Counter(j.status for j in live.jobs.values())
+            leased = sum(1 for j in live.jobs.values() if j.status in LEASED)
+        finally:
+            await svc.close()
+    finally:
+        await store.close()
 
     # Independent checks: fold the log from scratch; rebuild the read models and compare.
     conn = open_connection(db)
