@@ -384,7 +384,12 @@ def main() -> int:
         choices=["simulate", "synthetic"],
         default="simulate" if SIMULATE.exists() else "synthetic",
     )
-    p.add_argument("--commands", type=int, default=5000, help="simulate: commands in the workload")
+    p.add_argument(
+        "--commands", type=int, default=50_000, help="simulate: commands in the workload"
+    )
+    p.add_argument(
+        "--repeat", type=int, default=3, help="time each tool this many times; report the best"
+    )
     args = p.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_audit_"))
@@ -410,8 +415,11 @@ def main() -> int:
             .execute("SELECT count(*) FROM jobs WHERE status = 'queued'")
             .fetchone()[0]
         )
-        verify_s, verify_cpu, summary = timed(path, lambda c: verify(c).as_dict())
-        replay_s, replay_cpu, report = timed(path, lambda c: replay(c).as_dict())
+        # The best of a few runs: on a shared machine the others' load only ever adds time.
+        verify_runs = [timed(path, lambda c: verify(c).as_dict()) for _ in range(args.repeat)]
+        replay_runs = [timed(path, lambda c: replay(c).as_dict()) for _ in range(args.repeat)]
+        verify_s, verify_cpu, summary = min(verify_runs, key=lambda r: r[0])
+        replay_s, replay_cpu, report = min(replay_runs, key=lambda r: r[0])
     finally:
         if args.db is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -427,6 +435,8 @@ def main() -> int:
         "verify_events_per_s": round(events / verify_s),
         "replay_s": round(replay_s, 2),
         "replay_events_per_s": round(events / replay_s),
+        "verify_runs_s": [round(r[0], 2) for r in verify_runs],
+        "replay_runs_s": [round(r[0], 2) for r in replay_runs],
         "verify_cpu_s": round(verify_cpu, 2),
         "replay_cpu_s": round(replay_cpu, 2),
         "replay_differences": report["differences_total"],
