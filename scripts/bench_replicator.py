@@ -67,8 +67,13 @@ class FreshDatabase:
         return self.dsn
 
     def __exit__(self, *exc: object) -> None:
-        with psycopg.connect(self.server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        for _ in range(100):  # an autovacuum worker may hold it for a moment
+            try:
+                with psycopg.connect(self.server, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+                return
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+                time.sleep(0.1)
 
 
 def head(db: Path) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,8 +59,21 @@ def pg_dsn(pg_server_dsn: str) -> Iterator[str]:
     params = conninfo_to_dict(pg_server_dsn)
     params["dbname"] = name
     yield make_conninfo(**params)
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(pg_server_dsn, name)
+
+
+def drop_database(server_dsn: str, name: str) -> None:
+    """DROP DATABASE ... WITH (FORCE), retried: an autovacuum worker on it (a superuser
+    process the test role may not terminate) is gone within moments."""
+    for attempt in range(100):
+        try:
+            with psycopg.connect(server_dsn, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if attempt == 99:
+                raise
+            time.sleep(0.1)
 
 
 @pytest.fixture
