@@ -35,9 +35,10 @@ from dcp_events.errors import DcpError, StoreError
 from dcp_events.event import Event
 from dcp_events.store import AppendRequest, EventStore, NewEvent
 from dcp_projections import commands as cmd
-from dcp_projections.decisions import decide, jobs_to_cancel
+from dcp_projections.decisions import decide
 from dcp_projections.errors import DomainError, NotFound
 from dcp_projections.fold import apply, check_all
+from dcp_projections.jobs import jobs_to_cancel
 from dcp_projections.rows import changed_rows, price_row
 from dcp_projections.settings import Settings
 from dcp_projections.state import LEASED, State, gpu_key

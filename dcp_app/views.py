@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dcp_projections.decisions import presence
+from dcp_projections.presence import presence
 from dcp_projections.rows import job_row, provider_row, withdrawal_row
 from dcp_projections.settings import Settings
 from dcp_projections.state import Job, Provider, State, Withdrawal

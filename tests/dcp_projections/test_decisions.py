@@ -4,9 +4,10 @@ import pytest
 
 from dcp_events import catalogue as ev
 from dcp_projections import commands as c
-from dcp_projections.decisions import decide, iban_is_valid, presence, takes_new_jobs
+from dcp_projections.decisions import decide, iban_is_valid
 from dcp_projections.errors import ImageNotAllowed, NotFound, ValidationError
 from dcp_projections.fold import apply
+from dcp_projections.presence import presence, takes_new_jobs
 from dcp_projections.settings import Settings, settings_from_env
 from dcp_projections.state import Provider, State, gpu_key
 

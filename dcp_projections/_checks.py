@@ -1,0 +1,25 @@
+"""Field checks shared by the decisions: each raises ValidationError naming the field."""
+
+from __future__ import annotations
+
+from dcp_events.event import MAX_HALALA
+from dcp_projections.errors import ValidationError
+
+MIN_DURATION_S = 60
+MAX_DURATION_S = 86400
+MAX_GPU_COUNT = 64
+MAX_TEXT = 256
+
+
+def text(field: str, value: str, *, required: bool = True, max_len: int = MAX_TEXT) -> None:
+    if required and not value.strip():
+        raise ValidationError(field, "must not be empty")
+    if len(value) > max_len:
+        raise ValidationError(field, f"at most {max_len} characters")
+
+
+def amount(field: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(field, "must be an integer number of halala")
+    if value < minimum or value > MAX_HALALA:
+        raise ValidationError(field, f"must be between {minimum} and {MAX_HALALA}")
