@@ -25,16 +25,15 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
-from multiprocessing import get_context
 from operator import itemgetter
 from typing import Any
 
 import msgspec
 
+from dcp_audit._beside import beside
 from dcp_audit._log import file_of, head, iter_rows, no_gc, open_readonly, seq_as_of
 from dcp_audit.errors import AuditFault
 from dcp_audit.verify import PARALLEL_MIN_EVENTS
@@ -154,10 +153,19 @@ def replay(
         if parallel:
             if path is None:
                 raise ValueError("a parallel replay needs a log on a file")
-            pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=get_context("spawn")))
-            pending = pool.submit(_stored_side_of_file, path, seq, batch_size, seq == head_seq)
+            at_head = seq == head_seq
+            stored_side = stack.enter_context(
+                beside(
+                    _stored_side_of_file,
+                    path,
+                    seq,
+                    batch_size,
+                    at_head,
+                    inline=lambda: (compare_postings(conn, seq, codec, batch_size), None),
+                )
+            )
         else:
-            pending = None
+            stored_side = None
             _merge_postings(report, compare_postings(conn, seq, codec, batch_size))
         try:
             _fold(conn, state, seq, codec, batch_size)
@@ -169,8 +177,8 @@ def replay(
         report.events = state.seq
         report.balances = dict(state.balances)
         digests = None
-        if pending is not None:
-            postings, digests = pending.result()
+        if stored_side is not None:
+            postings, digests = stored_side()
             _merge_postings(report, postings)
         if report.fault is None:
             _compare_tables(conn, state, report, digests)

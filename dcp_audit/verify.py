@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from hashlib import sha256
-from multiprocessing import get_context
 
+from dcp_audit._beside import beside
 from dcp_audit._log import file_of, head, iter_rows, no_gc, open_readonly
 from dcp_audit.errors import AuditFault
 from dcp_events.chain import GENESIS_HASH
@@ -123,10 +122,15 @@ def verify(
         if parallel:
             if path is None:
                 raise ValueError("a parallel verification needs a log on a file")
-            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                pending = pool.submit(_check_chain_of_file, path, until, batch_size)
+            with beside(
+                _check_chain_of_file,
+                path,
+                until,
+                batch_size,
+                inline=lambda: check_chain(conn, until, batch_size),
+            ) as chain_result:
                 contents = check_contents(conn, until, invariants, codec, batch_size)
-                chain = pending.result()
+                chain = chain_result()
         else:
             chain = check_chain(conn, until, batch_size)
             # Content faults after a chain fault cannot come first: stop there.

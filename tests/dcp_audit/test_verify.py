@@ -155,10 +155,13 @@ def test_bad_schema_rechained(log_path):
 
 
 def test_balanced_theft_rechained(log_path):
-    """Balanced postings that break a money rule (a settlement that pays the provider twice
-    what the job cost) pass the postings check and are caught by the fold's invariants."""
+    """Balanced postings that break a money rule (50 halala of the platform's fee moved to
+    the provider) pass the postings check and are caught by the fold's invariants."""
     conn = writable(log_path)
-    seq = first_seq_of_type(conn, "job.completed")
+    seq = conn.execute(
+        "SELECT min(seq) FROM events WHERE type = 'job.completed'"
+        " AND payload LIKE '%\"account\":\"provider:%' AND payload LIKE '%platform:revenue%'"
+    ).fetchone()[0]
     payload = json.loads(str(row(conn, seq)["payload"]))
     for p in payload["postings"]:
         if p["account"].startswith("provider:"):
