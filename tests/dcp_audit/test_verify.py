@@ -243,3 +243,22 @@ def test_empty_log_verifies(tmp_path):
     apply_schema(open_connection(path))
     summary = run_verify(path)
     assert (summary.events, summary.head_hash, summary.sum_halala) == (0, "0" * 64, 0)
+
+
+def test_no_second_process_falls_back(store_log_path, monkeypatch):
+    """Where no second process can start, verify and replay run both passes here."""
+    import dcp_audit._beside as beside_module
+    from dcp_audit.replay import replay
+
+    def refuse(*args, **kwargs):
+        raise OSError("no processes in this sandbox")
+
+    monkeypatch.setattr(beside_module, "ProcessPoolExecutor", refuse)
+    assert run_verify(store_log_path, parallel=True).sum_halala == 0
+    conn = open_readonly(store_log_path)
+    try:
+        report = replay(conn, parallel=True)
+    finally:
+        conn.close()
+    assert report.fault is None
+    assert report.compared[0].startswith("postings: ")
