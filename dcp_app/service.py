@@ -9,9 +9,10 @@ is durable. Before each batch it folds what other processes appended meanwhile; 
 still fails (another process appended in between, a fault), the state is folded again from
 the log and each command of the batch is decided again on its own, once.
 
-Every public method is a coroutine returning plain dicts (JSON-ready) and raising a
+Every command method is a coroutine returning plain dicts (JSON-ready) and raising a
 `dcp_projections.errors.DomainError` (with `code` and `status`) when the domain refuses, or
-`dcp_events.errors.StoreError` when the log cannot be written.
+`dcp_events.errors.StoreError` when the log cannot be written. `authenticate`, `job` and
+`leases_of` read the in-memory state synchronously.
 """
 
 from __future__ import annotations
