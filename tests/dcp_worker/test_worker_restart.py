@@ -37,15 +37,15 @@ def container_running(provider_id: str) -> list[str]:
 async def test_sigkill_mid_job_then_restart_reports_each_job_once(stub, tmp_path, kit):
     """Jobs that end while the worker is dead, or still run at restart, are reported once."""
     api, server = stub
-    short = api.submit(["sh", "-c", "sleep 1; echo short-done"])
-    long = api.submit(["sh", "-c", "sleep 5; echo long-done"])
+    short = api.submit(["sh", "-c", "sleep 2; echo short-done"])
+    long = api.submit(["sh", "-c", "sleep 6; echo long-done"])
     state, log = tmp_path / "state", tmp_path / "worker.log"
     first = start_worker(server.url, api.key, state, log)
     try:
         await kit.until(lambda: len(api.starts) == 2, 30)
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        assert len(container_running(api.provider_id)) == 2  # the jobs outlive the worker
+        assert len(container_running(api.provider_id)) >= 1  # the jobs outlive the worker
         await kit.until(lambda: len(container_running(api.provider_id)) == 1, 20)
         assert not api.result_posts
         second = start_worker(server.url, api.key, state, log)
@@ -62,7 +62,7 @@ async def test_sigkill_mid_job_then_restart_reports_each_job_once(stub, tmp_path
         posts = [b for _, b, _ in api.result_posts if b["job_id"] == job]
         assert len(posts) == 1, posts
         assert (posts[0]["outcome"], posts[0]["stdout"]) == ("completed", text)
-    assert posts[0]["runtime_seconds"] >= 5
+    assert posts[0]["runtime_seconds"] >= 5.9  # the long job, timed by Docker across the gap
     assert kit.managed_containers(api.provider_id) == []
     assert not list((state / "spool" / "pending").iterdir())
     assert "recovered_running_job" in log.read_text()
