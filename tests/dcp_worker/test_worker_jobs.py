@@ -177,7 +177,7 @@ async def test_lost_lease_stops_the_job_and_drops_its_result(stub, make_settings
 async def test_api_down_then_back_delivers_once(stub, make_settings, kit):
     """Results made while the API is down wait in the spool and are delivered once."""
     api, server = stub
-    job = api.submit(["sh", "-c", "sleep 1; echo done"])
+    job = api.submit(["sh", "-c", "sleep 2; echo done"])
     async with kit.running(make_settings()) as worker:
         await kit.until(lambda: api.starts)
         server.stop()
