@@ -72,6 +72,7 @@ def new_api_key(role: str) -> str:
 
 
 def new_id(prefix: str) -> str:
+    """A fresh random id, `<prefix>-<16 hex>`."""
     return f"{prefix}-{secrets.token_hex(8)}"
 
 
@@ -86,10 +87,18 @@ class _Pending(msgspec.Struct):
 class LedgerService:
     """The domain behind the API. Open with `await LedgerService.open(store, settings)`."""
 
-    def __init__(self, store: EventStore, settings: Settings, clock: Clock, codec: Codec) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        settings: Settings,
+        clock: Clock,
+        codec: Codec,
+        ids: Callable[[str], str] = new_id,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.new_id = ids
         self.codec = codec
         self.state = State()
         self._versions: dict[str, int] = {}
@@ -107,14 +116,18 @@ class LedgerService:
         settings: Settings | None = None,
         *,
         clock: Clock = wall_clock_us,
+        ids: Callable[[str], str] = new_id,
         background_sweeps: bool = False,
     ) -> LedgerService:
         """Fold the log into memory and start deciding commands.
 
-        With `background_sweeps`, a task runs `sweep()` every `settings.sweep_interval_s`.
-        Raises InvariantError if the log breaks a money rule, DecodeError on a bad event.
+        `clock` gives now in microseconds; `ids` makes new renter, provider, job and
+        withdrawal ids from a prefix (random by default; a simulation passes a seeded one so
+        a seed replays the same run). With `background_sweeps`, a task runs `sweep()` every
+        `settings.sweep_interval_s`. Raises InvariantError if the log breaks a money rule,
+        DecodeError on a bad event.
         """
-        svc = cls(store, settings or Settings(), clock, default_codec())
+        svc = cls(store, settings or Settings(), clock, default_codec(), ids)
         await svc._load()
         svc._loop_task = asyncio.create_task(svc._run(), name="dcp-ledger-batches")
         if background_sweeps:
@@ -317,7 +330,7 @@ class LedgerService:
         """Register a renter. Returns {renter_id, api_key} (the key is shown only here).
         Raises ValidationError."""
         key = new_api_key("renter")
-        renter_id = new_id("r")
+        renter_id = self.new_id("r")
         c = cmd.RegisterRenter(renter_id=renter_id, name=name, email=email, key_hash=hash_key(key))
         await self._execute(c, lambda s, e: None, "anonymous")
         return {"renter_id": renter_id, "api_key": key}
@@ -381,7 +394,7 @@ class LedgerService:
         InsufficientFunds (402, shortfall_halala), ValidationError / ImageNotAllowed (400),
         NotFound."""
         c = cmd.SubmitJob(
-            job_id=new_id("job"),
+            job_id=self.new_id("job"),
             renter_id=renter_id,
             container_spec=container_spec,
             gpu_requirements=gpu_requirements or ev.GpuRequirements(),
@@ -428,7 +441,7 @@ class LedgerService:
         """Register a provider. Returns {provider_id, api_key, approval_status} (the key is
         shown only here). Raises ValidationError."""
         key = new_api_key("provider")
-        provider_id = new_id("p")
+        provider_id = self.new_id("p")
         c = cmd.RegisterProvider(
             provider_id=provider_id,
             name=name,
@@ -579,7 +592,7 @@ class LedgerService:
         """Request a payout of earnings to a Saudi IBAN. Returns the withdrawal view
         (withdrawal_id, status "pending", ...). Raises ValidationError (under the minimum,
         bad IBAN), InsufficientFunds, NotFound."""
-        wid = new_id("wd")
+        wid = self.new_id("wd")
         c = cmd.RequestWithdrawal(
             withdrawal_id=wid, provider_id=provider_id, amount_halala=amount_halala, iban=iban
         )

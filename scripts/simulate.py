@@ -240,7 +240,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     clock = [1_750_000_000 * S]
     store = await SqliteEventStore.open(db)
     try:
-        svc = await LedgerService.open(store, SETTINGS, clock=lambda: clock[0])
+        # Ids from the seeded generator, so one seed replays one run exactly.
+        def ids(prefix: str) -> str:
+            return f"{prefix}-{rng.getrandbits(64):016x}"
+
+        svc = await LedgerService.open(store, SETTINGS, clock=lambda: clock[0], ids=ids)
         try:
             sim = Sim(svc, rng, clock)
             t0 = time.perf_counter()
