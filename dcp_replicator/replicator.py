@@ -29,6 +29,10 @@ from dcp_replicator.source import Lag, SqliteSource
 
 log = structlog.get_logger("dcp_replicator")
 
+# How often the PostgreSQL sink's checkpoint is copied to the local file (only for `status`
+# while the target is away; the target holds the real one).
+CACHE_INTERVAL_S = 2.0
+
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Knobs of the loop, with defaults for a production run."""
@@ -80,7 +84,7 @@ class Replicator:
         target = await self.source.head() if once else None
         checkpoint: int | None = None
         batches = rows = failures = total_failures = 0
-        last_lag_log = 0.0
+        last_lag_log = last_cache_put = 0.0
         log.info("replicator_started", sink=self.sink.name, once=once, batch_rows=s.batch_rows)
         while not stop.is_set():
             try:
@@ -142,11 +146,12 @@ class Replicator:
             if failures:
                 log.info("sink_recovered", sink=self.sink.name, after_failures=failures)
                 failures = 0
-            if self._cache is not None:
+            now = time.monotonic()
+            if self._cache is not None and now - last_cache_put >= CACHE_INTERVAL_S:
                 await self._cache.put(self.sink.name, checkpoint)
+                last_cache_put = now
             if self._on_batch is not None:
                 self._on_batch(checkpoint, batch.row_count)
-            now = time.monotonic()
             if now - last_lag_log >= s.lag_log_interval_s:
                 last_lag_log = now
                 await self._log_lag(
@@ -155,7 +160,13 @@ class Replicator:
                     batch_rows=batch.row_count,
                     batch_ms=round((time.perf_counter() - t0) * 1000, 1),
                 )
+            if checkpoint >= batch.head_seq and target is None:
+                # Caught up with the head of that snapshot: pause rather than chase every few
+                # new events with a batch of their own (the writer needs the CPU more).
+                await _wait(stop, s.poll_interval_s, self._sleep)
         final = checkpoint if checkpoint is not None else await self.sink.checkpoint()
+        if self._cache is not None:
+            await self._cache.put(self.sink.name, final)
         await self._log_lag("replicator_stopped", final, batches=batches, rows=rows)
         return RunResult(checkpoint_seq=final, batches=batches, rows=rows, failures=total_failures)
 
