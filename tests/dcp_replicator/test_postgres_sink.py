@@ -311,6 +311,7 @@ async def test_catches_up_after_postgres_restart(synth_db, cluster):
 @pytest.fixture
 def fresh_structlog():
     """The CLI configures structlog for its process; put it back for the other tests."""
+    structlog.reset_defaults()  # the CLI configures it only when nobody has
     yield
     structlog.reset_defaults()
 

@@ -78,6 +78,7 @@ class HttpServer:
 
 @pytest.fixture
 def fresh_structlog():
+    structlog.reset_defaults()  # the CLI configures it only when nobody has
     yield
     structlog.reset_defaults()
 
