@@ -310,8 +310,9 @@ def _sorted_rows(rows: list[tuple[Any, ...]], key_i: int) -> list[tuple[Any, ...
     return rows
 
 
-def _digest(rows: list[tuple[Any, ...]]) -> str:
-    """A fingerprint of a table's rows sorted by key: equal rows, equal digests."""
+def _digest(rows: list[dict[str, Any]]) -> str:
+    """A fingerprint of a table: its rows as column -> value maps in the table's column order,
+    sorted by key. Equal rows give equal digests."""
     return sha256(msgspec.msgpack.encode(rows)).hexdigest()
 
 
@@ -320,7 +321,9 @@ def stored_table_digests(conn: sqlite3.Connection) -> dict[str, str]:
     out = {}
     for table, (key_col, columns) in TABLES.items():
         rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
-        out[table] = _digest(_sorted_rows(rows, columns.index(key_col)))
+        maps = [dict(zip(columns, r, strict=True)) for r in rows]
+        maps.sort(key=itemgetter(key_col))
+        out[table] = _digest(maps)
     return out
 
 
@@ -337,10 +340,13 @@ def _compare_tables(
     rebuilt_tables = all_rows(state)
     for table, (key_col, columns) in TABLES.items():
         key_i = columns.index(key_col)
+        if at_head and stored_digests is not None:
+            # The rows are the domain's dicts, in column order (dcp_projections.rows).
+            maps = sorted(rebuilt_tables[table], key=itemgetter(key_col))
+            if stored_digests[table] == _digest(maps):
+                report.compared.append(f"{table}: {len(maps)} rows, all compared")
+                continue
         rows = _sorted_rows([tuple(r.values()) for r in rebuilt_tables[table]], key_i)
-        if at_head and stored_digests is not None and stored_digests[table] == _digest(rows):
-            report.compared.append(f"{table}: {len(rows)} rows, all compared")
-            continue
         stored_rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
         if at_head and _sorted_rows(stored_rows, key_i) == rows:
             report.compared.append(f"{table}: {len(rows)} rows, all compared")
