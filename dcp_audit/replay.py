@@ -15,8 +15,10 @@ here from an empty state over the log alone. What is compared depends on the poi
   balances summed from the stored postings up to N must equal the folded balances at N.
   Rows changed after N are counted and reported as not comparable.
 
-The log is read once, in bounded batches, and the postings are compared batch by batch, so
-memory holds the state and one batch, never the whole log.
+Work split: this process folds and builds the rows; on a big log a second process reads the
+log again to compare the postings batch by batch and digests every stored table, so a table
+is read row by row here only if its digest differs (to name the differences). Reads are in
+bounded batches, so memory holds the state and a batch, never the whole log.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 import msgspec
 
+from dcp_app.readmodel import PROJECTION
 from dcp_audit._beside import beside
 from dcp_audit._log import file_of, head, iter_rows, no_gc, open_readonly, seq_as_of
 from dcp_audit.errors import AuditFault
@@ -46,7 +49,6 @@ from dcp_projections.state import State
 
 BATCH_SIZE = 20_000
 MAX_DIFFERENCES = 100  # reported in full; the rest are only counted
-PROJECTION = "read_models"  # the projection_state row of the read models (dcp_app.readmodel)
 
 _POSTINGS_SQL = (
     f"SELECT {', '.join(POSTING_COLUMNS)} FROM postings WHERE seq BETWEEN ? AND ? ORDER BY seq, idx"
@@ -124,9 +126,10 @@ def replay(
     `as_of_us`), compare with the stored read models and return the report.
 
     A fold fault (an event that does not decode or breaks a money rule) ends the replay early
-    and is set on `report.fault`; differences never stop it. `parallel` compares the postings
-    in a second process while this one folds; by default it does for a log on a file of at
-    least PARALLEL_MIN_EVENTS events up to the point.
+    and is set on `report.fault`; differences never stop it. `parallel` does the stored side
+    (the postings comparison, and at the head the table digests) in a second process while
+    this one folds; by default it does for a log on a file of at least PARALLEL_MIN_EVENTS
+    events up to the point.
     """
     started = time.perf_counter()
     last = head(conn)
