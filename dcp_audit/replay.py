@@ -181,7 +181,7 @@ def replay(
         report.balances = dict(state.balances)
         digests = None
         if stored_side is not None:
-            postings, digests = stored_side()
+            postings, digests = stored_side.result()
             _merge_postings(report, postings)
         if report.fault is None:
             _compare_tables(conn, state, report, digests)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import sha256
 
@@ -128,9 +129,16 @@ def verify(
                 until,
                 batch_size,
                 inline=lambda: check_chain(conn, until, batch_size),
-            ) as chain_result:
-                contents = check_contents(conn, until, invariants, codec, batch_size)
-                chain = chain_result()
+            ) as chain_pass:
+
+                def chain_fault_seq() -> int | None:
+                    done = chain_pass.ready()
+                    return done.fault[0] if done is not None and done.fault else None
+
+                contents = check_contents(
+                    conn, until, invariants, codec, batch_size, stop_at=chain_fault_seq
+                )
+                chain = chain_pass.result()
         else:
             chain = check_chain(conn, until, batch_size)
             # Content faults after a chain fault cannot come first: stop there.
@@ -237,9 +245,14 @@ def check_contents(
     invariants: bool = True,
     codec: Codec | None = None,
     batch_size: int = BATCH_SIZE,
+    stop_at: Callable[[], int | None] | None = None,
 ) -> ContentResult:
     """Decode events 1..until_seq, check each money event's postings and (with `invariants`)
-    fold them through the domain's money rules; stop at the first fault."""
+    fold them through the domain's money rules; stop at the first fault.
+
+    `stop_at`, asked after each batch, may name a sequence where another pass already found a
+    fault: once past it, no fault found here could come first, so the pass stops early.
+    """
     decode = (codec or default_codec()).decode_payload
     state = State() if invariants else None
     balances: dict[str, int] = {}
@@ -269,6 +282,10 @@ def check_contents(
             events += 1
         if state is not None:
             state.touched.clear()  # the fold's write-back hints; nobody writes rows here
+        if stop_at is not None:
+            fault_seq = stop_at()
+            if fault_seq is not None and rows[-1][0] >= fault_seq:
+                return ContentResult(events, money_events, balances, None)
     fault = _check_end(state, until_seq, balances) if state is not None else None
     return ContentResult(events, money_events, balances, fault)
 

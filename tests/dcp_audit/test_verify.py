@@ -25,12 +25,16 @@ def run_verify(path: Path, **kw):
 
 def fault_of(path: Path) -> AuditFault:
     """The fault verify reports, which must be the same with the chain pass in a second
-    process as in this one."""
+    process as in this one, whatever the batch size."""
     with pytest.raises(AuditFault) as info:
         run_verify(path, parallel=False)
     with pytest.raises(AuditFault) as info_parallel:
         run_verify(path, parallel=True)
     assert str(info_parallel.value) == str(info.value)
+    # Small batches, so the fold can stop early at a fault the chain pass found first.
+    with pytest.raises(AuditFault) as info_small:
+        run_verify(path, parallel=True, batch_size=7)
+    assert str(info_small.value) == str(info.value)
     return info.value
 
 
@@ -262,3 +266,15 @@ def test_no_second_process_falls_back(store_log_path, monkeypatch):
         conn.close()
     assert report.fault is None
     assert report.compared[0].startswith("postings: ")
+
+
+def test_contents_pass_stops_past_a_known_fault(store_log_path):
+    """Told of a fault at seq 10, the contents pass stops at the first batch end past it."""
+    from dcp_audit.verify import check_contents
+
+    conn = open_readonly(store_log_path)
+    try:
+        result = check_contents(conn, 10**9, batch_size=4, stop_at=lambda: 10)
+    finally:
+        conn.close()
+    assert (result.events, result.fault) == (12, None)
