@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS renters (
     last_seq      INTEGER NOT NULL
 ) STRICT;
 
+CREATE INDEX IF NOT EXISTS renters_last_seq ON renters (last_seq);
+
 CREATE TABLE IF NOT EXISTS providers (
     provider_id       TEXT PRIMARY KEY,
     name              TEXT NOT NULL,
@@ -41,6 +43,7 @@ CREATE TABLE IF NOT EXISTS providers (
     created_at_us     INTEGER NOT NULL,
     last_seq          INTEGER NOT NULL
 ) STRICT;
+CREATE INDEX IF NOT EXISTS providers_last_seq ON providers (last_seq);
 
 CREATE TABLE IF NOT EXISTS jobs (
     job_id                 TEXT PRIMARY KEY,
@@ -117,12 +120,14 @@ CREATE TABLE IF NOT EXISTS withdrawals (
     last_seq        INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS withdrawals_status ON withdrawals (status);
+CREATE INDEX IF NOT EXISTS withdrawals_last_seq ON withdrawals (last_seq);
 
 CREATE TABLE IF NOT EXISTS pricing (
     gpu_model           TEXT PRIMARY KEY,
     halala_per_gpu_hour INTEGER NOT NULL,
     last_seq            INTEGER NOT NULL
 ) STRICT;
+CREATE INDEX IF NOT EXISTS pricing_last_seq ON pricing (last_seq);
 
 CREATE TABLE IF NOT EXISTS image_allowlist (
     reference TEXT PRIMARY KEY,
