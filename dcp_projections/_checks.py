@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dcp_events.event import MAX_HALALA
-from dcp_projections.errors import ValidationError
+from dcp_projections.errors import NotFound, ValidationError
+from dcp_projections.state import Provider, State
 
 MIN_DURATION_S = 60
 MAX_DURATION_S = 86400
@@ -23,3 +24,17 @@ def amount(field: str, value: int, minimum: int = 1) -> None:
         raise ValidationError(field, "must be an integer number of halala")
     if value < minimum or value > MAX_HALALA:
         raise ValidationError(field, f"must be between {minimum} and {MAX_HALALA}")
+
+
+def require_renter(state: State, renter_id: str) -> None:
+    """Raises NotFound unless the renter exists."""
+    if renter_id not in state.renters:
+        raise NotFound(f"renter {renter_id} not found")
+
+
+def require_provider(state: State, provider_id: str) -> Provider:
+    """The provider, or NotFound."""
+    p = state.providers.get(provider_id)
+    if p is None:
+        raise NotFound(f"provider {provider_id} not found")
+    return p

@@ -15,7 +15,7 @@ from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
 from dcp_projections import commands as cmd
 from dcp_projections import ledger
-from dcp_projections._checks import MAX_GPU_COUNT, amount, text
+from dcp_projections._checks import MAX_GPU_COUNT, amount, require_provider, require_renter, text
 from dcp_projections.errors import (
     Conflict,
     Forbidden,
@@ -35,20 +35,7 @@ from dcp_projections.jobs import (
 )
 from dcp_projections.settings import Settings
 from dcp_projections.settlement import US_PER_S
-from dcp_projections.state import LEASED, Provider, State
-
-
-def _renter(state: State, renter_id: str) -> None:
-    if renter_id not in state.renters:
-        raise NotFound(f"renter {renter_id} not found")
-
-
-def _provider(state: State, provider_id: str) -> Provider:
-    p = state.providers.get(provider_id)
-    if p is None:
-        raise NotFound(f"provider {provider_id} not found")
-    return p
-
+from dcp_projections.state import LEASED, State
 
 # --- renters -------------------------------------------------------------------------------
 
@@ -71,7 +58,7 @@ def decide_register_renter(state: State, c: cmd.RegisterRenter, now_us: int) -> 
 def decide_credit(state: State, c: cmd.CreditDeposit, now_us: int) -> list[Event]:
     """An admin credit. The same reference again credits nothing (returns []); a reference
     reused for another renter or amount raises Conflict."""
-    _renter(state, c.renter_id)
+    require_renter(state, c.renter_id)
     amount("amount_halala", c.amount_halala)
     text("reference", c.reference)
     seen = state.deposit_refs.get(c.reference)
@@ -98,7 +85,7 @@ def decide_topup(state: State, c: cmd.TopUp, now_us: int, settings: Settings) ->
     """A sandbox self top-up; Forbidden unless `settings.sandbox`."""
     if not settings.sandbox:
         raise Forbidden("top-up is only available in sandbox mode")
-    _renter(state, c.renter_id)
+    require_renter(state, c.renter_id)
     amount("amount_halala", c.amount_halala)
     if c.amount_halala > settings.sandbox_topup_max_halala:
         raise ValidationError(
@@ -152,7 +139,7 @@ def decide_register_provider(
 
 def decide_provider_flag(state: State, c: cmd.SetProviderFlag, now_us: int) -> list[Event]:
     """Approve, suspend, unsuspend, pause or resume; [] when the flag already has that value."""
-    p = _provider(state, c.provider_id)
+    p = require_provider(state, c.provider_id)
     pid = c.provider_id
     if c.flag == "approve":
         return [] if p.approved else [ev.ProviderApproved(provider_id=pid, at_us=now_us)]
@@ -171,7 +158,7 @@ def decide_heartbeat(
     state: State, c: cmd.Heartbeat, now_us: int, settings: Settings
 ) -> list[Event]:
     """Record a heartbeat and renew the lease of every listed job this provider holds."""
-    _provider(state, c.provider_id)
+    require_provider(state, c.provider_id)
     if len(c.running_job_ids) > 1000 or len(c.gpus) > MAX_GPU_COUNT:
         raise ValidationError("running_job_ids", "too many entries")
     renewals = []
@@ -235,7 +222,7 @@ def decide_withdraw(
 ) -> list[Event]:
     """Move earnings to payout_pending. Raises NotFound, ValidationError (amount under the
     minimum, bad IBAN) or InsufficientFunds (more than the earnings)."""
-    _provider(state, c.provider_id)
+    require_provider(state, c.provider_id)
     amount("amount_halala", c.amount_halala, minimum=settings.min_withdrawal_halala)
     iban = c.iban.replace(" ", "").upper()
     if not iban_is_valid(iban):

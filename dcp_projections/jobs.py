@@ -12,7 +12,14 @@ from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
 from dcp_projections import commands as cmd
 from dcp_projections import ledger
-from dcp_projections._checks import MAX_DURATION_S, MAX_GPU_COUNT, MIN_DURATION_S, text
+from dcp_projections._checks import (
+    MAX_DURATION_S,
+    MAX_GPU_COUNT,
+    MIN_DURATION_S,
+    require_provider,
+    require_renter,
+    text,
+)
 from dcp_projections.errors import (
     Conflict,
     ImageNotAllowed,
@@ -39,18 +46,6 @@ from dcp_projections.settlement import (
 from dcp_projections.state import ENDED, LEASED, Job, Provider, State, gpu_key
 
 
-def _renter(state: State, renter_id: str) -> None:
-    if renter_id not in state.renters:
-        raise NotFound(f"renter {renter_id} not found")
-
-
-def _provider(state: State, provider_id: str) -> Provider:
-    p = state.providers.get(provider_id)
-    if p is None:
-        raise NotFound(f"provider {provider_id} not found")
-    return p
-
-
 def jobs_to_cancel(state: State, provider_id: str, running_job_ids: tuple[str, ...]) -> list[str]:
     """Of the jobs a provider says it runs, those it should stop: ended, or leased elsewhere."""
     out = []
@@ -68,7 +63,7 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
     answers with that job). Raises ValidationError, ImageNotAllowed, NotFound (requested
     provider) or InsufficientFunds with the exact shortfall.
     """
-    _renter(state, c.renter_id)
+    require_renter(state, c.renter_id)
     if c.idempotency_key is not None:
         text("idempotency_key", c.idempotency_key)
         if (c.renter_id, c.idempotency_key) in state.submit_keys:
@@ -216,7 +211,7 @@ def decide_claim(state: State, c: cmd.ClaimJobs, now_us: int, settings: Settings
     The caller then answers with every job leased to the provider and not ended, so a
     repeated poll returns the same leases.
     """
-    p = _provider(state, c.provider_id)
+    p = require_provider(state, c.provider_id)
     if not takes_new_jobs(p, now_us, settings):
         return []
     free = p.gpu_count - p.leased_gpus
