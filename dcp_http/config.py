@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from dcp_events.errors import DcpError
+from dcp_projections.settings import Settings
 
 MIB = 1024 * 1024
 
@@ -39,6 +40,9 @@ DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
 }
 
 
+_DOMAIN = Settings()
+
+
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Every setting of the API server, with SPEC section 7's defaults."""
 
@@ -46,15 +50,16 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     admin_token: str | None = None
-    sandbox: bool = False
-    lease_ttl_s: int = 120
-    max_attempts: int = 3
-    online_s: int = 90
-    stale_s: int = 300
-    auto_approve: bool = False
-    sweep_interval_s: float = 5.0
-    deadline_grace_s: int = 60
-    queue_timeout_s: int = 86400
+    # The domain's thresholds: their defaults are named once, in dcp_projections.settings.
+    sandbox: bool = _DOMAIN.sandbox
+    lease_ttl_s: int = _DOMAIN.lease_ttl_s
+    max_attempts: int = _DOMAIN.max_attempts
+    online_s: int = _DOMAIN.online_s
+    stale_s: int = _DOMAIN.stale_s
+    auto_approve: bool = _DOMAIN.auto_approve
+    sweep_interval_s: float = float(_DOMAIN.sweep_interval_s)
+    deadline_grace_s: int = _DOMAIN.deadline_grace_s
+    queue_timeout_s: int = _DOMAIN.queue_timeout_s
     rate_limits: bool = True
     cors_origins: tuple[str, ...] = ()
     # Not in SPEC's table, but "all configurable": per-class limits and body sizes.
@@ -67,11 +72,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     gc_freeze_s: float = 1.0
     gc_full_s: float = 600.0
 
-    def domain_settings(self) -> Any:
+    def domain_settings(self) -> Settings:
         """The domain's `Settings`, from the fields it shares with this config."""
-        from dcp_projections.settings import Settings
-
-        names = getattr(Settings, "__struct_fields__", ())
+        names = Settings.__struct_fields__
         values = {n: getattr(self, n) for n in names if n in self.__struct_fields__}
         if "sweep_interval_s" in values:  # the domain counts whole seconds
             values["sweep_interval_s"] = max(1, math.ceil(self.sweep_interval_s))
