@@ -37,6 +37,7 @@ MAX_GROUP_UNITS = 4096  # appends written in one transaction
 MAX_GROUP_EVENTS = 20_000  # events written in one transaction
 MAX_EVENTS_PER_APPEND = 10_000
 MAX_READ_LIMIT = 100_000
+MAX_CACHED_STREAMS = 100_000  # the writer's stream-version cache is cleared beyond this
 
 _COLUMNS = (
     "seq, stream_id, stream_version, type, schema_version, payload, recorded_at_us, actor,"
@@ -87,6 +88,18 @@ class _Unit:
         self.n_events = sum(len(r.events) for r in self.requests)
 
 
+@dataclass
+class _Checked:
+    """A unit that passed its checks: its results, rows, the new head, what it moved."""
+
+    results: list[AppendResult]
+    rows: list[tuple[Any, ...]]
+    head_seq: int
+    head_hash: str
+    versions: dict[str, int]
+    keys: dict[str, AppendResult]
+
+
 def _resolve_all(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
     for fut, outcome in pairs:
         if fut.done():  # the caller gave up waiting; its events are durable all the same
@@ -122,6 +135,11 @@ class SqliteEventStore:
         self._reader = reader
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        # Stream versions this writer has committed, valid while the log's head is the one it
+        # last committed itself (no other process appended since); cleared otherwise. Saves an
+        # index lookup per append on hot streams. Touched by the writer thread only.
+        self._versions: dict[str, int] = {}
+        self._versions_head = -1
         self._loop = asyncio.get_running_loop()
         self._committed = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="dcp-event-writer", daemon=True)
@@ -212,41 +230,59 @@ class SqliteEventStore:
     def _write_group(self, group: list[_Unit]) -> None:
         conn = self._writer
         outcomes: list[Any] = []
+        # Rows of units without a hook, inserted with one executemany before COMMIT (or before
+        # the next hooked unit's savepoint). Keys and versions they used live in `keys` and
+        # self._versions meanwhile, so later units in the group see them.
+        pending: list[tuple[Any, ...]] = []
+        keys: dict[str, AppendResult] = {}
         try:
             conn.execute("BEGIN IMMEDIATE")
             head = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
             head_seq, head_hash = head if head else (0, GENESIS_HASH)
+            if head_seq != self._versions_head or len(self._versions) > MAX_CACHED_STREAMS:
+                self._versions.clear()
             now_us = time.time_ns() // 1000
             for unit in group:
                 # A unit's checks all run before it writes, so a refused unit has written
                 # nothing. Only a tx_hook can fail after the inserts: those units get a
                 # savepoint to roll back to, the rest skip its cost.
-                hooked = unit.tx_hook is not None
-                if hooked:
+                hook = unit.tx_hook
+                if hook is not None:
+                    if pending:
+                        conn.executemany(_INSERT, pending)
+                        pending.clear()
                     conn.execute("SAVEPOINT unit")
                 try:
-                    results, head_seq2, head_hash2 = self._write_unit(
-                        conn, unit, head_seq, head_hash, now_us
+                    done = self._check_unit(
+                        conn, unit, head_seq, head_hash, now_us, self._versions, keys
                     )
-                except DcpError as e:
-                    if hooked:
+                    if hook is not None:
+                        conn.executemany(_INSERT, done.rows)
+                        hook(conn, [_row_to_event(r) for r in done.rows])
+                except Exception as e:
+                    if hook is not None:
                         conn.execute("ROLLBACK TO unit")
                         conn.execute("RELEASE unit")
+                    if not isinstance(e, DcpError):
+                        if hook is None:
+                            raise
+                        e = StoreError(f"append failed in its transaction hook: {e!r}")
                     outcomes.append(e)
                     continue
-                except Exception as e:
-                    if not hooked:
-                        raise  # an insert failed: the whole group rolls back
-                    conn.execute("ROLLBACK TO unit")
+                if hook is None:
+                    pending.extend(done.rows)
+                else:
                     conn.execute("RELEASE unit")
-                    outcomes.append(StoreError(f"append failed in its transaction hook: {e!r}"))
-                    continue
-                if hooked:
-                    conn.execute("RELEASE unit")
-                head_seq, head_hash = head_seq2, head_hash2
-                outcomes.append(results)
+                head_seq, head_hash = done.head_seq, done.head_hash
+                self._versions.update(done.versions)
+                keys.update(done.keys)
+                outcomes.append(done.results)
+            if pending:
+                conn.executemany(_INSERT, pending)
             conn.execute("COMMIT")
+            self._versions_head = head_seq
         except sqlite3.Error as e:
+            self._versions_head = -1
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             err = StoreError(f"event log write failed: {e}")
@@ -260,21 +296,29 @@ class SqliteEventStore:
         self._loop.call_soon_threadsafe(self._notify_commit)
 
     @staticmethod
-    def _write_unit(
-        conn: sqlite3.Connection, unit: _Unit, head_seq: int, head_hash: str, now_us: int
-    ) -> tuple[list[AppendResult], int, str]:
+    def _check_unit(
+        conn: sqlite3.Connection,
+        unit: _Unit,
+        head_seq: int,
+        head_hash: str,
+        now_us: int,
+        known_versions: dict[str, int],
+        known_keys: dict[str, AppendResult],
+    ) -> _Checked:
+        """Check one unit against the log and what this group already wrote, and build its
+        rows (hash chain included); writes nothing. Raises StaleHeadError, ConcurrencyError."""
         if unit.expected_head is not None and unit.expected_head != head_seq:
             raise StaleHeadError(unit.expected_head, head_seq)
         results: list[AppendResult] = []
         rows: list[tuple[Any, ...]] = []
-        # Streams and keys this unit already wrote to (its rows are inserted at the end).
         versions: dict[str, int] = {}
         keys: dict[str, AppendResult] = {}
         for req in unit.requests:
             key = req.idempotency_key
             if key is not None:
-                if key in keys:
-                    results.append(keys[key])
+                seen_here = keys.get(key) or known_keys.get(key)
+                if seen_here is not None:
+                    results.append(seen_here)
                     continue
                 seen = conn.execute(
                     "SELECT min(seq), max(seq), max(stream_version), stream_id FROM events"
@@ -285,6 +329,8 @@ class SqliteEventStore:
                     results.append(AppendResult(seen[3], seen[0], seen[1], seen[2], True))
                     continue
             version = versions.get(req.stream_id)
+            if version is None:
+                version = known_versions.get(req.stream_id)
             if version is None:
                 row = conn.execute(
                     "SELECT stream_version FROM events WHERE stream_id = ?"
@@ -330,14 +376,10 @@ class SqliteEventStore:
                 )
                 head_hash, prev = h, digest
             versions[req.stream_id] = version
-            result = AppendResult(req.stream_id, first_seq, head_seq, version)
-            results.append(result)
+            results.append(AppendResult(req.stream_id, first_seq, head_seq, version))
             if key is not None:
                 keys[key] = AppendResult(req.stream_id, first_seq, head_seq, version, True)
-        conn.executemany(_INSERT, rows)
-        if unit.tx_hook is not None:
-            unit.tx_hook(conn, [_row_to_event(r) for r in rows])
-        return results, head_seq, head_hash
+        return _Checked(results, rows, head_seq, head_hash, versions, keys)
 
     def _notify_commit(self) -> None:
         # Wake every tail waiting for new events, then arm a fresh event for the next commit.
