@@ -87,3 +87,20 @@ async def test_reopen_continues_the_chain(tmp_path):
     (second,) = await store.read_all(1)
     assert second.prev_hash == head[1] and second.seq == 2
     await store.close()
+
+
+async def test_two_writers_on_one_file_still_clash(tmp_path):
+    """A second writer (as another process would) invalidates the first's cached versions."""
+    a = await SqliteEventStore.open(tmp_path / "log.db")
+    b = await SqliteEventStore.open(tmp_path / "log.db")
+    await a.append("s", 0, [ev(1)])
+    await b.append("s", 1, [ev(2)])
+    with pytest.raises(ConcurrencyError) as info:
+        await a.append("s", 1, [ev(3)])
+    assert info.value.actual_version == 2
+    r = await a.append("s", 2, [ev(3)])
+    assert (r.last_seq, r.last_version) == (3, 3)
+    (third,) = await b.read_all(2)
+    assert third.prev_hash == (await b.read_all(1, 1))[0].hash  # one chain across both
+    await a.close()
+    await b.close()
