@@ -22,16 +22,31 @@ def provider_stream(provider_id: str) -> str:
     return f"provider-{provider_id}"
 
 
+_PLATFORM_EVENTS = (ev.PriceSet, ev.ImageAllowed, ev.ImageRemoved)
+_WITHDRAWAL_EVENTS = (ev.WithdrawalRequested, ev.WithdrawalCompleted, ev.WithdrawalRejected)
+# Event type -> the field naming its stream's owner ("" for the platform), filled on first use:
+# stream_of runs for every event the service appends, so the isinstance chain runs once a type.
+_OWNER_FIELD: dict[type[Event], str] = {}
+
+
+def _owner_field(cls: type[Event]) -> str:
+    if issubclass(cls, _PLATFORM_EVENTS):
+        return ""
+    fields = cls.__struct_fields__
+    if issubclass(cls, _WITHDRAWAL_EVENTS) or "renter_id" not in fields:
+        if "provider_id" not in fields:
+            raise ValueError(f"no stream for {cls.__name__}")
+        return "provider_id"
+    return "renter_id"
+
+
 def stream_of(event: Event) -> str:
     """The stream `event` is appended to."""
-    if isinstance(event, ev.PriceSet | ev.ImageAllowed | ev.ImageRemoved):
+    cls = type(event)
+    field = _OWNER_FIELD.get(cls)
+    if field is None:
+        field = _OWNER_FIELD[cls] = _owner_field(cls)
+    if not field:
         return PLATFORM
-    if isinstance(event, ev.WithdrawalRequested | ev.WithdrawalCompleted | ev.WithdrawalRejected):
-        return provider_stream(event.provider_id)
-    renter_id = getattr(event, "renter_id", None)
-    if isinstance(renter_id, str):
-        return renter_stream(renter_id)
-    provider_id = getattr(event, "provider_id", None)
-    if isinstance(provider_id, str):
-        return provider_stream(provider_id)
-    raise ValueError(f"no stream for {type(event).__name__}")
+    owner = getattr(event, field)
+    return renter_stream(owner) if field == "renter_id" else provider_stream(owner)
