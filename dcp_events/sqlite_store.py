@@ -117,6 +117,11 @@ def open_connection(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA foreign_keys=ON")
+    # Checkpoint every ~40 MB of WAL rather than SQLite's 4 MB: the hot pages (the log's last
+    # leaf, the stream index) are copied back once per checkpoint however often they changed,
+    # so rarer checkpoints copy far less (measured: concurrent appends ~38k -> ~50k eps on a
+    # 300k-event log). The WAL stays bounded at about that size.
+    conn.execute("PRAGMA wal_autocheckpoint=10000")
     return conn
 
 
