@@ -16,7 +16,11 @@ from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
 from dcp_projections import ledger
 from dcp_projections.errors import InvariantError
-from dcp_projections.settlement import settlement_is_consistent, settlement_postings
+from dcp_projections.settlement import (
+    hold_postings,
+    settlement_is_consistent,
+    settlement_postings,
+)
 from dcp_projections.state import (
     ANY_GPU,
     ENDED,
@@ -310,14 +314,7 @@ def _job_submitted(state: State, seq: int, e: ev.JobSubmitted) -> None:
         state.submit_keys[(e.renter_id, e.idempotency_key)] = e.job_id
     renter.held_reserves_halala += e.cost_halala
     state.touched.add(("job", e.job_id))
-    _expect_postings(
-        seq,
-        e.postings,
-        (
-            Posting(ledger.renter_available(e.renter_id), -e.cost_halala),
-            Posting(ledger.renter_held(e.renter_id), e.cost_halala),
-        ),
-    )
+    _expect_postings(seq, e.postings, hold_postings(e.renter_id, e.cost_halala))
 
 
 def _job_claimed(state: State, seq: int, e: ev.JobClaimed) -> None:
@@ -476,14 +473,7 @@ def _job_requeued(state: State, seq: int, e: ev.JobRequeued) -> None:
     job.error = None
     state.enqueue(job)
     state.renters[job.renter_id].held_reserves_halala += job.cost_halala
-    _expect_postings(
-        seq,
-        e.postings,
-        (
-            Posting(ledger.renter_available(e.renter_id), -e.cost_halala),
-            Posting(ledger.renter_held(e.renter_id), e.cost_halala),
-        ),
-    )
+    _expect_postings(seq, e.postings, hold_postings(e.renter_id, e.cost_halala))
 
 
 # --- withdrawals ---------------------------------------------------------------------------

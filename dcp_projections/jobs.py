@@ -11,7 +11,6 @@ from typing import Any, Literal
 from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
 from dcp_projections import commands as cmd
-from dcp_projections import ledger
 from dcp_projections._checks import (
     MAX_DURATION_S,
     MAX_GPU_COUNT,
@@ -36,6 +35,7 @@ from dcp_projections.settlement import (
     US_PER_S,
     Ending,
     ceil_seconds,
+    hold_postings,
     measured_seconds,
     rate_halala_per_hour,
     refund_all,
@@ -112,19 +112,9 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
             cost_halala=reserve,
             attempt=1,
             at_us=now_us,
-            postings=_hold(c.renter_id, reserve),
+            postings=hold_postings(c.renter_id, reserve),
         )
     ]
-
-
-def _hold(renter_id: str, reserve: int) -> tuple[Posting, ...]:
-    """Available -> held; no legs at all for a free job (a zero leg is noise in the ledger)."""
-    if reserve == 0:
-        return ()
-    return (
-        Posting(ledger.renter_available(renter_id), -reserve),
-        Posting(ledger.renter_held(renter_id), reserve),
-    )
 
 
 def _measured_s(job: Job, now_us: int) -> int:
@@ -396,7 +386,7 @@ def decide_requeue(state: State, c: cmd.RequeueJob, now_us: int) -> list[Event]:
             cost_halala=job.cost_halala,
             attempt=job.attempt + 1,
             at_us=now_us,
-            postings=_hold(job.renter_id, job.cost_halala),
+            postings=hold_postings(job.renter_id, job.cost_halala),
         )
     ]
 

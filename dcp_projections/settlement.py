@@ -108,6 +108,17 @@ def settle_ending(
     return charge(reserve, rate, billable_seconds(reported_s, measured_s, max_duration_seconds))
 
 
+def hold_postings(renter_id: str, reserve: int) -> tuple[Posting, ...]:
+    """The postings that open a hold: available -> held; none for a free job (a zero leg is
+    noise in the ledger)."""
+    if reserve == 0:
+        return ()
+    return (
+        Posting(ledger.renter_available(renter_id), -reserve),
+        Posting(ledger.renter_held(renter_id), reserve),
+    )
+
+
 def settlement_postings(
     renter_id: str, provider_id: str | None, reserve: int, s: Settlement
 ) -> tuple[Posting, ...]:
