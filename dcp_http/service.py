@@ -25,8 +25,8 @@ from dcp_http.config import ServerConfig
 from dcp_http.errors import ApiError, InvalidRequest, NotFound
 from dcp_http.responses import rfc3339
 from dcp_http.routing import Reply
+from dcp_projections.state import ENDED
 
-ENDED = frozenset({"completed", "timed_out", "failed", "cancelled"})
 _json = msgspec.json.Decoder()
 
 
