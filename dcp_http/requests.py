@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from dcp_projections.decisions import iban_is_valid
+
 # Amounts: integers only, far below 2**53 so every JSON reader keeps them exact.
 MAX_AMOUNT_HALALA = 10**12
 AmountHalala = Annotated[
@@ -51,13 +53,6 @@ JobStatus = Literal[
 WithdrawalStatus = Literal["pending", "completed", "rejected"]
 
 MAX_OUTPUT_CHARS = 1024 * 1024
-
-
-def iban_checksum_ok(iban: str) -> bool:
-    """ISO 13616 mod-97: move the first four characters to the end, letters to numbers."""
-    moved = iban[4:] + iban[:4]
-    digits = "".join(str(int(c, 36)) for c in moved)
-    return int(digits) % 97 == 1
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -176,7 +171,8 @@ class Withdraw(Body):
     iban: Iban
 
     def __post_init__(self) -> None:
-        if not iban_checksum_ok(self.iban):
+        # The pattern has already checked the shape; the domain's check is the one rule.
+        if not iban_is_valid(self.iban):
             raise ValueError("iban: fails the ISO 13616 mod-97 check")
 
 

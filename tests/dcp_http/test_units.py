@@ -1,5 +1,6 @@
 """The HTTP layer's own pieces, without a server: buckets, redaction, content types, auth."""
 
+import msgspec
 import pytest
 
 from dcp_http.auth import ADMIN, PROVIDER, RENTER, AdminDisabled, Authenticator
@@ -8,7 +9,7 @@ from dcp_http.errors import Unauthorized, error_body
 from dcp_http.logs import Redactor, redact_path
 from dcp_http.middleware import is_json_content_type
 from dcp_http.ratelimit import TokenBuckets, classify
-from dcp_http.requests import iban_checksum_ok
+from dcp_http.requests import Withdraw
 
 RKEY = "dcp-renter-" + "a" * 32
 PKEY = "dcp-provider-" + "b" * 32
@@ -74,9 +75,11 @@ def test_json_content_types(value, ok):
 
 
 def test_iban_checksum():
-    """ISO 13616 mod-97 accepts a valid Saudi IBAN and refuses a one-digit change."""
-    assert iban_checksum_ok("SA0380000000608010167519")
-    assert not iban_checksum_ok("SA0380000000608010167518")
+    """A withdrawal body takes a valid Saudi IBAN and refuses a one-digit change (mod-97)."""
+    ok = b'{"amount_halala": 1000, "iban": "SA0380000000608010167519"}'
+    assert msgspec.json.decode(ok, type=Withdraw).iban == "SA0380000000608010167519"
+    with pytest.raises(msgspec.ValidationError, match="mod-97"):
+        msgspec.json.decode(ok.replace(b"519", b"518"), type=Withdraw)
 
 
 def _auth(admin_token="tok"):
