@@ -32,6 +32,19 @@ MAX_CONTAINERS_LISTED = 1000
 _HEADER = struct.Struct(">BxxxL")
 
 
+def output_sha256(stdout: str, stderr: str) -> str:
+    """The platform's output hash (docs/ledger.md): sha256 over stdout then stderr, each as
+    UTF-8 preceded by its 8-byte big-endian length. The same formula as
+    dcp_projections.output.output_sha256, written again because the worker may not import the
+    domain; tests/dcp_worker checks the two agree, so the hash in the worker's log is the one
+    renters see."""
+    h = hashlib.sha256()
+    for part in (stdout.encode(), stderr.encode()):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Output:
     """Captured stdout and stderr, each cut to the cap (its last bytes are kept)."""
@@ -39,7 +52,7 @@ class Output:
     stdout: str
     stderr: str
     truncated: bool
-    sha256: str  # of stdout's then stderr's captured UTF-8 bytes
+    sha256: str  # output_sha256(stdout, stderr): what the API reports for the job
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -257,12 +270,13 @@ class DockerRunner:
 
     @staticmethod
     def _collected(bufs: dict[int, _TailBuffer]) -> Output:
-        out, err = bufs[1].value(), bufs[2].value()
+        stdout = bufs[1].value().decode("utf-8", errors="replace")
+        stderr = bufs[2].value().decode("utf-8", errors="replace")
         return Output(
-            stdout=out.decode("utf-8", errors="replace"),
-            stderr=err.decode("utf-8", errors="replace"),
+            stdout=stdout,
+            stderr=stderr,
             truncated=bufs[1].total > bufs[1].cap or bufs[2].total > bufs[2].cap,
-            sha256=hashlib.sha256(out + err).hexdigest(),
+            sha256=output_sha256(stdout, stderr),
         )
 
     async def attach(self, container_id: str) -> aiodocker.stream.Stream:

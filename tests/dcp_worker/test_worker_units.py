@@ -216,3 +216,15 @@ def test_cli_refuses_missing_settings(capsys, monkeypatch):
     assert "DCP_API" in capsys.readouterr().err
     assert main(["--api", "http://127.0.0.1:9"]) == 2
     assert "DCP_PROVIDER_KEY" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr"),
+    [("", ""), ("hello\n", ""), ("", "err"), ("ab", "c"), ("a", "bc"), ("é\u2028", "\x00")],
+)
+def test_worker_output_hash_is_the_platforms(stdout, stderr):
+    """The hash the worker logs is the one the API reports (dcp_projections.output)."""
+    from dcp_projections.output import output_sha256 as platform_hash
+    from dcp_worker.container import output_sha256
+
+    assert output_sha256(stdout, stderr) == platform_hash(stdout, stderr)
