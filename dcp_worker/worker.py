@@ -48,6 +48,8 @@ FLUSH_ON_EXIT_S = 10.0
 KILL_WAIT_S = 30.0
 MAX_DOCKER_WAIT_ERRORS = 10
 MAX_START_REPORTS = 20
+# How long a job that has ended waits for its start report still in flight.
+START_REPORT_GRACE_S = 5.0
 MAX_LISTED_JOBS = 1000  # the API refuses a heartbeat listing more
 FINISHED_MEMORY = 4096  # how many ended (job, attempt) pairs are remembered, to not rerun them
 
@@ -464,6 +466,10 @@ class Worker:
         try:
             outcome = await self._supervise(rj)
         finally:
+            # A job that ends within moments of starting must still be reported started before
+            # its result: give a report in flight a short while instead of cancelling it.
+            if not reporter.done():
+                await asyncio.wait({reporter}, timeout=START_REPORT_GRACE_S)
             reporter.cancel()
             if capture is not None and not capture.done():
                 # The container has stopped: its stream ends within moments.
