@@ -205,7 +205,7 @@ class ServiceAdapter:
         if job["status"] not in ENDED:
             return Reply(202, out.JobPending(job_id=job_id, status=job["status"]))
         output = await self.queries.job_output(job_id)
-        if output is None:
+        if output is None or (job["status"] != "completed" and _is_empty(output)):
             raise Gone(f"the job ended as {job['status']} without output")
         return Reply(200, msgspec.convert(output, out.JobOutputView))
 
@@ -387,3 +387,9 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
         await store.close()
         raise
     return ServiceAdapter(config, store, ledger, queries)
+
+
+def _is_empty(output: dict[str, Any]) -> bool:
+    """A result that carried nothing: no exit code and both streams empty (SPEC: 410 for a failed
+    or cancelled job without output; a completed job always has its exit code)."""
+    return output["exit_code"] is None and not output["stdout"] and not output["stderr"]

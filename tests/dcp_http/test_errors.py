@@ -150,6 +150,36 @@ def test_410_output_of_a_cancelled_job(api):
     err(api.get(f"/api/jobs/{job['job_id']}/output", headers=renter["headers"]), 410)
 
 
+def test_410_output_of_a_job_that_failed_without_output(api):
+    """A job whose every attempt failed with no exit code and empty streams has no output: 410,
+    not 200 with empty fields; one whose failures printed something is still shown."""
+    renter = api.renter(credit_halala=100_000)
+    p = api.provider(approve=True)
+    for stdout, exit_code in [("", None), ("partial\n", 1)]:
+        job_id = api.submit(renter)["job"]["job_id"]
+        job_url = f"/api/jobs/{job_id}"
+        while api.ok("GET", job_url, headers=renter["headers"])["job"]["status"] != "failed":
+            lease = api.ok("GET", "/api/providers/jobs/next", headers=p["headers"])["job"]
+            assert lease["job_id"] == job_id  # the only queued job
+            body = result_body(
+                job_id,
+                lease["attempt"],
+                outcome="failed",
+                exit_code=exit_code,
+                stdout=stdout,
+                runtime_seconds=1,
+            )
+            api.ok("POST", "/api/providers/job-result", json=body, headers=p["headers"])
+        r = api.get(f"/api/jobs/{job_id}/output", headers=renter["headers"])
+        if stdout:
+            assert r.status_code == 200 and (r.json()["stdout"], r.json()["exit_code"]) == (
+                stdout,
+                exit_code,
+            )
+        else:
+            err(r, 410)
+
+
 def test_413_and_415(api):
     """Bodies over the limit are 413 (4 MiB for results); non-JSON bodies are 415."""
     big = b'{"name": "' + b"x" * (1024 * 1024) + b'"}'
