@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ.get("DCP_REPLICATOR_METRICS_PORT") or 0) or None,
+        default=os.environ.get("DCP_REPLICATOR_METRICS_PORT") or None,
         help="serve Prometheus metrics on 127.0.0.1:PORT (DCP_REPLICATOR_METRICS_PORT; off)",
     )
     p.add_argument("--log-level", default=os.environ.get("DCP_LOG_LEVEL", "info"))
@@ -74,6 +74,9 @@ def main(argv: list[str]) -> int:
 async def _main(args: argparse.Namespace) -> int:
     if args.batch_rows < 1:
         print("dcp replicate: --batch-rows must be positive", file=sys.stderr)
+        return 2
+    if args.metrics_port is not None and not 1 <= args.metrics_port <= 65535:
+        print("dcp replicate: the metrics port must be 1..65535", file=sys.stderr)
         return 2
     url = os.environ.get("SUPABASE_URL")
     key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY")
@@ -117,7 +120,7 @@ async def _main(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
                 loop.add_signal_handler(sig, stop.set)
         try:
-            if args.metrics_port:
+            if args.metrics_port is not None:
                 await _run_observed(args, source, sink, settings, cache, checkpoints, name, stop)
             else:
                 await Replicator(source, sink, settings, cache=cache).run(once=args.once, stop=stop)

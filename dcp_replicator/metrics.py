@@ -17,6 +17,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from dcp_replicator.errors import ReplicatorError
 from dcp_replicator.source import SqliteSource
 
 LAG_INTERVAL_S = 1.0
@@ -93,8 +94,11 @@ async def served(
     source: SqliteSource,
     checkpoint: Callable[[], int | None],
 ) -> AsyncIterator[ReplicatorMetrics]:
-    """Serve and measure while the block runs."""
-    server, _ = metrics.serve(port)
+    """Serve and measure while the block runs. Raises ReplicatorError if the port is taken."""
+    try:
+        server, _ = metrics.serve(port)
+    except OSError as e:
+        raise ReplicatorError(f"cannot serve metrics on 127.0.0.1:{port}: {e}") from e
     task = asyncio.create_task(metrics.watch(source, checkpoint))
     try:
         yield metrics

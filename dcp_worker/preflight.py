@@ -100,11 +100,23 @@ async def run_checks(
             inventory = GpuInventory(source="none", errors=(f"{type(e).__name__}: {e}",))
     if info is None:
         add("disk", "not checked: Docker does not answer", "")
-        add("gpu", "not checked: Docker does not answer", "")
+        if settings.gpus == "none":
+            add("gpu", None, "not used (--gpus none)")
+        else:
+            problem = gpu_problem({}, inventory, settings)
+            if problem is None or "runtime" in problem:
+                problem = (
+                    f"{_gpus(inventory)} found; the container runtime is not checked: "
+                    "Docker does not answer"
+                )
+            add("gpu", problem, "")
     else:
         add("disk", disk_problem(info, settings), f"at least {settings.min_free_disk_gb} GB free")
-        n = len(inventory.devices)
-        fine = "not used (--gpus none)" if settings.gpus == "none" else f"{n} GPU(s), runtime ok"
+        fine = (
+            "not used (--gpus none)"
+            if settings.gpus == "none"
+            else f"{_gpus(inventory)}, NVIDIA container runtime present"
+        )
         add("gpu", gpu_problem(info, inventory, settings), fine)
 
     api = ApiClient(settings.api_url, settings.provider_key, settings.http_timeout_s)
@@ -113,6 +125,11 @@ async def run_checks(
     finally:
         await api.aclose()
     return checks
+
+
+def _gpus(inventory: GpuInventory) -> str:
+    models = sorted({d.model for d in inventory.devices})
+    return f"{len(inventory.devices)} GPU(s) ({', '.join(models)}, via {inventory.source})"
 
 
 def _state_dir_problem(state_dir: Path) -> str | None:

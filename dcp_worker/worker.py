@@ -151,7 +151,13 @@ class Worker:
         self._stop = stop
         served = None
         if self.s.metrics_port is not None:
-            served, _ = self.metrics.serve(self.s.metrics_port)
+            try:
+                served, _ = self.metrics.serve(self.s.metrics_port)
+            except OSError as e:  # the port is taken: say so rather than run unobserved
+                log.error("metrics_port_unavailable", port=self.s.metrics_port, error=str(e))
+                await self.api.aclose()
+                await self.docker.close()
+                return 2
             log.info("worker_metrics_served", port=self.s.metrics_port)
         try:
             if not await self._start_up():

@@ -47,3 +47,27 @@ async def test_worker_metrics_move_with_jobs_and_heartbeats(stub, make_settings,
     assert samples[("dcp_worker_ready", ())] == 1
     with pytest.raises(httpx.HTTPError):  # the port is closed once the worker stops
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_metrics_port_out_of_range_is_a_config_error():
+    """A port outside 1..65535 is refused before anything starts."""
+    from dcp_worker.errors import ConfigError
+    from dcp_worker.settings import parse_settings
+
+    with pytest.raises(ConfigError, match="metrics port"):
+        parse_settings(["--api", "http://x", "--key", "k", "--metrics-port", "70000"], env={})
+
+
+async def test_a_taken_metrics_port_stops_the_worker_with_exit_2(make_settings, kit):
+    """The worker does not run unobserved when its metrics port is taken: it exits 2."""
+    import asyncio
+    import socket
+
+    from dcp_worker.worker import Worker
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc = await Worker(make_settings(metrics_port=port)).run(asyncio.Event())
+    assert rc == 2
