@@ -353,6 +353,7 @@ class Queries:
             "platform_revenue_halala": by_name.get(ledger.PLATFORM_REVENUE, 0),
             "deposits_halala": -by_name.get(ledger.WORLD_DEPOSITS, 0),
             "payouts_halala": by_name.get(ledger.WORLD_PAYOUTS, 0),
+            "platform_adjustments_halala": by_name.get(ledger.PLATFORM_ADJUSTMENTS, 0),
             "sum_halala": money["total"],
             "negative_accounts": money["negative"],
             "head_seq": (head or {}).get("seq") or 0,

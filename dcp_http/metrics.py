@@ -170,6 +170,7 @@ class Metrics:
             "platform_revenue_halala": "The platform's fees, all time",
             "deposits_halala": "Halala credited to renters, all time",
             "payouts_halala": "Halala paid out to providers, all time",
+            "platform_adjustments_halala": "Balance of platform:adjustments (sandbox top-ups)",
         }
         self.money = {k: Gauge(f"dcp_{k}", text, registry=r) for k, text in money.items()}
         self.ledger_sum = Gauge(

@@ -67,6 +67,11 @@ def test_a_submit_moves_the_counters_and_the_held_gauge(api):
     assert value(after, "dcp_ledger_sum_halala") == 0
     assert value(after, "dcp_ledger_invariants_ok") == 1
     assert value(after, "dcp_deposits_halala") == 100_000
+    # The money gauges account for every halala: what came in is where it is now.
+    kinds = ("renter_available", "renter_held", "provider_earnings", "provider_payout_pending")
+    kinds += ("platform_revenue", "payouts", "platform_adjustments")
+    placed = sum(value(after, f"dcp_{k}_halala") for k in kinds)
+    assert placed == value(after, "dcp_deposits_halala")
     assert value(after, "dcp_projection_lag_events") == 0
 
 
