@@ -289,14 +289,17 @@ class LedgerService:
             for r in results:
                 self._versions[r.stream_id] = r.last_version
             self.batches += 1
-        self.observer.batch_done(
-            [
-                (type(p.command).__name__, None if ok else getattr(value, "code", "refused"))
-                for p, ok, value in outcomes
-            ],
-            len(events),
-            time.perf_counter() - started,
-        )
+        # The batch is durable: an observer's fault must not send it to _recover, which would
+        # decide its commands again.
+        with contextlib.suppress(Exception):
+            self.observer.batch_done(
+                [
+                    (type(p.command).__name__, None if ok else getattr(value, "code", "refused"))
+                    for p, ok, value in outcomes
+                ],
+                len(events),
+                time.perf_counter() - started,
+            )
         for p, ok, value in outcomes:
             if p.future.done():
                 continue
@@ -683,9 +686,11 @@ class LedgerService:
                 if len(types) < self.settings.sweep_limit:
                     break
         except Exception:
-            self.observer.swept(ended, failed=True)
+            with contextlib.suppress(Exception):
+                self.observer.swept(ended, failed=True)
             raise
-        self.observer.swept(ended, failed=False)
+        with contextlib.suppress(Exception):
+            self.observer.swept(ended, failed=False)
         return len(ended)
 
     async def _sweep_forever(self) -> None:
