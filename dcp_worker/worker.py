@@ -34,14 +34,13 @@ from dcp_worker.container import (
 from dcp_worker.errors import ApiError, ApiUnavailable, JobRefused, NotReadyError
 from dcp_worker.gpu import NO_GPUS, GpuInventory, discover
 from dcp_worker.metrics import WorkerMetrics
-from dcp_worker.preflight import disk_problem, gpu_problem
+from dcp_worker.preflight import GPU_DISCOVER_TIMEOUT_S, disk_problem, gpu_problem
 from dcp_worker.settings import WorkerSettings
 from dcp_worker.spool import Spool, _write_atomic
 
 log = structlog.get_logger("dcp_worker")
 
 GPU_REFRESH_S = 15.0  # inventory is read in a thread at this pace, never inside a heartbeat
-GPU_DISCOVER_TIMEOUT_S = 20.0
 READY_RECHECK_S = 30.0
 DELIVERY_BATCH = 32
 DELIVERY_BACKOFF_MAX_S = 60.0
