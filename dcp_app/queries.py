@@ -24,6 +24,15 @@ _RANK = "CASE priority WHEN 'priority' THEN 0 WHEN 'standard' THEN 1 ELSE 2 END"
 _json = msgspec.json.Decoder()
 
 
+# Account kinds summed for the operator's gauges (dcp_projections.ledger names the accounts).
+_ACCOUNT_KINDS = {
+    "renter_available_halala": "renter:*:available",
+    "renter_held_halala": "renter:*:held",
+    "provider_earnings_halala": "provider:*:earnings",
+    "provider_payout_pending_halala": "provider:*:payout_pending",
+}
+
+
 def _limit(limit: int) -> int:
     return max(1, min(int(limit), MAX_LIMIT))
 
@@ -289,4 +298,64 @@ class Queries:
             "head_seq": head_seq,
             "head_hash": head["hash"] if head else "0" * 64,
             "invariants_ok": total == 0 and not negative and seq == head_seq,
+        }
+
+    # --- operations --------------------------------------------------------------------------
+
+    async def gauges(self, now_us: int, settings: Settings) -> dict[str, Any]:
+        """The operator's gauges, from the read models: jobs by status, providers by (state,
+        approval_status), paused and suspended providers, halala summed by account kind, the
+        ledger's sum and its negative must-stay-positive accounts, and the log's head against
+        what the read models include. Sums only: no renter or provider is named."""
+        jobs = await self._all("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+        online = now_us - settings.online_s * US_PER_S
+        stale = now_us - settings.stale_s * US_PER_S
+        providers = await self._all(
+            "SELECT CASE WHEN last_heartbeat_us >= ? THEN 'online'"
+            " WHEN last_heartbeat_us >= ? THEN 'stale' ELSE 'offline' END AS state,"
+            " approval_status, COUNT(*) AS n, SUM(paused) AS paused, SUM(suspended) AS suspended"
+            " FROM providers GROUP BY 1, 2",
+            (online, stale),
+        )
+        sums = ", ".join(
+            f"COALESCE(SUM(CASE WHEN account_id GLOB '{glob}' THEN balance_halala END), 0) AS {k}"
+            for k, glob in _ACCOUNT_KINDS.items()
+        )
+        money = await self._one(
+            f"SELECT {sums}, COALESCE(SUM(balance_halala), 0) AS total,"
+            " COUNT(CASE WHEN (account_id GLOB 'renter:*' OR account_id GLOB 'provider:*')"
+            " AND balance_halala < 0 THEN 1 END) AS negative FROM accounts"
+        )
+        named = await self._all(
+            "SELECT account_id, balance_halala FROM accounts WHERE account_id IN (?, ?, ?, ?)",
+            (ledger.PLATFORM_REVENUE, ledger.WORLD_DEPOSITS, ledger.WORLD_PAYOUTS,
+             ledger.PLATFORM_ADJUSTMENTS),
+        )  # fmt: skip
+        head = await self._one("SELECT MAX(seq) AS seq FROM events")
+        assert money is not None
+        by_name = {r["account_id"]: r["balance_halala"] for r in named}
+        return {
+            "jobs": {r["status"]: r["n"] for r in jobs},
+            "providers": [
+                {
+                    "state": r["state"],
+                    "approval_status": r["approval_status"],
+                    "count": r["n"],
+                    "paused": r["paused"] or 0,
+                    "suspended": r["suspended"] or 0,
+                }
+                for r in providers
+            ],
+            "renter_available_halala": money["renter_available_halala"],
+            "renter_held_halala": money["renter_held_halala"],
+            "provider_earnings_halala": money["provider_earnings_halala"],
+            "provider_payout_pending_halala": money["provider_payout_pending_halala"],
+            "platform_revenue_halala": by_name.get(ledger.PLATFORM_REVENUE, 0),
+            "deposits_halala": -by_name.get(ledger.WORLD_DEPOSITS, 0),
+            "payouts_halala": by_name.get(ledger.WORLD_PAYOUTS, 0),
+            "platform_adjustments_halala": by_name.get(ledger.PLATFORM_ADJUSTMENTS, 0),
+            "sum_halala": money["total"],
+            "negative_accounts": money["negative"],
+            "head_seq": (head or {}).get("seq") or 0,
+            "projection_seq": await self.projection_seq(),
         }

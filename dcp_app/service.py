@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from dcp_app import readmodel
+from dcp_app.observer import NullObserver, ServiceObserver
 from dcp_app.views import job_view, lease_view, provider_view, withdrawal_view
 from dcp_events import catalogue as ev
 from dcp_events.codec import Codec, default_codec
@@ -54,6 +55,11 @@ MAX_QUEUED = 20_000  # commands waiting; submitters wait beyond this (backpressu
 READ_CHUNK = 10_000  # events read per call while folding the log
 CLOSE_TIMEOUT_S = 10.0  # how long close() lets queued commands finish
 MAX_SWEEP_ROUNDS = 100  # sweeps of `sweep_limit` jobs each, per sweep() call
+
+
+def _tag(event: Event) -> str:
+    """An event's stable type tag (`job.failed`)."""
+    return str(type(event).__struct_config__.tag)
 
 
 def wall_clock_us() -> int:
@@ -108,6 +114,7 @@ class LedgerService:
         self._in_flight: list[_Pending] = []
         self._closing = False
         self.batches = 0  # appended batches, for tests and metrics
+        self.observer: ServiceObserver = NullObserver()  # dcp_http.metrics sets its own
 
     @classmethod
     async def open(
@@ -159,6 +166,11 @@ class LedgerService:
     async def _drained(self) -> None:
         while self._in_flight or not self._queue.empty():
             await asyncio.sleep(0.005)
+
+    @property
+    def queue_depth(self) -> int:
+        """Commands waiting for the command loop (not counting the batch being decided)."""
+        return self._queue.qsize()
 
     @property
     def ready(self) -> bool:
@@ -241,6 +253,7 @@ class LedgerService:
                 self._versions[rec.stream_id] = rec.stream_version
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         await self._catch_up()
         state = self.state
         head = state.seq
@@ -276,6 +289,17 @@ class LedgerService:
             for r in results:
                 self._versions[r.stream_id] = r.last_version
             self.batches += 1
+        # The batch is durable: an observer's fault must not send it to _recover, which would
+        # decide its commands again.
+        with contextlib.suppress(Exception):
+            self.observer.batch_done(
+                [
+                    (type(p.command).__name__, None if ok else getattr(value, "code", "refused"))
+                    for p, ok, value in outcomes
+                ],
+                len(events),
+                time.perf_counter() - started,
+            )
         for p, ok, value in outcomes:
             if p.future.done():
                 continue
@@ -652,13 +676,22 @@ class LedgerService:
     async def sweep(self, now_us: int | None = None) -> int:
         """End expired leases, jobs past their deadline and jobs queued too long, as of
         `now_us` (default: the service clock). Returns how many events it appended."""
-        total = 0
-        for _ in range(MAX_SWEEP_ROUNDS):
-            n: int = await self._execute(cmd.Sweep(), lambda s, e: len(e), "system", now_us)
-            total += n
-            if n < self.settings.sweep_limit:
-                break
-        return total
+        ended: list[str] = []
+        try:
+            for _ in range(MAX_SWEEP_ROUNDS):
+                types: list[str] = await self._execute(
+                    cmd.Sweep(), lambda s, e: [_tag(x) for x in e], "system", now_us
+                )
+                ended.extend(types)
+                if len(types) < self.settings.sweep_limit:
+                    break
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.observer.swept(ended, failed=True)
+            raise
+        with contextlib.suppress(Exception):
+            self.observer.swept(ended, failed=False)
+        return len(ended)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -27,7 +27,11 @@ HELP = {
     "worker": "the provider worker: dcp worker --api URL --key KEY",
     "replicate": "stream projections to Supabase or to Postgres (--dsn)",
     "audit": "dcp audit verify|replay|export --db PATH: check, rebuild or export the log",
+    "backup": "dcp backup --db PATH --to FILE: an online, verified copy of a running ledger",
+    "restore": "dcp restore --from FILE --db PATH: a verified backup, never over a live ledger",
 }
+# Commands of this package with their own parsers: `main(argv)` gets the command name too.
+OWN = {"backup": "dcp_cli.backup", "restore": "dcp_cli.backup"}
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -57,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
-    for name in DELEGATES:
+    for name in (*DELEGATES, *OWN):
         # Their own parsers own their flags; everything after the name is passed on.
         sub.add_parser(name, help=HELP[name], add_help=False, prefix_chars="\0")
     return parser
@@ -121,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in DELEGATES:
         return delegate(args_list[0], args_list[1:])
+    if args_list and args_list[0] in OWN:
+        return int(importlib.import_module(OWN[args_list[0]]).main(args_list))
     parser = build_parser()
     args = parser.parse_args(args_list)
     if args.command == "serve":

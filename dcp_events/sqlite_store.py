@@ -28,7 +28,15 @@ import aiosqlite
 
 from dcp_events.chain import GENESIS_HASH
 from dcp_events.errors import ConcurrencyError, DcpError, StaleHeadError, StoreError
-from dcp_events.store import AppendRequest, AppendResult, NewEvent, RecordedEvent, TxHook
+from dcp_events.store import (
+    AppendRequest,
+    AppendResult,
+    CommitObserver,
+    GroupCommit,
+    NewEvent,
+    RecordedEvent,
+    TxHook,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -147,6 +155,8 @@ class SqliteEventStore:
         self._versions_head = -1
         self._loop = asyncio.get_running_loop()
         self._committed = asyncio.Event()
+        # Told about every group commit (dcp_http.metrics); None: nobody listens.
+        self.on_commit: CommitObserver | None = None
         self._thread = threading.Thread(target=self._run, name="dcp-event-writer", daemon=True)
         self._thread.start()
 
@@ -240,6 +250,9 @@ class SqliteEventStore:
         # self._versions meanwhile, so later units in the group see them.
         pending: list[tuple[Any, ...]] = []
         keys: dict[str, AppendResult] = {}
+        started = time.perf_counter()
+        written, commit_s = 0, 0.0
+        failed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             head = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
@@ -282,11 +295,16 @@ class SqliteEventStore:
                 self._versions.update(done.versions)
                 keys.update(done.keys)
                 outcomes.append(done.results)
+                written += len(done.rows)
             if pending:
                 conn.executemany(_INSERT, pending)
+            committing = time.perf_counter()
             conn.execute("COMMIT")
+            commit_s = time.perf_counter() - committing
             self._versions_head = head_seq
         except sqlite3.Error as e:
+            failed = True
+            written = 0
             self._versions_head = -1
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -299,6 +317,13 @@ class SqliteEventStore:
         for loop, pairs in by_loop.items():
             loop.call_soon_threadsafe(_resolve_all, pairs)
         self._loop.call_soon_threadsafe(self._notify_commit)
+        observer = self.on_commit
+        if observer is not None:
+            stats = GroupCommit(
+                len(group), written, time.perf_counter() - started, commit_s, failed
+            )
+            with contextlib.suppress(Exception):
+                observer(stats)
 
     @staticmethod
     def _check_unit(

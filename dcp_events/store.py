@@ -64,6 +64,22 @@ class AppendResult(msgspec.Struct, frozen=True):
 TxHook = Callable[[Any, Sequence[RecordedEvent]], None]
 
 
+class GroupCommit(msgspec.Struct, frozen=True):
+    """What one group commit did, for an observer (metrics): how many appends and events it
+    wrote, how long the whole transaction took and how long its COMMIT (the fsync) took."""
+
+    appends: int
+    events: int
+    write_s: float
+    commit_s: float
+    failed: bool = False
+
+
+# Called by a store after every group commit, from the thread that wrote it; it must be quick
+# and thread-safe, and whatever it raises is ignored (an observer never fails an append).
+CommitObserver = Callable[[GroupCommit], None]
+
+
 class EventStore(Protocol):
     """What every event store implementation offers (see tests/dcp_events/test_store_contract)."""
 

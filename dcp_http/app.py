@@ -16,12 +16,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from dcp_http import endpoints
 from dcp_http.auth import Authenticator
 from dcp_http.config import ServerConfig
 from dcp_http.errors import ApiError, MethodNotAllowed, NotFound, encode_error
 from dcp_http.logs import redactor
+from dcp_http.metrics import METRICS_PATH, Metrics, MetricsMiddleware, metrics_endpoint
 from dcp_http.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from dcp_http.openapi import build_openapi
 from dcp_http.ratelimit import RateLimitMiddleware
@@ -90,6 +92,8 @@ def _crash(request: Request, exc: Exception) -> Response:
 def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> Starlette:
     """The ASGI app. Without `service`, the lifespan opens one on `config.db` and closes it."""
     redactor.add_secret(config.admin_token)
+    redactor.add_secret(config.metrics_token)
+    metrics = Metrics()
     openapi_bytes = msgspec.json.encode(build_openapi(endpoints.api))
     holder: dict[str, Any] = {"service": service}
 
@@ -103,6 +107,8 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
         app.state.service = svc
         app.state.config = config
         app.state.openapi = openapi_bytes
+        app.state.metrics = metrics
+        metrics.attach(svc)
         holder["authenticator"] = Authenticator(svc.lookup_key, config.admin_token)
         tasks = [asyncio.create_task(sweep_loop(svc, config.sweep_interval_s))]
         if config.gc_freeze_s > 0:
@@ -120,7 +126,10 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
 
     table = RouteTable(endpoints.api.routes(authenticator))
 
-    middleware = [Middleware(RequestContextMiddleware, resolve_route=table.template)]
+    middleware = [
+        Middleware(MetricsMiddleware, metrics=metrics),
+        Middleware(RequestContextMiddleware, resolve_route=table.template),
+    ]
     if config.cors_origins:
         middleware.append(
             Middleware(
@@ -150,7 +159,7 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
         )
     )
     return Starlette(
-        routes=[table],
+        routes=[Route(METRICS_PATH, metrics_endpoint, methods=["GET"]), table],
         middleware=middleware,
         exception_handlers={HTTPException: _http_exception, Exception: _crash},
         lifespan=lifespan,

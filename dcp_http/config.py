@@ -62,6 +62,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     queue_timeout_s: int = _DOMAIN.queue_timeout_s
     rate_limits: bool = True
     cors_origins: tuple[str, ...] = ()
+    # GET /metrics: loopback clients always; others with `Authorization: Bearer <token>`.
+    metrics_token: str | None = None
     # Not in SPEC's table, but "all configurable": per-class limits and body sizes.
     rate_limit_table: dict[str, RateLimit] = msgspec.field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
@@ -146,6 +148,7 @@ ENV: dict[str, tuple[str, Any]] = {
     "DCP_QUEUE_TIMEOUT_S": ("queue_timeout_s", _int(1, 86400 * 30)),
     "DCP_RATE_LIMITS": ("rate_limits", _bool),
     "DCP_CORS_ORIGINS": ("cors_origins", _origins),
+    "DCP_METRICS_TOKEN": ("metrics_token", _opt_str),
     "DCP_MAX_BODY_BYTES": ("max_body_bytes", _int(1024, 64 * MIB)),
     "DCP_MAX_RESULT_BODY_BYTES": ("max_result_body_bytes", _int(1024, 256 * MIB)),
     "DCP_GC_FREEZE_S": ("gc_freeze_s", _seconds_or_off),

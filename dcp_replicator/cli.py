@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--http-timeout-s", type=float, default=15.0, help="Supabase: per-request timeout"
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=os.environ.get("DCP_REPLICATOR_METRICS_PORT") or None,
+        help="serve Prometheus metrics on 127.0.0.1:PORT (DCP_REPLICATOR_METRICS_PORT; off)",
+    )
     p.add_argument("--log-level", default=os.environ.get("DCP_LOG_LEVEL", "info"))
     return p
 
@@ -68,6 +74,9 @@ def main(argv: list[str]) -> int:
 async def _main(args: argparse.Namespace) -> int:
     if args.batch_rows < 1:
         print("dcp replicate: --batch-rows must be positive", file=sys.stderr)
+        return 2
+    if args.metrics_port is not None and not 1 <= args.metrics_port <= 65535:
+        print("dcp replicate: the metrics port must be 1..65535", file=sys.stderr)
         return 2
     url = os.environ.get("SUPABASE_URL")
     key = os.environ.get("SUPABASE_SERVICE_ROLE_KEY")
@@ -111,7 +120,10 @@ async def _main(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
                 loop.add_signal_handler(sig, stop.set)
         try:
-            await Replicator(source, sink, settings, cache=cache).run(once=args.once, stop=stop)
+            if args.metrics_port is not None:
+                await _run_observed(args, source, sink, settings, cache, checkpoints, name, stop)
+            else:
+                await Replicator(source, sink, settings, cache=cache).run(once=args.once, stop=stop)
         except ReplicatorError as e:
             print(f"dcp replicate: {e}", file=sys.stderr)
             return 1
@@ -120,6 +132,32 @@ async def _main(args: argparse.Namespace) -> int:
         return 0
     finally:
         await source.close()
+
+
+async def _run_observed(
+    args: argparse.Namespace,
+    source: SqliteSource,
+    sink: Sink,
+    settings: Settings,
+    cache: CheckpointStore | None,
+    checkpoints: CheckpointStore,
+    name: str,
+    stop: asyncio.Event,
+) -> None:
+    """Replicate with metrics served on `--metrics-port`."""
+    from dcp_replicator.metrics import ReplicatorMetrics, served
+
+    metrics = ReplicatorMetrics(name)
+    replicator = Replicator(source, sink, settings, cache=cache, on_batch=metrics.batch)
+    cached = await checkpoints.get(name)
+
+    def checkpoint() -> int | None:
+        if replicator.checkpoint_seq is not None:
+            return replicator.checkpoint_seq
+        return cached.last_seq if cached else None
+
+    async with served(metrics, args.metrics_port, source, checkpoint):
+        await replicator.run(once=args.once, stop=stop)
 
 
 async def _status(

@@ -74,6 +74,8 @@ class Replicator:
         self._cache = cache
         self._sleep = sleep
         self._on_batch = on_batch
+        # The sink's checkpoint as last read or advanced (None: not known yet), for metrics.
+        self.checkpoint_seq: int | None = None
 
     async def run(self, *, once: bool = False, stop: asyncio.Event | None = None) -> RunResult:
         """Replicate until `stop` is set, or with `once` until the head seen at the start is
@@ -89,7 +91,7 @@ class Replicator:
         while not stop.is_set():
             try:
                 if checkpoint is None:
-                    checkpoint = await self.sink.checkpoint()
+                    checkpoint = self.checkpoint_seq = await self.sink.checkpoint()
                 if target is not None and checkpoint >= target:
                     break
                 batch = await self.source.read_batch(checkpoint, s.batch_rows)
@@ -140,7 +142,7 @@ class Replicator:
                 checkpoint = None  # read it again: the transaction may have committed
                 await _wait(stop, delay, self._sleep)
                 continue
-            checkpoint = batch.upto_seq
+            checkpoint = self.checkpoint_seq = batch.upto_seq
             batches += 1
             rows += batch.row_count
             if failures:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -88,8 +89,16 @@ def _encode(body: Any) -> bytes:
 class ApiClient:
     """One httpx client per concern, so a slow upload never holds up a heartbeat."""
 
-    def __init__(self, base_url: str, key: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        timeout_s: float,
+        on_error: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._key = key
+        # Told (call name, "unavailable" or the HTTP status) about every failed call: metrics.
+        self._on_error = on_error or (lambda call, kind: None)
         headers = {"x-provider-key": key, "user-agent": f"dcp-worker/{__version__}"}
         timeout = httpx.Timeout(timeout_s)
         limits = httpx.Limits(max_connections=4, max_keepalive_connections=2)
@@ -114,6 +123,19 @@ class ApiClient:
         path: str,
         body: Any = None,
         offload: bool = False,
+        call: str = "other",
+    ) -> Any:
+        try:
+            return await self._request(client, method, path, body, offload)
+        except ApiUnavailable:
+            self._on_error(call, "unavailable")
+            raise
+        except ApiError as e:
+            self._on_error(call, str(e.status))
+            raise
+
+    async def _request(
+        self, client: httpx.AsyncClient, method: str, path: str, body: Any, offload: bool
     ) -> Any:
         content = None
         headers = {}
@@ -146,16 +168,23 @@ class ApiClient:
         except ValueError as e:
             raise ApiUnavailable(f"{method} answered {resp.status_code} without JSON") from e
 
+    async def health(self) -> dict[str, Any]:
+        """GET /healthz: whether the platform answers at all (no credential)."""
+        data = await self._call(self._jobs, "GET", "/healthz", call="health")
+        return dict(data) if isinstance(data, dict) else {}
+
     async def me(self) -> dict[str, Any]:
         """GET /api/providers/me: the provider's registration, approval and flags."""
-        data = await self._call(self._jobs, "GET", "/api/providers/me")
+        data = await self._call(self._jobs, "GET", "/api/providers/me", call="me")
         if isinstance(data, dict) and isinstance(data.get("provider"), dict):
             data = data["provider"]
         return dict(data) if isinstance(data, dict) else {}
 
     async def heartbeat(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST /api/providers/heartbeat; returns the reply (`cancel_jobs`, flags)."""
-        data = await self._call(self._heartbeat, "POST", "/api/providers/heartbeat", payload)
+        data = await self._call(
+            self._heartbeat, "POST", "/api/providers/heartbeat", payload, call="heartbeat"
+        )
         return data if isinstance(data, dict) else {}
 
     async def leased_jobs(self) -> list[dict[str, Any]]:
@@ -163,7 +192,7 @@ class ApiClient:
 
         The call also lets the platform assign queued jobs up to the provider's free GPUs.
         """
-        data = await self._call(self._jobs, "GET", f"/api/providers/{self._key}/jobs")
+        data = await self._call(self._jobs, "GET", f"/api/providers/{self._key}/jobs", call="jobs")
         jobs = data.get("jobs", []) if isinstance(data, dict) else data
         if not isinstance(jobs, list):
             raise ApiUnavailable("the job list is not a list")
@@ -172,11 +201,11 @@ class ApiClient:
     async def report_started(self, job_id: str, attempt: int) -> None:
         """POST /api/providers/jobs/{id}/started."""
         path = f"/api/providers/jobs/{quote(job_id, safe='')}/started"
-        await self._call(self._jobs, "POST", path, {"attempt": attempt})
+        await self._call(self._jobs, "POST", path, {"attempt": attempt}, call="started")
 
     async def send_result(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /api/providers/job-result; returns the job and its settlement."""
         data = await self._call(
-            self._results, "POST", "/api/providers/job-result", body, offload=True
+            self._results, "POST", "/api/providers/job-result", body, offload=True, call="result"
         )
         return data if isinstance(data, dict) else {}

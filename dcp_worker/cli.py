@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import structlog
 
 from dcp_worker.errors import ConfigError
-from dcp_worker.settings import WorkerSettings, parse_settings
+from dcp_worker.preflight import report, run_checks
+from dcp_worker.settings import WorkerSettings, build_parser, parse_settings
 from dcp_worker.worker import Worker
 
 
@@ -54,6 +55,8 @@ def main(argv: Sequence[str]) -> int:
     except ConfigError as e:
         print(f"dcp worker: {e}", file=sys.stderr)
         return 2
+    if build_parser().parse_args(list(argv)).check:
+        return report(asyncio.run(run_checks(settings)))
     configure_logging()
     return asyncio.run(run_worker(settings))
 

@@ -37,6 +37,7 @@ class WorkerSettings:
     http_timeout_s: float = 10.0  # every API call
     docker_timeout_s: float = 30.0  # every Docker call but waiting for a container
     log_max_size_mb: int = 8  # json-file log driver: max-size, with max-file 2
+    metrics_port: int | None = None  # serve /metrics on 127.0.0.1:<port>; None: not served
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -82,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-memory-mb", type=int, help="memory per job (DCP_WORKER_JOB_MEMORY_MB)")
     p.add_argument("--job-cpus", type=float, help="CPUs per job (DCP_WORKER_JOB_CPUS)")
     p.add_argument("--docker-url", help="Docker engine URL (DOCKER_HOST)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on 127.0.0.1:PORT (DCP_WORKER_METRICS_PORT; default off)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="run every preflight check once, say what is wrong, exit non-zero if anything is",
+    )
     return p
 
 
@@ -123,6 +134,13 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         else _env_int(env, "DCP_WORKER_JOB_MEMORY_MB", 4096)
     )
     cpus = pick(args.job_cpus, "DCP_WORKER_JOB_CPUS", 1.0)
+    metrics_port = (
+        args.metrics_port
+        if args.metrics_port is not None
+        else _env_int(env, "DCP_WORKER_METRICS_PORT", 0) or None
+    )
+    if metrics_port is not None and not 1 <= metrics_port <= 65535:
+        raise ConfigError("the metrics port must be between 1 and 65535")
     if not 0.05 <= heartbeat_s <= 3600:
         raise ConfigError("the heartbeat interval must be between 0.05 and 3600 seconds")
     if not 0.05 <= poll_s <= 3600:
@@ -142,6 +160,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         docker_url=args.docker_url or env.get("DOCKER_HOST") or None,
         job_memory_mb=memory_mb,
         job_cpus=cpus,
+        metrics_port=metrics_port,
         # A heartbeat must never wait on a request longer than its own interval.
         http_timeout_s=max(0.5, min(10.0, heartbeat_s)),
     )

@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import random
-import shutil
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -34,13 +33,14 @@ from dcp_worker.container import (
 )
 from dcp_worker.errors import ApiError, ApiUnavailable, JobRefused, NotReadyError
 from dcp_worker.gpu import NO_GPUS, GpuInventory, discover
+from dcp_worker.metrics import WorkerMetrics
+from dcp_worker.preflight import GPU_DISCOVER_TIMEOUT_S, disk_problem, gpu_problem
 from dcp_worker.settings import WorkerSettings
 from dcp_worker.spool import Spool, _write_atomic
 
 log = structlog.get_logger("dcp_worker")
 
 GPU_REFRESH_S = 15.0  # inventory is read in a thread at this pace, never inside a heartbeat
-GPU_DISCOVER_TIMEOUT_S = 20.0
 READY_RECHECK_S = 30.0
 DELIVERY_BATCH = 32
 DELIVERY_BACKOFF_MAX_S = 60.0
@@ -118,7 +118,13 @@ class Worker:
         discover_gpus: Callable[[], GpuInventory] = discover,
     ) -> None:
         self.s = settings
-        self.api = ApiClient(settings.api_url, settings.provider_key, settings.http_timeout_s)
+        self.metrics = WorkerMetrics()
+        self.api = ApiClient(
+            settings.api_url,
+            settings.provider_key,
+            settings.http_timeout_s,
+            on_error=self.metrics.api_error,
+        )
         self.docker = DockerRunner(settings)
         self.spool = Spool(settings.state_dir / "spool")
         self.intents = settings.state_dir / "intents"
@@ -137,12 +143,23 @@ class Worker:
         self._stop = asyncio.Event()
         self.heartbeats: deque[float] = deque(maxlen=10_000)  # wall times of sent heartbeats
         self._provider_flags: tuple[object, ...] = ()
+        self.metrics.watch(lambda: len(self.spool.list()), lambda: len(self.running))
 
     # ----- the whole life -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> int:
         """Get ready, recover, run the loops until `stop`, then drain. Returns an exit code."""
         self._stop = stop
+        served = None
+        if self.s.metrics_port is not None:
+            try:
+                served, _ = self.metrics.serve(self.s.metrics_port)
+            except OSError as e:  # the port is taken: say so rather than run unobserved
+                log.error("metrics_port_unavailable", port=self.s.metrics_port, error=str(e))
+                await self.api.aclose()
+                await self.docker.close()
+                return 2
+            log.info("worker_metrics_served", port=self.s.metrics_port)
         try:
             if not await self._start_up():
                 return 0 if stop.is_set() else 1  # stopped while waiting, or refused
@@ -162,6 +179,9 @@ class Worker:
             log.info("worker_stopped", pending_results=len(self.spool.list()))
             return 0
         finally:
+            if served is not None:
+                await asyncio.to_thread(served.shutdown)
+                served.server_close()
             await self.api.aclose()
             await self.docker.close()
 
@@ -246,26 +266,19 @@ class Worker:
         self._ready_checked = now
         try:
             info = await self.docker.info()
-            root = Path(info.get("DockerRootDir") or "/var/lib/docker")
-            probe = root if root.exists() else self.s.state_dir
-            free_gb = shutil.disk_usage(probe).free / 1e9
-            if free_gb < self.s.min_free_disk_gb:
-                raise NotReadyError(
-                    f"{free_gb:.1f} GB free under {probe}, below {self.s.min_free_disk_gb} GB"
-                )
-            if self.s.gpus == "auto":
-                if not self.inventory.devices:
-                    raise NotReadyError("no GPU found: " + "; ".join(self.inventory.errors))
-                runtimes = info.get("Runtimes") or {}
-                if "nvidia" not in runtimes and not shutil.which("nvidia-container-runtime-hook"):
-                    raise NotReadyError("the NVIDIA container runtime is not installed")
+            problem = disk_problem(info, self.s) or gpu_problem(info, self.inventory, self.s)
+            if problem is not None:
+                raise NotReadyError(problem)
         except NotReadyError:
             self.ready = False
+            self.metrics.ready.set(0)
             raise
         except Exception as e:
             self.ready = False
+            self.metrics.ready.set(0)
             raise NotReadyError(f"docker does not answer: {type(e).__name__}: {e}") from e
         self.ready = True
+        self.metrics.ready.set(1)
         return True
 
     # ----- heartbeat ------------------------------------------------------------------------
@@ -285,10 +298,16 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        last_ok: float | None = None
         while True:
             try:
                 reply = await self.api.heartbeat(self.heartbeat_payload())
                 self.heartbeats.append(time.time())
+                now = loop.time()
+                if last_ok is not None:
+                    self.metrics.heartbeat_interval.observe(now - last_ok)
+                last_ok = now
+                self.metrics.heartbeats.inc()
                 self._on_heartbeat_reply(reply)
             except (ApiError, ApiUnavailable) as e:
                 log.warning("heartbeat_failed", error=str(e))
@@ -428,6 +447,7 @@ class Worker:
             await asyncio.to_thread(self.spool.put, result)
         self._intent_path(rj.job.job_id, rj.job.attempt).unlink(missing_ok=True)
         self._delivery_wake.set()
+        self.metrics.jobs.labels(result["outcome"]).inc()
         log.info(
             "job_ended",
             outcome=result["outcome"],
@@ -442,6 +462,7 @@ class Worker:
         job = rj.job
         capture: asyncio.Task[Output] | None = None
         if rj.container_id is None:
+            taken = time.monotonic()
             await self.docker.check_image(job.image)
             config = self.docker.container_config(job, self.provider_id, rj.devices)
             rj.container_id = await self.docker.create(config, self.docker.container_name(job))
@@ -461,6 +482,7 @@ class Worker:
                 if stream is not None:
                     await stream.close()  # idempotent; the cancelled reader may not have run
                 raise
+            self.metrics.container_start.observe(time.monotonic() - taken)
             log.info("job_container_started", container_id=rj.container_id[:12])
         reporter = asyncio.create_task(self._report_started(rj))
         try:

@@ -5,7 +5,9 @@
 #   2. a Docker engine and the worker's locally built test image (scripts/ci/docker.sh; root or
 #      sudo: it installs docker.io with apt and starts dockerd);
 #   3. a PostgreSQL 15 for the replicator (scripts/ci/postgres.sh, which prints the DSN);
-#   4. every test, with Docker and PostgreSQL required (their tests fail rather than skip).
+#   4. promtool and systemd-analyze for the operators' files under docs/ (scripts/ci/ops_tools.sh);
+#   5. every test, with Docker, PostgreSQL and those tools required (their tests fail rather
+#      than skip).
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/dcp_events -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,12 @@ if [ -f scripts/ci/postgres.sh ]; then
     # postgres.sh prints `export DCP_TEST_PG_DSN=...` lines for the tests.
     eval "$(bash scripts/ci/postgres.sh)"
     export DCP_REQUIRE_POSTGRES=1
+fi
+
+if [ -f scripts/ci/ops_tools.sh ]; then
+    # promtool and systemd-analyze, for the tests of docs/monitoring and docs/systemd.
+    bash scripts/ci/ops_tools.sh
+    export DCP_REQUIRE_OPS_TOOLS=1
 fi
 
 export PATH="$PWD/.venv/bin:$PATH"

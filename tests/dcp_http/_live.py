@@ -91,7 +91,7 @@ def serve(db: Path, **overrides: Any) -> Iterator[Server]:
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(config),
-            host="127.0.0.1",
+            host=config.host,
             port=config.port,
             access_log=False,
             log_level="warning",
