@@ -126,12 +126,30 @@ def _operation(ep: Endpoint, refs: dict[Any, Any], components: dict[str, Any]) -
     return op
 
 
+def _ecma_patterns(node: Any) -> None:
+    """Rewrite the `\\Z` that ends every pattern (dcp_projections.text.whole) as `$`, in place.
+
+    JSON Schema patterns are ECMA-262 regexes, which have no `\\Z` (a JavaScript reader would
+    take it for a literal "Z"); there `$` without the m flag already means the true end.
+    """
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and pattern.endswith(r"\Z"):
+            node["pattern"] = pattern[:-2] + "$"
+        for value in node.values():
+            _ecma_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _ecma_patterns(value)
+
+
 def build_openapi(
     api: Api, title: str = "DCP ledger API", version: str = "0.1.0"
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every endpoint of `api`."""
     types = _types(api)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    _ecma_patterns(components)
     refs = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for ep in api.endpoints:

@@ -195,14 +195,14 @@ def _is_int(t: Any) -> bool:
     return t is int
 
 
-_DIGITS = re.compile(r"^[+-]?[0-9]{1,19}$")
+_DIGITS = re.compile(r"[+-]?[0-9]{1,19}")
 
 
 def _decode_query(ep: Endpoint, params: Mapping[str, str]) -> Any:
     raw = {k: v for k, v in params.items() if k in ep.query_fields}
     for name in ep.query_int_fields & raw.keys():
         # msgspec's lax mode would read "1e3" or "10.0" as an integer; a query takes digits.
-        if not _DIGITS.match(raw[name]):
+        if not _DIGITS.fullmatch(raw[name]):
             raise InvalidRequest(
                 "invalid query parameter",
                 fields=[FieldError(field=name, message="Expected `int` (digits only)")],
