@@ -17,7 +17,7 @@ from dcp_http.routing import Api, Endpoint
 REF = "#/components/schemas/{name}"
 
 _ERROR_TEXT = {
-    400: "invalid request (`fields` says which)",
+    400: "invalid request (`fields` says which), or two different credentials",
     401: "missing or wrong credentials",
     402: "insufficient funds (`shortfall_halala`)",
     403: "not allowed",
@@ -112,7 +112,7 @@ def _operation(ep: Endpoint, refs: dict[Any, Any], components: dict[str, Any]) -
     if ep.body is not None:
         codes |= {413, 415}
     if ep.roles:
-        codes.add(401)
+        codes |= {400, 401}  # 400: two different credentials in one request
     if set(ep.roles) == {ADMIN}:
         codes.add(503)
     for status in sorted(codes):

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
-from dcp_http.auth import Authenticator, Identity
+from dcp_http.auth import Authenticator, Identity, presented_in
 from dcp_http.errors import FieldError, InvalidJson, InvalidRequest, encode_error
 from dcp_http.middleware import request_info
 
@@ -244,12 +244,7 @@ def _dispatch(
         try:
             identity = None
             if ep.roles:
-                identity = await authenticator().authenticate(
-                    ep.roles,
-                    request.headers,
-                    request.query_params,
-                    request.path_params.get("key"),
-                )
+                identity = await authenticator().authenticate(ep.roles, presented_in(request.scope))
                 if info is not None:
                     info.actor = identity.actor
             query = _decode_query(ep, request.query_params) if ep.query else None
