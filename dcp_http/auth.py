@@ -60,13 +60,14 @@ def _bearer(value: str) -> str | None:
     return token.strip()
 
 
-# Where a credential can come from, and the role that place implies (None: any role).
+# The headers a credential can come in, by the name of their place.
 _HEADER_PLACES = {
     b"x-renter-key": "x-renter-key",
     b"x-provider-key": "x-provider-key",
     b"x-admin-token": "x-admin-token",
     b"authorization": "bearer",
 }
+# The role a place implies; a key in any other place (`?key=`, Bearer) may have any role.
 _IMPLIES = {"x-renter-key": RENTER, "x-provider-key": PROVIDER, "path": PROVIDER}
 # The one route with a key in its path: GET /api/providers/{key}/jobs.
 _PATH_KEY = re.compile(r"/api/providers/(?P<key>[^/]+)/jobs")
