@@ -14,11 +14,11 @@ whole log is folded (msgspec's performance advice).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
-from dcp_events.event import Event, Halala, Posting
+from dcp_events.event import Event, Halala, Posting, register_upcaster
 
 Priority = Literal["priority", "standard", "economy"]
 Outcome = Literal["completed", "timed_out", "cancelled", "failed"]
@@ -212,7 +212,14 @@ class JobSubmitted(Event, tag="job.submitted", frozen=True, kw_only=True, gc=Fal
 
 
 class JobClaimed(Event, tag="job.claimed", frozen=True, kw_only=True, gc=False):
-    """A provider's poll leased the job: attempt is the fencing number of this lease."""
+    """A provider's poll leased the job: attempt is the fencing number of this lease.
+
+    v2 adds `gpu_price_halala_per_gpu_hour`, the price of the provider's GPU model at the
+    claim, which the job's own price must cover (docs/ledger.md, "Any GPU"); None in a v1
+    claim, made before that rule.
+    """
+
+    schema_version: ClassVar[int] = 2
 
     job_id: str
     renter_id: str
@@ -220,6 +227,11 @@ class JobClaimed(Event, tag="job.claimed", frozen=True, kw_only=True, gc=False):
     attempt: int
     lease_expires_us: int
     at_us: int
+    gpu_price_halala_per_gpu_hour: int | None = None
+
+
+# v1 -> v2: a claim from before GPU prices were checked records none.
+register_upcaster("job.claimed", 1, lambda obj: obj)
 
 
 class JobStarted(Event, tag="job.started", frozen=True, kw_only=True, gc=False):

@@ -13,7 +13,6 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,6 +20,7 @@ from starlette.routing import Route
 from dcp_http import endpoints
 from dcp_http.auth import Authenticator
 from dcp_http.config import ServerConfig
+from dcp_http.cors import JsonCorsMiddleware
 from dcp_http.errors import ApiError, MethodNotAllowed, NotFound, encode_error
 from dcp_http.logs import redactor
 from dcp_http.metrics import METRICS_PATH, Metrics, MetricsMiddleware, metrics_endpoint
@@ -131,24 +131,7 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
         Middleware(RequestContextMiddleware, resolve_route=table.template),
     ]
     if config.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=list(config.cors_origins),
-                allow_methods=["GET", "POST", "PUT"],
-                allow_headers=[
-                    "authorization",
-                    "content-type",
-                    "idempotency-key",
-                    "x-renter-key",
-                    "x-provider-key",
-                    "x-admin-token",
-                    "x-request-id",
-                ],
-                expose_headers=["retry-after", "x-request-id"],
-                max_age=600,
-            )
-        )
+        middleware.append(Middleware(JsonCorsMiddleware, origins=list(config.cors_origins)))
     if config.rate_limits:
         middleware.append(Middleware(RateLimitMiddleware, limits=config.rate_limit_table))
     middleware.append(

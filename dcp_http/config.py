@@ -37,10 +37,34 @@ DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
     "heartbeat": RateLimit(30, 60.0),
     "admin": RateLimit(120, 60.0),
     "default": RateLimit(1000, 60.0),
+    # Failed authentications per client address (dcp_http.ratelimit.AUTH_FAILURES).
+    "auth_failure": RateLimit(20, 60.0),
 }
 
 
 _DOMAIN = Settings()
+
+MIN_ADMIN_TOKEN_CHARS = 32
+
+
+def admin_token_problem(token: str) -> str | None:
+    """Why `token` cannot be the admin token, or None when it can.
+
+    Failed guesses are throttled per address, not stopped: only length keeps the token out of
+    reach. Whitespace is refused because it is almost always a copy-paste or quoting slip
+    (a trailing newline from a file, a space from an env line) that would then never match.
+    """
+    if not token.strip():
+        return "the admin token is empty or only whitespace"
+    if any(c.isspace() for c in token):
+        return "the admin token must not contain whitespace (a stray newline or space?)"
+    if len(token) < MIN_ADMIN_TOKEN_CHARS:
+        return (
+            f"the admin token has {len(token)} characters, fewer than "
+            f"{MIN_ADMIN_TOKEN_CHARS}: a short token can be guessed; make one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return None
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,6 +97,12 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Garbage-collector tuning of the server process (see dcp_http.app.gc_loop); 0 turns it off.
     gc_freeze_s: float = 1.0
     gc_full_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.admin_token is not None:
+            problem = admin_token_problem(self.admin_token)
+            if problem:
+                raise ConfigError(f"DCP_ADMIN_TOKEN / --admin-token: {problem}")
 
     def domain_settings(self) -> Settings:
         """The domain's `Settings`, from the fields it shares with this config."""

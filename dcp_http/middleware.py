@@ -6,7 +6,6 @@ contextvars and streams bodies through an extra task).
 
 from __future__ import annotations
 
-import itertools
 import re
 import secrets
 import time
@@ -22,11 +21,20 @@ from dcp_http.respond import send_error
 
 access_log = structlog.get_logger("dcp_http.access")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# Request ids need to be unique, not secret: a random per-process prefix and a counter are
-# enough, and cost far less per request than uuid4.
-_ID_PREFIX = secrets.token_hex(8)
-_ids = itertools.count(1)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+# Sent on every reply: no browser may guess a JSON body to be HTML or script.
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+# Sent on every /api/ reply: they carry keys (registration), balances, ledgers and jobs, which
+# no browser or proxy cache may keep. A reply that sets its own Cache-Control keeps it.
+_NO_STORE = (b"cache-control", b"no-store")
+_PRIVATE_PREFIX = "/api/"
+
+
+def new_request_id() -> str:
+    """A random request id: 128 bits from the OS, so ids reveal nothing about request volume
+    (a counter would: two requests' ids tell how many came between them)."""
+    return secrets.token_hex(16)
 
 
 class RequestInfo:
@@ -65,10 +73,8 @@ class RequestContextMiddleware:
             return
         start = time.perf_counter()
         incoming = _header(scope, b"x-request-id")
-        if incoming and _REQUEST_ID.match(incoming):
-            rid = incoming
-        else:
-            rid = f"{_ID_PREFIX}{next(_ids):016x}"
+        rid = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else new_request_id()
+        private = scope["path"].startswith(_PRIVATE_PREFIX)
         info = RequestInfo(rid)
         scope["dcp.info"] = info
         status = 0
@@ -81,6 +87,9 @@ class RequestContextMiddleware:
                 started = True
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-request-id", rid.encode()))
+                headers.append(_NOSNIFF)
+                if private and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append(_NO_STORE)
                 message = {**message, "headers": headers}
             await send(message)
 

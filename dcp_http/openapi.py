@@ -17,7 +17,7 @@ from dcp_http.routing import Api, Endpoint
 REF = "#/components/schemas/{name}"
 
 _ERROR_TEXT = {
-    400: "invalid request (`fields` says which)",
+    400: "invalid request (`fields` says which), or two different credentials",
     401: "missing or wrong credentials",
     402: "insufficient funds (`shortfall_halala`)",
     403: "not allowed",
@@ -112,7 +112,7 @@ def _operation(ep: Endpoint, refs: dict[Any, Any], components: dict[str, Any]) -
     if ep.body is not None:
         codes |= {413, 415}
     if ep.roles:
-        codes.add(401)
+        codes |= {400, 401}  # 400: two different credentials in one request
     if set(ep.roles) == {ADMIN}:
         codes.add(503)
     for status in sorted(codes):
@@ -126,12 +126,30 @@ def _operation(ep: Endpoint, refs: dict[Any, Any], components: dict[str, Any]) -
     return op
 
 
+def _ecma_patterns(node: Any) -> None:
+    """Rewrite the `\\Z` that ends every pattern (dcp_projections.text.whole) as `$`, in place.
+
+    JSON Schema patterns are ECMA-262 regexes, which have no `\\Z` (a JavaScript reader would
+    take it for a literal "Z"); there `$` without the m flag already means the true end.
+    """
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and pattern.endswith(r"\Z"):
+            node["pattern"] = pattern[:-2] + "$"
+        for value in node.values():
+            _ecma_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _ecma_patterns(value)
+
+
 def build_openapi(
     api: Api, title: str = "DCP ledger API", version: str = "0.1.0"
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every endpoint of `api`."""
     types = _types(api)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    _ecma_patterns(components)
     refs = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for ep in api.endpoints:

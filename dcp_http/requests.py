@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from dcp_projections.decisions import iban_is_valid
+from dcp_projections.text import CONTROL, ENV_KEY, PRINTABLE, whole
 
 # Amounts: integers only, far below 2**53 so every JSON reader keeps them exact.
 MAX_AMOUNT_HALALA = 10**12
@@ -21,26 +22,27 @@ AmountHalala = Annotated[
 ]
 PriceHalala = Annotated[int, Meta(ge=0, le=10_000_000, description="halala per GPU hour")]
 
-# Printable text: no control characters (NUL, newlines, escapes) in names and ids.
-_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
-Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
+# Printable text: no control characters (NUL, newlines, escapes) in names and ids. Every
+# pattern is `whole()`: anchored at the true end, so no trailing newline slips through.
+_EMAIL_PART = rf"[^@\s{CONTROL}]+"
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=PRINTABLE)]
 Email = Annotated[
     str,
     Meta(
         min_length=3,
         max_length=254,
-        pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$",
+        pattern=whole(rf"{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}"),
     ),
 ]
-Id = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
-ShortText = Annotated[str, Meta(max_length=500, pattern=_PRINTABLE)]
+Id = Annotated[str, Meta(min_length=1, max_length=100, pattern=whole(r"[A-Za-z0-9_.:-]+"))]
+ShortText = Annotated[str, Meta(max_length=500, pattern=PRINTABLE)]
 ImageRef = Annotated[
-    str, Meta(min_length=1, max_length=500, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+    str, Meta(min_length=1, max_length=500, pattern=whole(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*"))
 ]
 Iban = Annotated[
     str,
     Meta(
-        pattern=r"^SA[0-9]{22}$",
+        pattern=whole(r"SA[0-9]{22}"),
         description="Saudi IBAN: SA + 22 digits, valid ISO 13616 mod-97 check",
         examples=["SA0380000000608010167519"],
     ),
@@ -74,7 +76,7 @@ class RegisterRenter(Body):
 class RegisterProvider(Body):
     name: Name
     email: Email
-    gpu_model: Annotated[str, Meta(min_length=1, max_length=100, pattern=_PRINTABLE)]
+    gpu_model: Annotated[str, Meta(min_length=1, max_length=100, pattern=PRINTABLE)]
     gpu_count: Annotated[int, Meta(ge=1, le=64)]
     vram_gb: Annotated[int, Meta(ge=1, le=4096)]
 
@@ -93,7 +95,7 @@ class ContainerSpecIn(Body):
     )
     env: Annotated[
         dict[
-            Annotated[str, Meta(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
+            Annotated[str, Meta(min_length=1, max_length=256, pattern=ENV_KEY)],
             Annotated[str, Meta(max_length=8192)],
         ],
         Meta(max_length=128),
@@ -101,7 +103,7 @@ class ContainerSpecIn(Body):
 
 
 class GpuRequirementsIn(Body):
-    gpu_type: Annotated[str, Meta(min_length=1, max_length=64, pattern=_PRINTABLE)] = "any"
+    gpu_type: Annotated[str, Meta(min_length=1, max_length=64, pattern=PRINTABLE)] = "any"
     min_vram_gb: Annotated[int, Meta(ge=0, le=4096)] = 0
     gpu_count: Annotated[int, Meta(ge=1, le=64)] = 1
 
@@ -129,14 +131,14 @@ class PageQuery(Query):
 
 
 class GpuInfoIn(Body):
-    model: Annotated[str, Meta(min_length=1, max_length=100, pattern=_PRINTABLE)]
+    model: Annotated[str, Meta(min_length=1, max_length=100, pattern=PRINTABLE)]
     count: Annotated[int, Meta(ge=1, le=64)] = 1
     vram_total_mb: Annotated[int, Meta(ge=0, le=10**7)] = 0
     vram_free_mb: Annotated[int, Meta(ge=0, le=10**7)] = 0
     utilization_pct: Annotated[int, Meta(ge=0, le=100)] = 0
     temperature_c: Annotated[int, Meta(ge=-100, le=300)] = 0
-    driver_version: Annotated[str, Meta(max_length=64, pattern=_PRINTABLE)] = ""
-    cuda_version: Annotated[str, Meta(max_length=64, pattern=_PRINTABLE)] = ""
+    driver_version: Annotated[str, Meta(max_length=64, pattern=PRINTABLE)] = ""
+    cuda_version: Annotated[str, Meta(max_length=64, pattern=PRINTABLE)] = ""
 
 
 class Heartbeat(Body):
@@ -144,7 +146,7 @@ class Heartbeat(Body):
     running_job_ids: Annotated[list[Id], Meta(max_length=1024)] = msgspec.field(
         default_factory=list
     )
-    daemon_version: Annotated[str, Meta(max_length=64, pattern=_PRINTABLE)] = ""
+    daemon_version: Annotated[str, Meta(max_length=64, pattern=PRINTABLE)] = ""
     accepting_jobs: bool = True
 
 
@@ -181,7 +183,7 @@ class Withdraw(Body):
 
 class Credit(Body):
     amount_halala: AmountHalala
-    reference: Annotated[str, Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
+    reference: Annotated[str, Meta(min_length=1, max_length=200, pattern=PRINTABLE)]
     reason: ShortText = ""
 
 

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
-from dcp_http.auth import Authenticator, Identity
+from dcp_http.auth import Authenticator, Identity, presented_in
 from dcp_http.errors import FieldError, InvalidJson, InvalidRequest, encode_error
 from dcp_http.middleware import request_info
 
@@ -195,14 +195,14 @@ def _is_int(t: Any) -> bool:
     return t is int
 
 
-_DIGITS = re.compile(r"^[+-]?[0-9]{1,19}$")
+_DIGITS = re.compile(r"[+-]?[0-9]{1,19}")
 
 
 def _decode_query(ep: Endpoint, params: Mapping[str, str]) -> Any:
     raw = {k: v for k, v in params.items() if k in ep.query_fields}
     for name in ep.query_int_fields & raw.keys():
         # msgspec's lax mode would read "1e3" or "10.0" as an integer; a query takes digits.
-        if not _DIGITS.match(raw[name]):
+        if not _DIGITS.fullmatch(raw[name]):
             raise InvalidRequest(
                 "invalid query parameter",
                 fields=[FieldError(field=name, message="Expected `int` (digits only)")],
@@ -244,12 +244,7 @@ def _dispatch(
         try:
             identity = None
             if ep.roles:
-                identity = await authenticator().authenticate(
-                    ep.roles,
-                    request.headers,
-                    request.query_params,
-                    request.path_params.get("key"),
-                )
+                identity = await authenticator().authenticate(ep.roles, presented_in(request.scope))
                 if info is not None:
                     info.actor = identity.actor
             query = _decode_query(ep, request.query_params) if ep.query else None

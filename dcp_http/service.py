@@ -180,13 +180,16 @@ class ServiceAdapter:
         )
 
     async def _visible_job(self, who: Identity, job_id: str) -> dict[str, Any]:
-        """The job if `who` may see it: its renter, its provider, or an admin; else 404."""
-        job = await self.queries.job(job_id)
-        if job is None or not (
-            who.role == ADMIN
-            or (who.role == RENTER and job["renter_id"] == who.subject_id)
-            or (who.role == PROVIDER and job["provider_id"] == who.subject_id)
-        ):
+        """The job if `who` may see it: its renter, its provider, or an admin; else 404, the
+        same answer by the same path for an unknown id and another tenant's job."""
+        if who.role == RENTER:
+            job = await self.queries.job(job_id, renter_id=who.subject_id)
+        elif who.role == PROVIDER:
+            job = await self.queries.job(job_id, provider_id=who.subject_id)
+        else:
+            assert who.role == ADMIN
+            job = await self.queries.job(job_id)
+        if job is None:
             raise NotFound("job not found")
         return job
 

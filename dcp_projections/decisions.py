@@ -15,7 +15,14 @@ from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
 from dcp_projections import commands as cmd
 from dcp_projections import ledger
-from dcp_projections._checks import MAX_GPU_COUNT, amount, require_provider, require_renter, text
+from dcp_projections._checks import (
+    MAX_GPU_COUNT,
+    MAX_REASON,
+    amount,
+    require_provider,
+    require_renter,
+    text,
+)
 from dcp_projections.errors import (
     Conflict,
     Forbidden,
@@ -61,6 +68,7 @@ def decide_credit(state: State, c: cmd.CreditDeposit, now_us: int) -> list[Event
     require_renter(state, c.renter_id)
     amount("amount_halala", c.amount_halala)
     text("reference", c.reference)
+    text("reason", c.reason, required=False, max_len=MAX_REASON)
     seen = state.deposit_refs.get(c.reference)
     if seen is not None:
         if seen.renter_id == c.renter_id and seen.amount_halala == c.amount_halala:
@@ -144,6 +152,7 @@ def decide_provider_flag(state: State, c: cmd.SetProviderFlag, now_us: int) -> l
     if c.flag == "approve":
         return [] if p.approved else [ev.ProviderApproved(provider_id=pid, at_us=now_us)]
     if c.flag == "suspend":
+        text("reason", c.reason, required=False, max_len=MAX_REASON)
         if p.suspended:
             return []
         return [ev.ProviderSuspended(provider_id=pid, reason=c.reason, at_us=now_us)]
@@ -161,6 +170,13 @@ def decide_heartbeat(
     require_provider(state, c.provider_id)
     if len(c.running_job_ids) > 1000 or len(c.gpus) > MAX_GPU_COUNT:
         raise ValidationError("running_job_ids", "too many entries")
+    text("daemon_version", c.daemon_version, required=False, max_len=64)
+    for job_id in c.running_job_ids:
+        text("running_job_ids", job_id, max_len=100)
+    for g in c.gpus:
+        text("gpus.model", g.model, max_len=100)
+        text("gpus.driver_version", g.driver_version, required=False, max_len=64)
+        text("gpus.cuda_version", g.cuda_version, required=False, max_len=64)
     renewals = []
     for job_id in dict.fromkeys(c.running_job_ids):
         job = state.jobs.get(job_id)

@@ -16,13 +16,13 @@ from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
 from dcp_projections import ledger
 from dcp_projections.errors import InvariantError
+from dcp_projections.pricing import gpu_price, job_gpu_key, may_run_on
 from dcp_projections.settlement import (
     hold_postings,
     settlement_is_consistent,
     settlement_postings,
 )
 from dcp_projections.state import (
-    ANY_GPU,
     ENDED,
     LEASED,
     PRIORITY_RANK,
@@ -279,10 +279,6 @@ def _release_lease(state: State, job: Job) -> None:
     job.lease_expires_us = None
 
 
-def _job_gpu_key(gpu_type: str) -> str:
-    return "" if gpu_type.lower() in ANY_GPU else gpu_key(gpu_type)
-
-
 def _job_submitted(state: State, seq: int, e: ev.JobSubmitted) -> None:
     renter = _renter(state, seq, e.renter_id)
     if e.job_id in state.jobs:
@@ -304,7 +300,7 @@ def _job_submitted(state: State, seq: int, e: ev.JobSubmitted) -> None:
         submit_seq=seq,
         queued_at_us=e.at_us,
         attempt=e.attempt,
-        gpu_key=_job_gpu_key(e.gpu_requirements.gpu_type),
+        gpu_key=job_gpu_key(e.gpu_requirements.gpu_type),
         first_attempt=e.attempt,
         last_seq=seq,
     )
@@ -322,6 +318,16 @@ def _job_claimed(state: State, seq: int, e: ev.JobClaimed) -> None:
     p = _provider(state, seq, e.provider_id)
     if job.status != "queued" or e.attempt != job.attempt:
         raise InvariantError(f"seq {seq}: claim of {job.job_id} ({job.status}, {job.attempt})")
+    if e.gpu_price_halala_per_gpu_hour is not None:  # None: a v1 claim, from before the rule
+        price = gpu_price(state, p.gpu_model)
+        if e.gpu_price_halala_per_gpu_hour != price or not may_run_on(
+            job.gpu_key, job.price_halala_per_gpu_hour, p.gpu_model, price
+        ):
+            raise InvariantError(
+                f"seq {seq}: {job.job_id} at {job.price_halala_per_gpu_hour}/GPU-h claimed "
+                f"by a {p.gpu_model!r} GPU at {price} (the claim says "
+                f"{e.gpu_price_halala_per_gpu_hour})"
+            )
     state.dequeue(job)
     job.status = "assigned"
     job.provider_id = e.provider_id

@@ -30,6 +30,7 @@ from dcp_projections.errors import (
 )
 from dcp_projections.output import cap, output_sha256, result_fingerprint
 from dcp_projections.presence import takes_new_jobs
+from dcp_projections.pricing import gpu_price, job_gpu_key, may_run_on
 from dcp_projections.settings import Settings
 from dcp_projections.settlement import (
     US_PER_S,
@@ -43,7 +44,8 @@ from dcp_projections.settlement import (
     settle_ending,
     settlement_postings,
 )
-from dcp_projections.state import ENDED, LEASED, Job, Provider, State, gpu_key
+from dcp_projections.state import ENDED, LEASED, Job, Provider, State
+from dcp_projections.text import is_env_key
 
 
 def jobs_to_cancel(state: State, provider_id: str, running_job_ids: tuple[str, ...]) -> list[str]:
@@ -76,6 +78,8 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
         raise ValidationError("container_spec.command", "too long")
     if len(spec.env) > 128:
         raise ValidationError("container_spec.env", "at most 128 variables")
+    if not all(is_env_key(k) for k in spec.env):
+        raise ValidationError("container_spec.env", "names are [A-Za-z_][A-Za-z0-9_]*")
     if not MIN_DURATION_S <= c.max_duration_seconds <= MAX_DURATION_S:
         raise ValidationError(
             "max_duration_seconds", f"must be between {MIN_DURATION_S} and {MAX_DURATION_S}"
@@ -92,6 +96,9 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
     if not state.image_allowed(spec.image):
         raise ImageNotAllowed(spec.image)
     price = state.price_for(req.gpu_type)
+    if c.provider_id is not None and not job_gpu_key(req.gpu_type):
+        # Any GPU of one named provider: that provider's GPU is the one it will run on.
+        price = gpu_price(state, state.providers[c.provider_id].gpu_model)
     rate = rate_halala_per_hour(price, req.gpu_count, c.priority)
     reserve = reserve_halala(rate, c.max_duration_seconds)
     available = state.available(c.renter_id)
@@ -185,11 +192,11 @@ def decide_cancel(state: State, c: cmd.CancelJob, now_us: int) -> list[Event]:
     ]
 
 
-def _fits(job: Job, p: Provider, p_key: str, free_gpus: int) -> bool:
+def _fits(job: Job, p: Provider, p_price: int, free_gpus: int) -> bool:
     req = job.gpu_requirements
     if job.requested_provider_id is not None and job.requested_provider_id != p.provider_id:
         return False
-    if job.gpu_key and job.gpu_key != p_key:
+    if not may_run_on(job.gpu_key, job.price_halala_per_gpu_hour, p.gpu_model, p_price):
         return False
     return req.min_vram_gb <= p.vram_gb and req.gpu_count <= free_gpus
 
@@ -207,12 +214,12 @@ def decide_claim(state: State, c: cmd.ClaimJobs, now_us: int, settings: Settings
     free = p.gpu_count - p.leased_gpus
     out: list[Event] = []
     lease_expires_us = now_us + settings.lease_ttl_s * US_PER_S
-    p_key = gpu_key(p.gpu_model)
+    p_price = gpu_price(state, p.gpu_model)
     for scanned, (_, _, job_id) in enumerate(state.queue):
         if free <= 0 or scanned >= settings.claim_scan_limit:
             break
         job = state.jobs[job_id]
-        if _fits(job, p, p_key, free):
+        if _fits(job, p, p_price, free):
             free -= job.gpu_requirements.gpu_count
             out.append(
                 ev.JobClaimed(
@@ -222,6 +229,7 @@ def decide_claim(state: State, c: cmd.ClaimJobs, now_us: int, settings: Settings
                     attempt=job.attempt,
                     lease_expires_us=lease_expires_us,
                     at_us=now_us,
+                    gpu_price_halala_per_gpu_hour=p_price,
                 )
             )
     return out

@@ -33,7 +33,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "dcp-test/busybox:1"
-ADMIN = "bench-admin-token-0123456789"
+ADMIN = "bench-admin-token-0123456789abcdefgh"
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ from dcp_http.app import create_app
 from dcp_http.config import DEFAULT_RATE_LIMITS, RateLimit, ServerConfig
 from dcp_http.logs import configure_logging
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-0123456789abcdefghij"
 
 IMAGE = "dcp-test/busybox:1"
 # A valid Saudi IBAN (mod-97 check passes).
@@ -42,8 +42,11 @@ def free_port() -> int:
 class Server:
     """A running API: its base URL, its config, and the JSON log lines it wrote."""
 
-    def __init__(self, config: ServerConfig, log: io.StringIO) -> None:
+    def __init__(self, config: ServerConfig, log: io.StringIO, app: Any = None) -> None:
         self.config = config
+        # The ASGI app, for tests that look at how the server answered (its service and
+        # queries live on `app.state` once started).
+        self.app = app
         self.url = f"http://127.0.0.1:{config.port}"
         self._log = log
 
@@ -73,8 +76,10 @@ class Server:
 def serve(db: Path, **overrides: Any) -> Iterator[Server]:
     """Run the API on `db` with `overrides` of the config until the block ends."""
     limits = dict(DEFAULT_RATE_LIMITS)
-    # Tests register many renters from one IP; the register limit has its own test.
+    # Tests register many renters, and try many wrong keys, from one IP; both limits have
+    # their own tests.
     limits["register"] = RateLimit(10_000, 3600.0)
+    limits["auth_failure"] = RateLimit(10_000, 60.0)
     fields: dict[str, Any] = {
         "db": str(db),
         "port": free_port(),
@@ -88,9 +93,10 @@ def serve(db: Path, **overrides: Any) -> Iterator[Server]:
     config = ServerConfig(**fields)
     log = io.StringIO()
     configure_logging(log, cache=False)
+    app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            app,
             host=config.host,
             port=config.port,
             access_log=False,
@@ -107,7 +113,7 @@ def serve(db: Path, **overrides: Any) -> Iterator[Server]:
             raise RuntimeError(f"server did not start:\n{log.getvalue()}")
         time.sleep(0.01)
     try:
-        yield Server(config, log)
+        yield Server(config, log, app)
     finally:
         server.should_exit = True
         thread.join(20)

@@ -37,7 +37,7 @@ def test_dcp_serve_runs_the_api_on_a_sqlite_file(tmp_path):
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "DCP_PORT": str(free_port()),  # the --port flag wins over this
-        "DCP_ADMIN_TOKEN": "serve-test-token",
+        "DCP_ADMIN_TOKEN": "serve-test-token-0123456789abcdefgh",
         "DCP_SWEEP_INTERVAL_S": "0.2",
     }
     proc = subprocess.Popen(
@@ -57,7 +57,10 @@ def test_dcp_serve_runs_the_api_on_a_sqlite_file(tmp_path):
         assert r.status_code == 201
         key = r.json()["api_key"]
         assert httpx.get(f"{url}/api/renters/me", params={"key": key}).status_code == 200
-        images = httpx.get(f"{url}/api/admin/images", headers={"x-admin-token": "serve-test-token"})
+        images = httpx.get(
+            f"{url}/api/admin/images",
+            headers={"x-admin-token": "serve-test-token-0123456789abcdefgh"},
+        )
         assert images.status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -67,7 +70,7 @@ def test_dcp_serve_runs_the_api_on_a_sqlite_file(tmp_path):
     assert b"Application shutdown complete" in err
     assert db.exists()
     logs = (out + err).decode()
-    assert key not in logs and "serve-test-token" not in logs
+    assert key not in logs and "serve-test-token-0123456789abcdefgh" not in logs
     lines = [json.loads(x) for x in logs.splitlines() if x.startswith("{")]
     assert any(x["event"] == "http_request" and x["status"] == 201 for x in lines)
 

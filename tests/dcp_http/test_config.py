@@ -26,7 +26,7 @@ def test_every_variable_is_read():
         "DCP_DB": "/tmp/x.db",
         "DCP_HOST": "0.0.0.0",
         "DCP_PORT": "9000",
-        "DCP_ADMIN_TOKEN": "secret",
+        "DCP_ADMIN_TOKEN": "secret-0123456789abcdefghijklmnopq",
         "DCP_SANDBOX": "1",
         "DCP_LEASE_TTL_S": "30",
         "DCP_MAX_ATTEMPTS": "5",
@@ -42,7 +42,12 @@ def test_every_variable_is_read():
     }
     c = load_config(env)
     assert c.db == "/tmp/x.db" and c.host == "0.0.0.0" and c.port == 9000
-    assert c.admin_token == "secret" and c.sandbox and c.auto_approve and not c.rate_limits
+    assert (
+        c.admin_token == "secret-0123456789abcdefghijklmnopq"
+        and c.sandbox
+        and c.auto_approve
+        and not c.rate_limits
+    )
     assert (c.lease_ttl_s, c.max_attempts, c.online_s, c.stale_s) == (30, 5, 60, 200)
     assert (c.sweep_interval_s, c.deadline_grace_s, c.queue_timeout_s) == (0.5, 10, 600)
     assert c.cors_origins == ("https://a.example", "https://b.example")

@@ -1,9 +1,11 @@
 """The HTTP layer's own pieces, without a server: buckets, redaction, content types, auth."""
 
+from urllib.parse import urlencode
+
 import msgspec
 import pytest
 
-from dcp_http.auth import ADMIN, PROVIDER, RENTER, AdminDisabled, Authenticator
+from dcp_http.auth import ADMIN, PROVIDER, RENTER, AdminDisabled, Authenticator, presented
 from dcp_http.config import RateLimit
 from dcp_http.errors import Unauthorized, error_body
 from dcp_http.logs import Redactor, redact_path
@@ -88,8 +90,11 @@ def _auth(admin_token="tok"):
 
 
 async def _code(auth, roles, headers, query=None, path_key=None):
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    qs = urlencode(query or {}).encode()
+    path = f"/api/providers/{path_key}/jobs" if path_key else "/api/x"
     try:
-        ident = await auth.authenticate(roles, headers, query or {}, path_key)
+        ident = await auth.authenticate(roles, presented(raw, qs, path))
     except (Unauthorized, AdminDisabled) as e:
         return e.code
     return ident.actor

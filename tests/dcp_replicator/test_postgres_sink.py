@@ -39,12 +39,13 @@ SIMULATE = ROOT / "scripts" / "simulate.py"
 @pytest.fixture(scope="module")
 def big_db(tmp_path_factory) -> Path:
     """A log of at least 50,000 events with its read models, written by scripts/simulate.py
-    (the real service; ~0.9 events per command), or by the synthetic workload where the
-    simulator is absent. Shared by the tests of this module, which only read it."""
+    (the real service; ~0.88 events per command since jobs for any GPU wait for a GPU their
+    price covers), or by the synthetic workload where the simulator is absent. Shared by the
+    tests of this module, which only read it."""
     path = tmp_path_factory.mktemp("big") / "dcp.db"
     if SIMULATE.exists():
         cmd = [sys.executable, str(SIMULATE), "--db", str(path), "--seed", "11"]
-        subprocess.run([*cmd, "--commands", "57000"], cwd=ROOT, check=True, timeout=600,
+        subprocess.run([*cmd, "--commands", "60000"], cwd=ROOT, check=True, timeout=600,
                        capture_output=True)  # fmt: skip
     else:
         asyncio.run(make_db(path, 50_000, seed=11))
