@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_engine")]
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN = "check-admin-token-0123456789"
+ADMIN = "check-admin-token-0123456789abcdefghij"
 IMAGE = "dcp-test/busybox:1"
 
 
