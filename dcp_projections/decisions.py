@@ -14,7 +14,7 @@ import re
 from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
 from dcp_projections import commands as cmd
-from dcp_projections import ledger
+from dcp_projections import ledger, topups
 from dcp_projections._checks import MAX_GPU_COUNT, amount, require_provider, require_renter, text
 from dcp_projections.errors import (
     Conflict,
@@ -338,4 +338,6 @@ def decide(state: State, c: cmd.Command, now_us: int, settings: Settings) -> lis
             return decide_withdrawal(state, c, now_us)
         case cmd.Sweep():
             return decide_sweep(state, c, now_us, settings)
+        case cmd.TopUpCommand():
+            return topups.decide(state, c, now_us, settings)
     raise TypeError(f"unknown command {type(c).__name__}")
