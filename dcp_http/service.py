@@ -15,6 +15,7 @@ import msgspec
 
 from dcp_app.queries import Queries
 from dcp_app.service import LedgerService
+from dcp_app.topups import TopUps
 from dcp_events import catalogue as ev
 from dcp_events.sqlite_store import SqliteEventStore
 from dcp_events.store import EventStore
@@ -23,6 +24,8 @@ from dcp_http import responses as out
 from dcp_http.auth import ADMIN, PROVIDER, RENTER, Identity
 from dcp_http.config import ServerConfig
 from dcp_http.errors import ApiError, InvalidRequest, NotFound
+from dcp_http.moyasar import MoyasarClient
+from dcp_http.payments import Payments
 from dcp_http.responses import rfc3339
 from dcp_http.routing import Reply
 from dcp_projections.state import ENDED
@@ -89,8 +92,12 @@ class ServiceAdapter:
         self.ledger = ledger
         self.queries = queries
         self.settings = ledger.settings
+        # The gateway flows (dcp_http.payments), None while no gateway secret key is set.
+        self.payments: Payments | None = None
 
     async def close(self) -> None:
+        if self.payments is not None:
+            await self.payments.close()
         await self.ledger.close()
         await self.queries.close()
         await self.store.close()
@@ -386,4 +393,10 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
     except BaseException:
         await store.close()
         raise
-    return ServiceAdapter(config, store, ledger, queries)
+    adapter = ServiceAdapter(config, store, ledger, queries)
+    if config.moyasar_secret_key:
+        client = MoyasarClient(
+            config.moyasar_api_url, config.moyasar_secret_key, timeout_s=config.moyasar_timeout_s
+        )
+        adapter.payments = Payments(config, TopUps(ledger), queries, client)
+    return adapter
