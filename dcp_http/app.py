@@ -107,8 +107,6 @@ def _crash(request: Request, exc: Exception) -> Response:
 def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> Starlette:
     """The ASGI app. Without `service`, the lifespan opens one on `config.db` and closes it."""
     redactor.add_secret(config.admin_token)
-    redactor.add_secret(config.moyasar_secret_key)
-    redactor.add_secret(config.moyasar_webhook_token)
     openapi_bytes = msgspec.json.encode(build_openapi(endpoints.api))
     holder: dict[str, Any] = {"service": service}
 

@@ -27,10 +27,12 @@ from typing import Any
 import structlog
 
 from dcp_app.queries import Queries
+from dcp_app.service import LedgerService
 from dcp_app.topups import TopUps, TopUpView
 from dcp_events.errors import DcpError
 from dcp_http.config import ServerConfig
 from dcp_http.errors import ApiError, Unauthorized
+from dcp_http.logs import redactor
 from dcp_http.moyasar import GatewayError, GatewayRefused, Invoice, MoyasarClient, Payment
 from dcp_projections import commands as cmd
 from dcp_projections.settlement import US_PER_S
@@ -261,6 +263,19 @@ class Payments:
             after = await self._send_refund(view)
             return bool(after["status"] != "refunding")
         return False
+
+
+def open_payments(config: ServerConfig, ledger: LedgerService, queries: Queries) -> Payments | None:
+    """The gateway flows for `config`, or None without a secret key. Registers the secret
+    key and the webhook token with the log redactor first, so neither can reach a log line."""
+    if not config.moyasar_secret_key:
+        return None
+    redactor.add_secret(config.moyasar_secret_key)
+    redactor.add_secret(config.moyasar_webhook_token)
+    client = MoyasarClient(
+        config.moyasar_api_url, config.moyasar_secret_key, timeout_s=config.moyasar_timeout_s
+    )
+    return Payments(config, TopUps(ledger), queries, client)
 
 
 def _observation(topup_id: str, payment: Payment, source: str) -> cmd.ObserveTopUp:

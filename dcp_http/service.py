@@ -15,7 +15,6 @@ import msgspec
 
 from dcp_app.queries import Queries
 from dcp_app.service import LedgerService
-from dcp_app.topups import TopUps
 from dcp_events import catalogue as ev
 from dcp_events.sqlite_store import SqliteEventStore
 from dcp_events.store import EventStore
@@ -24,8 +23,7 @@ from dcp_http import responses as out
 from dcp_http.auth import ADMIN, PROVIDER, RENTER, Identity
 from dcp_http.config import ServerConfig
 from dcp_http.errors import ApiError, InvalidRequest, NotFound
-from dcp_http.moyasar import MoyasarClient
-from dcp_http.payments import Payments
+from dcp_http.payments import Payments, open_payments
 from dcp_http.responses import rfc3339
 from dcp_http.routing import Reply
 from dcp_projections.state import ENDED
@@ -93,7 +91,7 @@ class ServiceAdapter:
         self.queries = queries
         self.settings = ledger.settings
         # The gateway flows (dcp_http.payments), None while no gateway secret key is set.
-        self.payments: Payments | None = None
+        self.payments: Payments | None = open_payments(config, ledger, queries)
 
     async def close(self) -> None:
         if self.payments is not None:
@@ -393,10 +391,4 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
     except BaseException:
         await store.close()
         raise
-    adapter = ServiceAdapter(config, store, ledger, queries)
-    if config.moyasar_secret_key:
-        client = MoyasarClient(
-            config.moyasar_api_url, config.moyasar_secret_key, timeout_s=config.moyasar_timeout_s
-        )
-        adapter.payments = Payments(config, TopUps(ledger), queries, client)
-    return adapter
+    return ServiceAdapter(config, store, ledger, queries)

@@ -14,7 +14,7 @@ import re
 from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
 from dcp_projections import commands as cmd
-from dcp_projections import ledger, topups
+from dcp_projections import ledger
 from dcp_projections._checks import MAX_GPU_COUNT, amount, require_provider, require_renter, text
 from dcp_projections.errors import (
     Conflict,
@@ -36,6 +36,7 @@ from dcp_projections.jobs import (
 from dcp_projections.settings import Settings
 from dcp_projections.settlement import US_PER_S
 from dcp_projections.state import LEASED, State
+from dcp_projections.topups import decide as decide_gateway_topup
 
 # --- renters -------------------------------------------------------------------------------
 
@@ -339,5 +340,5 @@ def decide(state: State, c: cmd.Command, now_us: int, settings: Settings) -> lis
         case cmd.Sweep():
             return decide_sweep(state, c, now_us, settings)
         case cmd.TopUpCommand():
-            return topups.decide(state, c, now_us, settings)
+            return decide_gateway_topup(state, c, now_us, settings)
     raise TypeError(f"unknown command {type(c).__name__}")
