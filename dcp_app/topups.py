@@ -35,7 +35,7 @@ class TopUps:
     ) -> tuple[TopUpView, bool]:
         """A pending top-up: (its view, True when new). A repeated idempotency key with the
         same amount returns the first top-up (False). Raises ValidationError (amount out of
-        bounds), Conflict (key reused for another amount), NotFound."""
+        bounds), IdempotencyKeyReused (422: the key was used for another amount), NotFound."""
         c = cmd.RequestTopUp(
             topup_id=self.ledger.new_id("tu"),
             renter_id=renter_id,

@@ -26,6 +26,7 @@ from dcp_projections import ledger
 from dcp_projections._checks import require_renter, text
 from dcp_projections.errors import (
     Conflict,
+    IdempotencyKeyReused,
     InsufficientFunds,
     InvalidTransition,
     InvariantError,
@@ -81,7 +82,8 @@ def decide_request(
     state: State, c: cmd.RequestTopUp, now_us: int, settings: Settings
 ) -> list[Event]:
     """A new pending top-up. The same idempotency key with the same amount returns [] (the
-    first top-up stands); with another amount, Conflict. ValidationError outside the bounds."""
+    first top-up stands); with another amount, IdempotencyKeyReused. ValidationError outside
+    the bounds."""
     require_renter(state, c.renter_id)
     lo, hi = settings.topup_min_halala, settings.topup_max_halala
     if isinstance(c.amount_halala, bool) or not lo <= c.amount_halala <= hi:
@@ -92,7 +94,9 @@ def decide_request(
         if seen is not None:
             if state.topups[seen].amount_halala == c.amount_halala:
                 return []
-            raise Conflict("Idempotency-Key already used for a top-up of another amount")
+            raise IdempotencyKeyReused(
+                "Idempotency-Key already used for a top-up of another amount"
+            )
     if c.topup_id in state.topups:
         raise Conflict(f"top-up id {c.topup_id} already in use")
     return [

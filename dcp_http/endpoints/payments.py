@@ -67,8 +67,11 @@ async def _page(
     body=tt.CreateTopUp,
     status=201,
     returns=tt.TopUpReply,
-    errors=(409, 502, 503),
-    headers={"Idempotency-Key": "the same key again returns the first top-up, invoiced once"},
+    errors=(422, 502, 503),
+    headers={
+        "Idempotency-Key": "the same key again returns the first top-up, invoiced once; with"
+        " another amount it is 422 idempotency_key_reused"
+    },
     tag="payments",
 )
 async def create_topup(call: Call) -> tt.TopUpReply:

@@ -233,14 +233,14 @@ def test_bad_input_is_refused_cleanly(papi: Api, gateway: Gateway):
 
 def test_idempotency_key_invoices_once(papi: Api, gateway: Gateway):
     """The same Idempotency-Key returns the first top-up and sends no second invoice POST;
-    with another amount it is 409."""
+    with another amount it is 422 idempotency_key_reused (SPEC section 5)."""
     renter = papi.renter()
     headers = {**renter["headers"], "idempotency-key": "wallet-1"}
     a = papi.ok("POST", "/api/renters/topups", 201, json={"amount_halala": 700}, headers=headers)
     b = papi.ok("POST", "/api/renters/topups", 201, json={"amount_halala": 700}, headers=headers)
     assert a == b
     r = papi.post("/api/renters/topups", json={"amount_halala": 800}, headers=headers)
-    assert r.status_code == 409 and r.json()["code"] == "conflict"
+    assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused"
     assert len(gateway.seen("POST", "/v1/invoices")) == 1
 
 

@@ -15,6 +15,7 @@ from dcp_projections.decisions import decide
 from dcp_projections.errors import (
     Conflict,
     DomainError,
+    IdempotencyKeyReused,
     InsufficientFunds,
     InvalidTransition,
     InvariantError,
@@ -112,7 +113,7 @@ def test_requests_are_bounded_and_idempotent():
         )
         == []
     )
-    with pytest.raises(Conflict):
+    with pytest.raises(IdempotencyKeyReused):
         run(
             s, c.RequestTopUp(topup_id="t3", renter_id="r0", amount_halala=600, idempotency_key="k")
         )
