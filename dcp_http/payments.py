@@ -170,11 +170,11 @@ class Payments:
         True when the top-up changed. Raises GatewayError."""
         topup_id = view["topup_id"]
         if view["status"] == "refunding":
-            return await self._reconcile_refund(view)
+            return await self._reconcile_refund(view, now_us)
         if view["invoice_id"] is None:
             # Its invoice POST may still be in flight (whatever the reconcile delay is set to):
             # wait until that request has surely timed out.
-            if now_us - view["created_at_us"] < 2 * self.config.moyasar_timeout_s * US_PER_S:
+            if self._in_flight(view["created_at_us"], now_us):
                 return False
             found = await self._recover_invoice(view)
             if found is None:
@@ -252,17 +252,26 @@ class Payments:
             return await self.topups.settle_refund(topup_id, True)
         return view
 
-    async def _reconcile_refund(self, view: dict[str, Any]) -> bool:
+    async def _reconcile_refund(self, view: dict[str, Any], now_us: int) -> bool:
         payment = await self.client.payment(view["payment_id"])
         if _refunded(payment, view["amount_halala"]):
             await self.topups.settle_refund(view["topup_id"], True)
             return True
-        if payment.status in PAID_STATUSES and payment.refunded == 0:
-            # The gateway shows no refund, and our request is older than the reconcile delay,
-            # so none of ours is still in flight: ask again (refused -> reversed).
+        if (
+            payment.status in PAID_STATUSES
+            and payment.refunded == 0
+            and not self._in_flight(view["updated_at_us"], now_us)
+        ):
+            # The gateway shows no refund, and our refund request is older than the reconcile
+            # delay and any gateway timeout, so none of ours is still in flight: ask again
+            # (refused -> reversed).
             after = await self._send_refund(view)
             return bool(after["status"] != "refunding")
         return False
+
+    def _in_flight(self, since_us: int, now_us: int) -> bool:
+        """Whether a gateway request we sent at `since_us` may still be under way."""
+        return now_us - since_us < 2 * self.config.moyasar_timeout_s * US_PER_S
 
 
 def open_payments(config: ServerConfig, ledger: LedgerService, queries: Queries) -> Payments | None:

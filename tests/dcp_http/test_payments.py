@@ -492,3 +492,31 @@ def test_refund_outcome_unknown_is_settled_by_the_sweep(tmp_path: Path, gateway:
         assert api.balance(renter)["available_halala"] == 0
         assert_books(api)
         api.close()
+
+
+def test_refund_lost_before_the_gateway_is_asked_again_by_the_sweep(
+    tmp_path: Path, gateway: Gateway
+):
+    """The refund POST fails before the gateway did anything (503): the top-up stays
+    refunding; once no request of ours can be in flight, the sweep sees the payment still paid
+    and unrefunded and asks again, once; the second answer settles it."""
+    db = tmp_path / "dcp.db"
+    with paying_server(db, gateway, topup_reconcile_after_s=0, topup_sweep_interval_s=0.05) as s:
+        api = Api(s)
+        renter = api.renter()
+        t = start_topup(api, renter, 3_000)
+        payment = gateway.pay(t["invoice_id"])
+        api.ok("POST", WEBHOOK, json=gateway.webhook(payment))
+        gateway.fail("POST", "/v1/payments/", status=503)
+        r = api.ok("POST", f"/api/admin/topups/{t['topup_id']}/refund", headers=api.admin)
+        assert r["topup"]["status"] == "refunding"
+        assert gateway.payments[payment["id"]]["refunded"] == 0
+        wait_for(lambda: topup_of(api, renter, t["topup_id"])["status"] == "refunded")
+        posts = gateway.seen("POST", "/v1/payments/")
+        assert [(p.path, p.body) for p in posts] == [
+            (f"/v1/payments/{payment['id']}/refund", {"amount": 3_000})
+        ] * 2
+        assert gateway.payments[payment["id"]]["refunded"] == 3_000
+        assert api.balance(renter)["available_halala"] == 0
+        assert_books(api)
+        api.close()
