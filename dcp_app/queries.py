@@ -265,6 +265,48 @@ class Queries:
         sql += " ORDER BY requested_at_us, withdrawal_id LIMIT ? OFFSET ?"
         return await self._all(sql, (*params, _limit(limit), max(0, int(offset))))
 
+    # --- gateway top-ups ---------------------------------------------------------------------
+
+    async def topup(self, topup_id: str) -> dict[str, Any] | None:
+        """The `topups` row, or None. The caller checks it is the asker's."""
+        return await self._one("SELECT * FROM topups WHERE topup_id = ?", (topup_id,))
+
+    async def topups(
+        self,
+        renter_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: tuple[int, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Top-ups, newest first, of one renter and/or in one status, created before the
+        (created_at_us, topup_id) cursor `before`."""
+        sql = "SELECT * FROM topups WHERE 1 = 1"
+        params: list[Any] = []
+        if renter_id is not None:
+            sql += " AND renter_id = ?"
+            params.append(renter_id)
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        if before is not None:
+            sql += " AND (created_at_us, topup_id) < (?, ?)"
+            params += [before[0], before[1]]
+        sql += " ORDER BY created_at_us DESC, topup_id DESC LIMIT ?"
+        return await self._all(sql, (*params, _limit(limit)))
+
+    async def topups_to_reconcile(
+        self, updated_before_us: int, after: tuple[int, str], limit: int
+    ) -> list[dict[str, Any]]:
+        """Pending and refunding top-ups not changed since `updated_before_us`, in
+        (updated_at_us, topup_id) order after the cursor `after`: the reconcile sweep's next
+        bounded page."""
+        return await self._all(
+            "SELECT * FROM topups WHERE status IN ('pending', 'refunding')"
+            " AND updated_at_us <= ? AND (updated_at_us, topup_id) > (?, ?)"
+            " ORDER BY updated_at_us, topup_id LIMIT ?",
+            (updated_before_us, after[0], after[1], _limit(limit)),
+        )
+
     # --- platform ----------------------------------------------------------------------------
 
     async def pricing(self) -> list[dict[str, Any]]:

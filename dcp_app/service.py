@@ -207,6 +207,11 @@ class LedgerService:
         await self._queue.put(_Pending(command, answer, actor, fut, now_us))
         return await fut
 
+    async def execute(self, command: cmd.Command, answer: Answer, actor: str) -> Any:
+        """Decide `command` in the batch loop and return `answer(state, events)` once durable;
+        for the application modules beside this one (dcp_app.topups). Raises as `_execute`."""
+        return await self._execute(command, answer, actor)
+
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()

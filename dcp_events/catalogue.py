@@ -116,6 +116,111 @@ class SandboxToppedUp(Event, tag="renter.sandbox_topped_up", frozen=True, kw_onl
     postings: tuple[Posting, ...]
 
 
+# --- gateway top-ups (docs/payments.md) ----------------------------------------------------
+# A renter pays through the payment gateway's hosted invoice; the money is credited only when
+# the gateway's own API says the payment is paid, for exactly the amount, in SAR, once per
+# gateway payment id. Every top-up event is in its renter's stream.
+
+TopUpStatus = Literal["pending", "paid", "failed", "expired", "disputed", "refunding", "refunded"]
+
+
+class TopUpRequested(Event, tag="renter.topup_requested", frozen=True, kw_only=True, gc=False):
+    """A renter asked to pay `amount_halala`; recorded before the gateway's invoice is made,
+    so an invoice whose creation outcome is unknown can be found again by `topup_id`."""
+
+    topup_id: str
+    renter_id: str
+    amount_halala: Halala
+    idempotency_key: str | None = None
+    at_us: int
+
+
+class TopUpInvoiceCreated(
+    Event, tag="renter.topup_invoice_created", frozen=True, kw_only=True, gc=False
+):
+    """The gateway's invoice for a top-up: its id and hosted checkout URL."""
+
+    topup_id: str
+    renter_id: str
+    invoice_id: str
+    checkout_url: str
+    at_us: int
+
+
+class TopUpPaid(Event, tag="renter.topup_paid", frozen=True, kw_only=True, gc=False):
+    """The gateway said payment `payment_id` of the top-up's invoice is paid, in SAR, for
+    exactly the amount: world:deposits -> renter available. One per payment id, ever."""
+
+    topup_id: str
+    renter_id: str
+    payment_id: str
+    invoice_id: str = ""
+    amount_halala: Halala
+    source: Literal["webhook", "sweep", "request"] = "webhook"
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+class TopUpFailed(Event, tag="renter.topup_failed", frozen=True, kw_only=True, gc=False):
+    """No money came: the invoice failed, was canceled or expired at the gateway, or its
+    creation was refused or never confirmed (`status` failed or expired)."""
+
+    topup_id: str
+    renter_id: str
+    status: Literal["failed", "expired"]
+    reason: str = ""
+    at_us: int
+
+
+class TopUpDisputed(Event, tag="renter.topup_disputed", frozen=True, kw_only=True, gc=False):
+    """The gateway says a payment is paid, but not for the top-up's amount in SAR: nothing is
+    credited and an admin must look (what the gateway said is kept)."""
+
+    topup_id: str
+    renter_id: str
+    payment_id: str
+    gateway_amount_halala: Halala
+    gateway_currency: str
+    reason: str = ""
+    at_us: int
+
+
+class TopUpRefundRequested(
+    Event, tag="renter.topup_refund_requested", frozen=True, kw_only=True, gc=False
+):
+    """An admin refunds a paid top-up: renter available -> world:deposits, ledgered before
+    the gateway is asked to refund."""
+
+    topup_id: str
+    renter_id: str
+    payment_id: str
+    amount_halala: Halala
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
+class TopUpRefunded(Event, tag="renter.topup_refunded", frozen=True, kw_only=True, gc=False):
+    """The gateway confirmed the refund. No money moves here (it moved at the request)."""
+
+    topup_id: str
+    renter_id: str
+    at_us: int
+
+
+class TopUpRefundReversed(
+    Event, tag="renter.topup_refund_reversed", frozen=True, kw_only=True, gc=False
+):
+    """The gateway definitively refused the refund: world:deposits -> renter available,
+    and the top-up is paid again."""
+
+    topup_id: str
+    renter_id: str
+    amount_halala: Halala
+    reason: str = ""
+    at_us: int
+    postings: tuple[Posting, ...]
+
+
 # --- providers -----------------------------------------------------------------------------
 
 
@@ -420,4 +525,12 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     WithdrawalRequested,
     WithdrawalCompleted,
     WithdrawalRejected,
+    TopUpRequested,
+    TopUpInvoiceCreated,
+    TopUpPaid,
+    TopUpFailed,
+    TopUpDisputed,
+    TopUpRefundRequested,
+    TopUpRefunded,
+    TopUpRefundReversed,
 )

@@ -50,6 +50,23 @@ async def sweep_loop(service: ServiceAdapter, interval_s: float) -> None:
             log.error("sweep_failed", exc_info=exc)
 
 
+async def topup_sweep_loop(service: ServiceAdapter, interval_s: float) -> None:
+    """Reconcile pending and refunding top-ups with the gateway every `interval_s`, forever
+    (dcp_http.payments.Payments.sweep: bounded per round). A failing round is logged and
+    tried again next period."""
+    payments = service.payments
+    if payments is None:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            changed = await payments.sweep(service.ledger.clock())
+            if changed:
+                log.info("topup_sweep", changed=changed)
+        except Exception as exc:
+            log.error("topup_sweep_failed", exc_info=exc)
+
+
 async def gc_loop(freeze_s: float, full_s: float) -> None:
     """Keep CPython's full collections from scanning the whole in-memory domain state.
 
@@ -111,6 +128,8 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
         metrics.attach(svc)
         holder["authenticator"] = Authenticator(svc.lookup_key, config.admin_token)
         tasks = [asyncio.create_task(sweep_loop(svc, config.sweep_interval_s))]
+        if svc.payments is not None:
+            tasks.append(asyncio.create_task(topup_sweep_loop(svc, config.topup_sweep_interval_s)))
         if config.gc_freeze_s > 0:
             tasks.append(asyncio.create_task(gc_loop(config.gc_freeze_s, config.gc_full_s)))
         log.info("api_started", db=config.db, sandbox=config.sandbox)

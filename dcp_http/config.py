@@ -94,6 +94,18 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     )
     max_body_bytes: int = 1 * MIB
     max_result_body_bytes: int = 4 * MIB
+    # Gateway top-ups (docs/payments.md). Without a secret key the top-up routes answer 503.
+    moyasar_secret_key: str | None = None
+    moyasar_webhook_token: str | None = None
+    moyasar_api_url: str = "https://api.moyasar.com/v1"
+    moyasar_timeout_s: float = 10.0
+    public_url: str | None = None  # where renters come back to after paying
+    topup_min_halala: int = _DOMAIN.topup_min_halala
+    topup_max_halala: int = _DOMAIN.topup_max_halala
+    topup_reconcile_after_s: int = 600
+    topup_sweep_interval_s: float = 30.0
+    topup_sweep_limit: int = 50
+    topup_invoice_ttl_s: int = 86400
     # Garbage-collector tuning of the server process (see dcp_http.app.gc_loop); 0 turns it off.
     gc_freeze_s: float = 1.0
     gc_full_s: float = 600.0
@@ -183,6 +195,17 @@ ENV: dict[str, tuple[str, Any]] = {
     "DCP_MAX_RESULT_BODY_BYTES": ("max_result_body_bytes", _int(1024, 256 * MIB)),
     "DCP_GC_FREEZE_S": ("gc_freeze_s", _seconds_or_off),
     "DCP_GC_FULL_S": ("gc_full_s", _seconds),
+    "DCP_MOYASAR_SECRET_KEY": ("moyasar_secret_key", _opt_str),
+    "DCP_MOYASAR_WEBHOOK_TOKEN": ("moyasar_webhook_token", _opt_str),
+    "DCP_MOYASAR_API_URL": ("moyasar_api_url", _str),
+    "DCP_MOYASAR_TIMEOUT_S": ("moyasar_timeout_s", _seconds),
+    "DCP_PUBLIC_URL": ("public_url", _opt_str),
+    "DCP_TOPUP_MIN_HALALA": ("topup_min_halala", _int(1, 10**12)),
+    "DCP_TOPUP_MAX_HALALA": ("topup_max_halala", _int(1, 10**12)),
+    "DCP_TOPUP_RECONCILE_AFTER_S": ("topup_reconcile_after_s", _int(0, 86400 * 30)),
+    "DCP_TOPUP_SWEEP_INTERVAL_S": ("topup_sweep_interval_s", _seconds),
+    "DCP_TOPUP_SWEEP_LIMIT": ("topup_sweep_limit", _int(1, 500)),
+    "DCP_TOPUP_INVOICE_TTL_S": ("topup_invoice_ttl_s", _int(60, 86400 * 30)),
 }
 
 # DCP_RATE_LIMIT_SUBMIT=60/60 and so on: "<requests>/<seconds>".
@@ -227,4 +250,8 @@ def load_config(environ: Mapping[str, str], flags: Mapping[str, Any] | None = No
         raise ConfigError(str(e)) from e
     if config.online_s > config.stale_s:
         raise ConfigError("DCP_ONLINE_S must not exceed DCP_STALE_S")
+    if config.topup_min_halala > config.topup_max_halala:
+        raise ConfigError("DCP_TOPUP_MIN_HALALA must not exceed DCP_TOPUP_MAX_HALALA")
+    if not config.moyasar_api_url.startswith(("https://", "http://")):
+        raise ConfigError("DCP_MOYASAR_API_URL must be an http(s) URL")
     return config

@@ -23,6 +23,7 @@ from dcp_http import responses as out
 from dcp_http.auth import ADMIN, PROVIDER, RENTER, Identity
 from dcp_http.config import ServerConfig
 from dcp_http.errors import ApiError, InvalidRequest, NotFound
+from dcp_http.payments import Payments, open_payments
 from dcp_http.responses import rfc3339
 from dcp_http.routing import Reply
 from dcp_projections.state import ENDED
@@ -89,8 +90,12 @@ class ServiceAdapter:
         self.ledger = ledger
         self.queries = queries
         self.settings = ledger.settings
+        # The gateway flows (dcp_http.payments), None while no gateway secret key is set.
+        self.payments: Payments | None = open_payments(config, ledger, queries)
 
     async def close(self) -> None:
+        if self.payments is not None:
+            await self.payments.close()
         await self.ledger.close()
         await self.queries.close()
         await self.store.close()

@@ -139,3 +139,50 @@ class DecideWithdrawal(Command, frozen=True, kw_only=True):
 
 class Sweep(Command, frozen=True, kw_only=True):
     """End expired leases, jobs past their deadline and jobs queued too long."""
+
+
+# --- gateway top-ups (dcp_projections.topups) ---------------------------------------------
+
+
+class TopUpCommand(Command, frozen=True, kw_only=True):
+    """Base of the gateway top-up commands; `decide` sends them to dcp_projections.topups."""
+
+    topup_id: str
+
+
+class RequestTopUp(TopUpCommand, frozen=True, kw_only=True):
+    renter_id: str
+    amount_halala: int
+    idempotency_key: str | None = None
+
+
+class RecordInvoice(TopUpCommand, frozen=True, kw_only=True):
+    """The gateway made the top-up's invoice (its id and hosted checkout URL)."""
+
+    invoice_id: str
+    checkout_url: str
+
+
+class ObserveTopUp(TopUpCommand, frozen=True, kw_only=True):
+    """What the gateway's own API said about a top-up's invoice or payment, never what a
+    notification's body claimed. Empty fields: the gateway did not say."""
+
+    source: Literal["webhook", "sweep", "request"] = "sweep"
+    invoice_id: str = ""
+    invoice_status: str = ""
+    payment_id: str = ""
+    payment_status: str = ""
+    amount_halala: int = 0
+    currency: str = ""
+    reason: str = ""
+
+
+class RefundTopUp(TopUpCommand, frozen=True, kw_only=True):
+    """Admin: refund a paid top-up (ledgered before the gateway is asked)."""
+
+
+class SettleRefund(TopUpCommand, frozen=True, kw_only=True):
+    """The gateway's answer to a refund: done (`succeeded`) or definitively refused."""
+
+    succeeded: bool
+    reason: str = ""

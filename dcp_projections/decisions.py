@@ -43,6 +43,7 @@ from dcp_projections.jobs import (
 from dcp_projections.settings import Settings
 from dcp_projections.settlement import US_PER_S
 from dcp_projections.state import LEASED, State
+from dcp_projections.topups import decide as decide_gateway_topup
 
 # --- renters -------------------------------------------------------------------------------
 
@@ -354,4 +355,6 @@ def decide(state: State, c: cmd.Command, now_us: int, settings: Settings) -> lis
             return decide_withdrawal(state, c, now_us)
         case cmd.Sweep():
             return decide_sweep(state, c, now_us, settings)
+        case cmd.TopUpCommand():
+            return decide_gateway_topup(state, c, now_us, settings)
     raise TypeError(f"unknown command {type(c).__name__}")

@@ -83,6 +83,14 @@ class LeaseLost(Conflict):
     code = "lease_lost"
 
 
+class IdempotencyKeyReused(DomainError):
+    """An Idempotency-Key already used for a different request (422, SPEC section 5): the
+    first request stands and nothing changes."""
+
+    code = "idempotency_key_reused"
+    status = 422
+
+
 class ImageNotAllowed(ValidationError):
     """The image is not on the admin-managed allowlist (400, field `container_spec.image`)."""
 

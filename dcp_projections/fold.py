@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
-from dcp_projections import ledger
+from dcp_projections import ledger, topups
 from dcp_projections.errors import InvariantError
 from dcp_projections.pricing import gpu_price, job_gpu_key, may_run_on
 from dcp_projections.settlement import (
@@ -573,6 +573,7 @@ _HANDLERS: dict[type[Event], _Handler] = {
     ev.WithdrawalRequested: _withdrawal_requested,  # type: ignore[dict-item]
     ev.WithdrawalCompleted: _withdrawal_completed,  # type: ignore[dict-item]
     ev.WithdrawalRejected: _withdrawal_rejected,  # type: ignore[dict-item]
+    **topups.FOLDS,
 }
 
 
@@ -613,3 +614,4 @@ def check_all(state: State) -> None:
         leased = leased_by.pop(p.provider_id, set())
         if leased != p.leased:
             raise InvariantError(f"provider {p.provider_id} leases {p.leased}, not {leased}")
+    topups.check(state)

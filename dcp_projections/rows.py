@@ -21,6 +21,7 @@ from dcp_projections.state import (
     Provider,
     Renter,
     State,
+    TopUp,
     Touched,
     Withdrawal,
 )
@@ -105,6 +106,24 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "pricing": ("gpu_model", ("gpu_model", "halala_per_gpu_hour", "last_seq")),
     "image_allowlist": ("reference", ("reference", "last_seq")),
+    "topups": (
+        "topup_id",
+        (
+            "topup_id",
+            "renter_id",
+            "amount_halala",
+            "status",
+            "invoice_id",
+            "checkout_url",
+            "payment_id",
+            "reason",
+            "gateway_amount_halala",
+            "gateway_currency",
+            "created_at_us",
+            "updated_at_us",
+            "last_seq",
+        ),
+    ),
 }
 
 POSTING_COLUMNS = (
@@ -234,6 +253,24 @@ def price_row(p: Price) -> Row:
     }
 
 
+def topup_row(t: TopUp) -> Row:
+    return {
+        "topup_id": t.topup_id,
+        "renter_id": t.renter_id,
+        "amount_halala": t.amount_halala,
+        "status": t.status,
+        "invoice_id": t.invoice_id,
+        "checkout_url": t.checkout_url,
+        "payment_id": t.payment_id,
+        "reason": t.reason,
+        "gateway_amount_halala": t.gateway_amount_halala,
+        "gateway_currency": t.gateway_currency,
+        "created_at_us": t.created_at_us,
+        "updated_at_us": t.updated_at_us,
+        "last_seq": t.last_seq,
+    }
+
+
 class RowChanges(msgspec.Struct):
     """Rows to upsert and keys to delete, per table."""
 
@@ -258,6 +295,8 @@ def _rows_of(state: State, kind: str, key: str) -> Iterator[tuple[str, Row | Non
         yield "withdrawals", withdrawal_row(state.withdrawals[key])
     elif kind == "credential":
         yield "credentials", credential_row(key, state.credentials[key])
+    elif kind == "topup":
+        yield "topups", topup_row(state.topups[key])
     elif kind == "price":
         yield "pricing", price_row(state.pricing[key])
     elif kind == "image":
@@ -300,6 +339,7 @@ def all_rows(state: State) -> dict[str, list[Row]]:
     out["withdrawals"] = [withdrawal_row(w) for w in state.withdrawals.values()]
     out["pricing"] = [price_row(p) for p in state.pricing.values()]
     out["image_allowlist"] = [{"reference": r, "last_seq": s} for r, s in state.images.items()]
+    out["topups"] = [topup_row(t) for t in state.topups.values()]
     return out
 
 

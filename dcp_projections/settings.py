@@ -26,6 +26,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     min_withdrawal_halala: int = 1000
     output_cap_bytes: int = 1024 * 1024
     sandbox_topup_max_halala: int = 1_000_000
+    # Bounds of one gateway top-up (POST /api/renters/topups).
+    topup_min_halala: int = 100
+    topup_max_halala: int = 1_000_000
     # A claim looks at most this many queued jobs, so one poll's cost is bounded even when
     # the queue is long and full of jobs this provider cannot run.
     claim_scan_limit: int = 5000

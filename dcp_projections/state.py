@@ -19,7 +19,14 @@ from typing import Literal
 
 import msgspec
 
-from dcp_events.catalogue import ContainerSpec, GpuInfo, GpuRequirements, JobOutput, Settlement
+from dcp_events.catalogue import (
+    ContainerSpec,
+    GpuInfo,
+    GpuRequirements,
+    JobOutput,
+    Settlement,
+    TopUpStatus,
+)
 from dcp_projections import ledger
 
 JobStatus = Literal[
@@ -126,6 +133,27 @@ class Withdrawal(msgspec.Struct, kw_only=True, gc=False):
     decided_at_us: int | None = None
 
 
+class TopUp(msgspec.Struct, kw_only=True, gc=False):
+    """A renter's payment through the gateway (dcp_projections.topups folds and decides it)."""
+
+    topup_id: str
+    renter_id: str
+    amount_halala: int
+    status: TopUpStatus
+    created_at_us: int
+    updated_at_us: int
+    last_seq: int
+    idempotency_key: str | None = None
+    invoice_id: str | None = None
+    checkout_url: str | None = None
+    # The payment credited (paid, refunding, refunded) or disputed.
+    payment_id: str | None = None
+    reason: str = ""
+    # What the gateway said about a disputed payment.
+    gateway_amount_halala: int | None = None
+    gateway_currency: str | None = None
+
+
 class Price(msgspec.Struct, kw_only=True, gc=False):
     gpu_model: str  # display name as the admin wrote it
     halala_per_gpu_hour: int
@@ -170,6 +198,11 @@ class State:
         self.submit_keys: dict[tuple[str, str], str] = {}  # (renter, idempotency key) -> job
         self.deposit_refs: dict[str, DepositRef] = {}  # reference -> the credit it made
         self.account_seq: dict[str, int] = {}  # account -> last_seq
+        # Gateway top-ups, and the indexes that make each credit happen at most once.
+        self.topups: dict[str, TopUp] = {}
+        self.topup_payments: dict[str, str] = {}  # gateway payment id credited -> top-up
+        self.topup_invoices: dict[str, str] = {}  # gateway invoice id -> top-up
+        self.topup_keys: dict[tuple[str, str], str] = {}  # (renter, idempotency key) -> top-up
         self.touched: Touched = set()
 
     # --- queue -----------------------------------------------------------------------------

@@ -122,6 +122,17 @@ PRICING = TableSpec(
     columns=_cols("gpu_model:text, halala_per_gpu_hour:int, last_seq:int"),
 )
 
+TOPUPS = TableSpec(
+    local="topups",
+    target="dcp_topups",
+    key=("topup_id",),
+    columns=_cols(
+        "topup_id:text, renter_id:text, amount_halala:int, status:text, invoice_id:text,"
+        " checkout_url:text, payment_id:text, reason:text, gateway_amount_halala:int,"
+        " gateway_currency:text, created_at_us:int, updated_at_us:int, last_seq:int"
+    ),
+)
+
 MIRRORED: tuple[TableSpec, ...] = (
     RENTERS,
     PROVIDERS,
@@ -130,6 +141,7 @@ MIRRORED: tuple[TableSpec, ...] = (
     POSTINGS,
     WITHDRAWALS,
     PRICING,
+    TOPUPS,
 )
 
 NEVER_MIRRORED = frozenset({"credentials", "job_outputs"})

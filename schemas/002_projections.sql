@@ -133,3 +133,23 @@ CREATE TABLE IF NOT EXISTS image_allowlist (
     reference TEXT PRIMARY KEY,
     last_seq  INTEGER NOT NULL
 ) STRICT;
+
+-- Gateway top-ups (docs/payments.md): one row per top-up, in its latest status.
+CREATE TABLE IF NOT EXISTS topups (
+    topup_id              TEXT PRIMARY KEY,
+    renter_id             TEXT NOT NULL,
+    amount_halala         INTEGER NOT NULL,
+    status                TEXT NOT NULL,          -- pending | paid | failed | expired | disputed | refunding | refunded
+    invoice_id            TEXT,                   -- the gateway's invoice, once created
+    checkout_url          TEXT,                   -- the invoice's hosted payment page
+    payment_id            TEXT,                   -- the gateway payment credited (or disputed)
+    reason                TEXT NOT NULL,          -- why failed, expired, disputed or reversed
+    gateway_amount_halala INTEGER,                -- what the gateway said, for a dispute
+    gateway_currency      TEXT,
+    created_at_us         INTEGER NOT NULL,
+    updated_at_us         INTEGER NOT NULL,
+    last_seq              INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS topups_renter ON topups (renter_id, created_at_us);
+CREATE INDEX IF NOT EXISTS topups_status ON topups (status, updated_at_us);
+CREATE INDEX IF NOT EXISTS topups_last_seq ON topups (last_seq);

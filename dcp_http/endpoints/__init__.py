@@ -10,6 +10,6 @@ api = Api()
 
 # Registration happens on import, in this order: the router tries routes in it, so the busy
 # ones (submit, heartbeat, polls, results) come first. It is also the order in /openapi.json.
-from dcp_http.endpoints import jobs, providers, renters, admin, system  # noqa: E402, I001
+from dcp_http.endpoints import jobs, providers, renters, admin, payments, system  # noqa: E402, I001
 
-__all__ = ["admin", "api", "jobs", "providers", "renters", "system"]
+__all__ = ["admin", "api", "jobs", "payments", "providers", "renters", "system"]

@@ -2,7 +2,7 @@
 -- Written only by the replicator (dcp_replicator); SQLite stays the source of truth, and every
 -- row here can be rebuilt from the event log. Idempotent: safe to apply again.
 --
--- Mirrored: renters, providers, jobs, accounts, postings, withdrawals, pricing. Never mirrored:
+-- Mirrored: renters, providers, jobs, accounts, postings, withdrawals, pricing, topups. Never mirrored:
 -- credentials (API key hashes) and job_outputs (large, and the renter's own data).
 -- Every mirrored row carries last_seq, the sequence of the last event that changed it; rows only
 -- move forward (see dcp_forward_only below), so replaying a batch does no harm.
@@ -116,6 +116,25 @@ CREATE TABLE IF NOT EXISTS dcp_pricing (
 -- Rows only move forward, whoever writes them. The PostgreSQL sink already says
 -- `WHERE excluded.last_seq > t.last_seq` in its upsert; PostgREST's upsert cannot, so this
 -- trigger skips any update that would not move a row forward (a replayed or late batch).
+-- Gateway top-ups (docs/payments.md), in their latest status.
+CREATE TABLE IF NOT EXISTS dcp_topups (
+    topup_id              TEXT PRIMARY KEY,
+    renter_id             TEXT NOT NULL,
+    amount_halala         BIGINT NOT NULL,
+    status                TEXT NOT NULL,
+    invoice_id            TEXT,
+    checkout_url          TEXT,
+    payment_id            TEXT,
+    reason                TEXT NOT NULL,
+    gateway_amount_halala BIGINT,
+    gateway_currency      TEXT,
+    created_at_us         BIGINT NOT NULL,
+    updated_at_us         BIGINT NOT NULL,
+    last_seq              BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dcp_topups_renter ON dcp_topups (renter_id, created_at_us);
+CREATE INDEX IF NOT EXISTS dcp_topups_status ON dcp_topups (status);
+
 CREATE OR REPLACE FUNCTION dcp_forward_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -132,7 +151,7 @@ DECLARE
 BEGIN
     FOREACH t IN ARRAY ARRAY['dcp_replication_state', 'dcp_renters', 'dcp_providers',
                              'dcp_jobs', 'dcp_accounts', 'dcp_postings', 'dcp_withdrawals',
-                             'dcp_pricing']
+                             'dcp_pricing', 'dcp_topups']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE OR REPLACE TRIGGER dcp_forward_only BEFORE UPDATE ON %I '

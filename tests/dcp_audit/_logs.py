@@ -17,7 +17,7 @@ from dcp_events.codec import default_codec
 from dcp_events.event import Event
 from dcp_events.sqlite_store import SqliteEventStore, open_connection
 from dcp_events.store import AppendRequest
-from dcp_projections import ledger
+from dcp_projections import ledger, topups
 from dcp_projections.settlement import (
     charge,
     rate_halala_per_hour,
@@ -118,8 +118,54 @@ async def build_log(path: Path, renters: int = 4, jobs_per_renter: int = 5) -> i
                 ),
             ),
         )
+    for r in range(renters):
+        await _topup(put, f"r{r}", r, t + 100)
     await store.close()
     return last
+
+
+async def _topup(put, rid: str, r: int, t: int) -> None:
+    """A gateway top-up credited once; r0's refund is refused (reversed), r1's confirmed."""
+    tid, pay, amount = f"tu-{rid}", f"pay-{rid}", 5_000 + r
+    events: list[Event] = [
+        ev.TopUpRequested(topup_id=tid, renter_id=rid, amount_halala=amount, at_us=t),
+        ev.TopUpInvoiceCreated(
+            topup_id=tid, renter_id=rid, invoice_id=f"inv-{rid}", checkout_url="u", at_us=t
+        ),
+        ev.TopUpPaid(
+            topup_id=tid,
+            renter_id=rid,
+            payment_id=pay,
+            invoice_id=f"inv-{rid}",
+            amount_halala=amount,
+            at_us=t + 1,
+            postings=topups.credit_postings(rid, amount),
+        ),
+    ]
+    if r < 2:
+        events.append(
+            ev.TopUpRefundRequested(
+                topup_id=tid,
+                renter_id=rid,
+                payment_id=pay,
+                amount_halala=amount,
+                at_us=t + 2,
+                postings=topups.refund_postings(rid, amount),
+            )
+        )
+        if r == 0:
+            events.append(
+                ev.TopUpRefundReversed(
+                    topup_id=tid,
+                    renter_id=rid,
+                    amount_halala=amount,
+                    at_us=t + 3,
+                    postings=topups.credit_postings(rid, amount),
+                )
+            )
+        else:
+            events.append(ev.TopUpRefunded(topup_id=tid, renter_id=rid, at_us=t + 3))
+    await put(f"renter-{rid}", *events)
 
 
 async def _job(put, rid: str, job_id: str, pid: str, kind: int, t: int) -> None:

@@ -179,6 +179,27 @@ def test_balanced_theft_rechained(log_path):
     assert (f.seq, f.check) == (seq, "invariant")
 
 
+def test_gateway_payment_credited_twice_rechained(store_log_path):
+    """A second renter's top-up credit rewritten to name the first one's gateway payment
+    (balanced, re-chained) is caught by the fold: one payment id credits once, ever."""
+    conn = writable(store_log_path)
+    first, second = (
+        r[0]
+        for r in conn.execute(
+            "SELECT seq FROM events WHERE type = 'renter.topup_paid' ORDER BY seq LIMIT 2"
+        )
+    )
+    paid = json.loads(str(row(conn, first)["payload"]))["payment_id"]
+    payload = json.loads(str(row(conn, second)["payload"]))
+    payload["payment_id"] = paid
+    conn.execute("UPDATE events SET payload = ? WHERE seq = ?", (json.dumps(payload), second))
+    rechain_from(conn, second)
+    conn.close()
+    f = fault_of(store_log_path)
+    assert (f.seq, f.check) == (second, "invariant")
+    assert "credited twice" in str(f)
+
+
 def test_rechained_forgery_fails_the_published_head(log_path, capsys):
     """A forgery rechained to the head passes the chain, but not a head hash published before."""
     published = run_verify(log_path).head_hash

@@ -84,3 +84,49 @@ def test_domain_settings_share_the_thresholds():
     s = c.domain_settings()
     assert (s.lease_ttl_s, s.max_attempts, s.sandbox) == (7, 2, True)
     assert s.sweep_interval_s == 1
+
+
+def test_payment_settings_are_read_and_checked():
+    """The gateway's settings (docs/payments.md): defaults, every variable, bad values named."""
+    c = load_config({})
+    assert (c.moyasar_secret_key, c.moyasar_webhook_token, c.public_url) == (None, None, None)
+    assert c.moyasar_api_url == "https://api.moyasar.com/v1"
+    assert (c.topup_min_halala, c.topup_max_halala, c.topup_reconcile_after_s) == (
+        100,
+        1_000_000,
+        600,
+    )
+    c = load_config(
+        {
+            "DCP_MOYASAR_SECRET_KEY": "sk_test_x",
+            "DCP_MOYASAR_WEBHOOK_TOKEN": "tok",
+            "DCP_MOYASAR_API_URL": "http://127.0.0.1:1/v1",
+            "DCP_MOYASAR_TIMEOUT_S": "2.5",
+            "DCP_PUBLIC_URL": "https://dcp.example",
+            "DCP_TOPUP_MIN_HALALA": "500",
+            "DCP_TOPUP_MAX_HALALA": "900",
+            "DCP_TOPUP_RECONCILE_AFTER_S": "60",
+            "DCP_TOPUP_SWEEP_INTERVAL_S": "5",
+            "DCP_TOPUP_SWEEP_LIMIT": "7",
+            "DCP_TOPUP_INVOICE_TTL_S": "3600",
+        }
+    )
+    assert (c.moyasar_secret_key, c.moyasar_webhook_token) == ("sk_test_x", "tok")
+    assert (c.moyasar_api_url, c.moyasar_timeout_s, c.public_url) == (
+        "http://127.0.0.1:1/v1",
+        2.5,
+        "https://dcp.example",
+    )
+    assert (c.topup_min_halala, c.topup_max_halala, c.topup_reconcile_after_s) == (500, 900, 60)
+    assert (c.topup_sweep_interval_s, c.topup_sweep_limit, c.topup_invoice_ttl_s) == (5.0, 7, 3600)
+    assert (c.domain_settings().topup_min_halala, c.domain_settings().topup_max_halala) == (
+        500,
+        900,
+    )
+    for env, name in (
+        ({"DCP_TOPUP_MIN_HALALA": "900", "DCP_TOPUP_MAX_HALALA": "500"}, "DCP_TOPUP_MIN_HALALA"),
+        ({"DCP_MOYASAR_API_URL": "ftp://x"}, "DCP_MOYASAR_API_URL"),
+        ({"DCP_TOPUP_SWEEP_LIMIT": "0"}, "DCP_TOPUP_SWEEP_LIMIT"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            load_config(env)

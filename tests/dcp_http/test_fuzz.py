@@ -22,6 +22,7 @@ from dcp_http import endpoints
 from dcp_http.openapi import build_openapi
 
 from ._live import Api, serve
+from .gateway import SECRET_KEY, WEBHOOK_TOKEN, running_gateway
 
 DOC = build_openapi(endpoints.api)
 SCHEMA = schemathesis.openapi.from_dict(DOC)
@@ -37,10 +38,19 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
-    """One server for the whole fuzz run, with a credited renter and an approved provider."""
-    with serve(
-        tmp_path_factory.mktemp("fuzz") / "fuzz.db", rate_limits=False, sandbox=True
-    ) as server:
+    """One server for the whole fuzz run, with a credited renter and an approved provider,
+    and payments on, against the stand-in gateway (tests/dcp_http/gateway.py)."""
+    with (
+        running_gateway() as gateway,
+        serve(
+            tmp_path_factory.mktemp("fuzz") / "fuzz.db",
+            rate_limits=False,
+            sandbox=True,
+            moyasar_secret_key=SECRET_KEY,
+            moyasar_webhook_token=WEBHOOK_TOKEN,
+            moyasar_api_url=gateway.url,
+        ) as server,
+    ):
         api = Api(server)
         api.allow_image()
         renter = api.renter(credit_halala=10**9)

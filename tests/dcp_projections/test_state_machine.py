@@ -152,6 +152,86 @@ class Ledger(RuleBasedStateMachine):
             )
         )
 
+    def gateway(self, data):
+        """A gateway top-up's life with the gateway's answers drawn: invoices, paid payments
+        repeated or reused across top-ups, wrong amounts and currencies, failed and expired
+        invoices, refunds confirmed or refused. No payment id is ever credited twice."""
+        if not self.state.topups or data.draw(st.integers(0, 2), label="new top-up") == 0:
+            renter = self.pick(data, self.state.renters, "renter")
+            self.run(
+                c.RequestTopUp(
+                    topup_id=self.new_id("t"),
+                    renter_id=renter,
+                    amount_halala=data.draw(st.sampled_from([50, 100, 5_000, 2_000_000])),
+                    idempotency_key=data.draw(st.sampled_from([None, None, "tk"])),
+                )
+            )
+            return
+        what = data.draw(
+            st.sampled_from(["invoice", "observe", "observe", "refund", "settle"]), label="what"
+        )
+        # Mostly a top-up the step can change (paid ones for a refund, ...), sometimes any.
+        wants = {"refund": {"paid"}, "settle": {"refunding"}}.get(what)
+        candidates = [k for k, v in self.state.topups.items() if wants and v.status in wants]
+        if not candidates or data.draw(st.integers(0, 3), label="any top-up") == 0:
+            candidates = list(self.state.topups)
+        tid = self.pick(data, candidates, "top-up")
+        t = self.state.topups[tid]
+        credited_before = dict(self.state.topup_payments)
+        if what == "invoice":
+            self.run(c.RecordInvoice(topup_id=tid, invoice_id=f"inv-{tid}", checkout_url="u"))
+        elif what == "observe" and data.draw(st.booleans(), label="as asked"):
+            # The common case: the gateway says this top-up's own payment is paid: exactly,
+            # for a halala less, or in another currency (disputed).
+            paid = data.draw(st.sampled_from(["exact", "short", "exact", "usd"]), label="paid")
+            self.run(
+                c.ObserveTopUp(
+                    topup_id=tid,
+                    source=data.draw(st.sampled_from(["webhook", "sweep"])),
+                    payment_id=f"pay-{tid}",
+                    payment_status="paid",
+                    amount_halala=t.amount_halala - (paid == "short"),
+                    currency="USD" if paid == "usd" else "SAR",
+                )
+            )
+        elif what == "observe":
+            self.run(
+                c.ObserveTopUp(
+                    topup_id=tid,
+                    source=data.draw(st.sampled_from(["webhook", "sweep"])),
+                    invoice_status=data.draw(
+                        st.sampled_from(["", "initiated", "paid", "failed", "expired"])
+                    ),
+                    payment_id=data.draw(st.sampled_from(["", "pay-1", "pay-2", f"pay-{tid}"])),
+                    payment_status=data.draw(st.sampled_from(["paid", "paid", "failed", "x"])),
+                    amount_halala=data.draw(st.sampled_from([1, t.amount_halala, 5_000])),
+                    currency=data.draw(st.sampled_from(["USD", "SAR", "sar"])),
+                )
+            )
+        elif what == "refund":
+            if t.status == "pending":  # paid first, so refunds are common
+                self.run(
+                    c.ObserveTopUp(
+                        topup_id=tid,
+                        payment_id=f"pay-{tid}",
+                        payment_status="paid",
+                        amount_halala=t.amount_halala,
+                        currency="SAR",
+                    )
+                )
+            self.run(c.RefundTopUp(topup_id=tid))
+            if t.status == "refunding":
+                # The gateway answers at once: refused, confirmed, or not yet (in turn over all
+                # programs, so the run sees all three).
+                REFUNDS_ANSWERED.append(tid)
+                turn = len(REFUNDS_ANSWERED) % 3
+                if turn:
+                    self.run(c.SettleRefund(topup_id=tid, succeeded=turn == 1))
+        else:
+            self.run(c.SettleRefund(topup_id=tid, succeeded=data.draw(st.booleans())))
+        for payment_id, owner in credited_before.items():
+            assert self.state.topup_payments[payment_id] == owner, "a payment moved top-ups"
+
     # --- providers ---------------------------------------------------------------------------
 
     def register_provider(self, data):
@@ -397,6 +477,7 @@ class Ledger(RuleBasedStateMachine):
 
 
 SEEN: set[str] = set()
+REFUNDS_ANSWERED: list[str] = []  # across programs: which turn the next refund answer takes
 NEEDS_JOBS = {Ledger.cancel, Ledger.requeue, Ledger.heartbeat}
 ACTIONS = [
     *[Ledger.submit] * 6,
@@ -412,6 +493,7 @@ ACTIONS = [
     Ledger.decide_withdrawal,
     Ledger.credit,
     Ledger.topup,
+    Ledger.gateway,
     Ledger.register_renter,
     Ledger.register_provider,
     *[Ledger.provider_flag] * 2,

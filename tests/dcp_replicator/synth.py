@@ -2,11 +2,11 @@
 event store.
 
 Stand-in until scripts/simulate.py (the real domain) lands: it writes plausible events (renters,
-providers, deposits, jobs that are submitted, claimed, started and settled, heartbeats,
-withdrawals, pricing) with `SqliteEventStore.append_atomic`, and fills the read-model tables
-of schemas/002_projections.sql in the same transaction through the store's `tx_hook`, as the
-application does. Money follows SPEC section 2 (holds, 75/25 split, refunds), so the
-postings of every event sum to zero. Deterministic for a given seed.
+providers, deposits and gateway top-ups, jobs that are submitted, claimed, started and settled,
+heartbeats, withdrawals, pricing) with `SqliteEventStore.append_atomic`, and fills the
+read-model tables of schemas/002_projections.sql in the same transaction through the store's
+`tx_hook`, as the application does. Money follows SPEC section 2 (holds, 75/25 split,
+refunds), so the postings of every event sum to zero. Deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -144,11 +144,26 @@ class SynthWorkload:
         rid = self.rng.choice(list(self.renters))
         amount = self.rng.randint(10_000, 500_000)
         self.renters[rid] += amount
-        return self._event(
-            f"renter-{rid}",
-            "synth.deposited",
-            {"postings": [["world:deposits", -amount], [f"renter:{rid}:available", amount]]},
-        )
+        postings = [["world:deposits", -amount], [f"renter:{rid}:available", amount]]
+        if self.rng.random() < 0.5:  # paid in through the gateway: a top-up row too
+            tid = self._id("tu")
+            row = {
+                "topup_id": tid,
+                "renter_id": rid,
+                "amount_halala": amount,
+                "status": "paid",
+                "invoice_id": f"inv-{tid}",
+                "checkout_url": f"https://checkout.example/invoices/inv-{tid}",
+                "payment_id": f"pay-{tid}",
+                "reason": "",
+                "gateway_amount_halala": None,
+                "gateway_currency": None,
+                "created_at_us": self.now_us,
+                "updated_at_us": self.now_us,
+            }
+            body = {"rows": [["topups", row]], "postings": postings}
+            return self._event(f"renter-{rid}", "synth.topup_paid", body)
+        return self._event(f"renter-{rid}", "synth.deposited", {"postings": postings})
 
     def _heartbeat(self) -> tuple[str, NewEvent]:
         pid = self.rng.choice(list(self.providers))
