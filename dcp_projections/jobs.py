@@ -56,6 +56,17 @@ def jobs_to_cancel(state: State, provider_id: str, running_job_ids: tuple[str, .
     return out
 
 
+def quote(
+    state: State, gpu_type: str, gpu_count: int, priority: str, max_duration_seconds: int
+) -> tuple[int, int, int]:
+    """(price_halala_per_gpu_hour, rate_halala_per_hour, reserve_halala) a job with these
+    terms would get now: its GPU type's price, times its count and priority, for its maximum
+    duration. Submission fixes these; the web plane shows them before a renter submits."""
+    price = state.price_for(gpu_type)
+    rate = rate_halala_per_hour(price, gpu_count, priority)
+    return price, rate, reserve_halala(rate, max_duration_seconds)
+
+
 def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Settings) -> list[Event]:
     """Queue a job and hold its reserve.
 
@@ -91,9 +102,9 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
         raise ValidationError("provider_id", "no such provider")
     if not state.image_allowed(spec.image):
         raise ImageNotAllowed(spec.image)
-    price = state.price_for(req.gpu_type)
-    rate = rate_halala_per_hour(price, req.gpu_count, c.priority)
-    reserve = reserve_halala(rate, c.max_duration_seconds)
+    price, rate, reserve = quote(
+        state, req.gpu_type, req.gpu_count, c.priority, c.max_duration_seconds
+    )
     available = state.available(c.renter_id)
     if reserve > available:
         raise InsufficientFunds(reserve, available)
