@@ -290,3 +290,43 @@ class Queries:
             "head_hash": head["hash"] if head else "0" * 64,
             "invariants_ok": total == 0 and not negative and seq == head_seq,
         }
+
+    # --- browsing (the web plane's consoles) -------------------------------------------------
+
+    async def job_counts(self) -> dict[str, int]:
+        """How many jobs are in each status: {status: count}."""
+        rows = await self._all("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+        return {r["status"]: r["n"] for r in rows}
+
+    async def jobs(
+        self, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Every renter's jobs, newest first, optionally by status (admins only)."""
+        sql, params = "SELECT * FROM jobs", []
+        if status is not None:
+            sql += " WHERE status = ?"
+            params.append(status)
+        sql += " ORDER BY submitted_at_us DESC, job_id DESC LIMIT ? OFFSET ?"
+        rows = await self._all(sql, (*params, _limit(limit), max(0, int(offset))))
+        return [await self._job_view(r) for r in rows]
+
+    async def renters(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Renters with their balances, newest first."""
+        rows = await self._all(
+            "SELECT renter_id, name, email, created_at_us FROM renters"
+            " ORDER BY created_at_us DESC, renter_id LIMIT ? OFFSET ?",
+            (_limit(limit), max(0, int(offset))),
+        )
+        return [{**r, **await self.balance(r["renter_id"])} for r in rows]
+
+    async def providers(
+        self, now_us: int, settings: Settings, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Providers as `provider()` returns them, pending approval first, then by name."""
+        rows = await self._all(
+            "SELECT provider_id FROM providers ORDER BY approval_status = 'approved', name,"
+            " provider_id LIMIT ? OFFSET ?",
+            (_limit(limit), max(0, int(offset))),
+        )
+        found = [await self.provider(r["provider_id"], now_us, settings) for r in rows]
+        return [p for p in found if p is not None]
