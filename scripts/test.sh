@@ -5,7 +5,9 @@
 #   2. a Docker engine and the worker's locally built test image (scripts/ci/docker.sh; root or
 #      sudo: it installs docker.io with apt and starts dockerd);
 #   3. a PostgreSQL 15 for the replicator (scripts/ci/postgres.sh, which prints the DSN);
-#   4. every test, with Docker and PostgreSQL required (their tests fail rather than skip).
+#   4. Chromium from Debian's packages for the browser tests (scripts/ci/chromium.sh);
+#   5. every test, with Docker, PostgreSQL and the browser required (their tests fail rather
+#      than skip).
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/dcp_events -x`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,11 @@ if [ -f scripts/ci/postgres.sh ]; then
     # postgres.sh prints `export DCP_TEST_PG_DSN=...` lines for the tests.
     eval "$(bash scripts/ci/postgres.sh)"
     export DCP_REQUIRE_POSTGRES=1
+fi
+if [ -f scripts/ci/chromium.sh ]; then
+    # chromium.sh prints `export DCP_CHROMIUM=...` for the browser tests.
+    eval "$(bash scripts/ci/chromium.sh)"
+    export DCP_REQUIRE_BROWSER=1
 fi
 
 export PATH="$PWD/.venv/bin:$PATH"
