@@ -74,6 +74,8 @@ class Ctx:
             "c": self,
             "lang": self.lang,
             "dir": "rtl" if self.lang in i18n.RTL else "ltr",
+            "arrow_next": "←" if self.lang in i18n.RTL else "→",
+            "arrow_prev": "→" if self.lang in i18n.RTL else "←",
             "csrf": self.session.csrf,
             "role": self.session.role,
             "flash": flash,

@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup, escape
 from starlette.templating import Jinja2Templates
 
 from dcp_http.web import i18n
@@ -15,15 +16,17 @@ TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 
 
-def _when(value: str | int | None) -> str:
-    """An RFC 3339 string or integer microseconds as `YYYY-MM-DD HH:MM:SS UTC`."""
+def _when(value: str | int | None) -> Markup | str:
+    """An RFC 3339 string or integer microseconds as `YYYY-MM-DD HH:MM:SS UTC`, in a
+    left-to-right <time> so an Arabic page does not reorder its parts."""
     if value is None or value == "":
         return "–"
     if isinstance(value, int):
         t = dt.datetime.fromtimestamp(value / 1_000_000, dt.UTC)
     else:
         t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
+    iso = escape(t.isoformat())
+    return Markup(f'<time dir="ltr" datetime="{iso}">{t:%Y-%m-%d %H:%M:%S} UTC</time>')
 
 
 def environment() -> jinja2.Environment:

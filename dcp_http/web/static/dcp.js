@@ -50,6 +50,7 @@ if (form) {
     }, 300);
   };
   for (const n of names) form.elements[n]?.addEventListener("input", update);
+  if (!out.querySelector("#shortfall")) update();
 }
 
 // IBAN: say before submitting when it fails the check (asked of the server, which holds the
