@@ -160,3 +160,26 @@ def browser(chromium: Any, server: Server, tmp_path: Path) -> Iterator[Browser]:
     b = Browser(chromium, server, shots)
     yield b
     b.close()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """Skip (or fail, when DCP_REQUIRE_DOCKER is set) without Docker and the test image."""
+    import subprocess
+
+    from tests.dcp_http._live import IMAGE
+
+    try:
+        ok = (
+            subprocess.run(
+                ["docker", "image", "inspect", IMAGE], capture_output=True, timeout=20
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        message = f"no Docker engine with {IMAGE}; run `bash scripts/ci/docker.sh` (as root)"
+        if os.environ.get("DCP_REQUIRE_DOCKER"):
+            pytest.fail(message)
+        pytest.skip(message)
