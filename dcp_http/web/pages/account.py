@@ -8,7 +8,7 @@ from dcp_http import requests as inp
 from dcp_http.auth import ADMIN, PROVIDER, RENTER, Authenticator, role_of_key
 from dcp_http.errors import ApiError
 from dcp_http.web import i18n
-from dcp_http.web.forms import Invalid, convert, field_errors, whole
+from dcp_http.web.forms import Invalid, convert, whole
 from dcp_http.web.page import Ctx, page
 
 HOME = {RENTER: "/renter", PROVIDER: "/provider", ADMIN: "/admin"}
@@ -112,9 +112,9 @@ async def signin(c: Ctx) -> Response:
         )
         return c.render("signin.html", 401, next=nxt, errors={"key": message})
     c.switch(c.site.sessions.sign_in(c.session, who.role, who.subject_id))
-    return c.redirect(
-        safe_next(nxt, HOME[who.role]) if nxt.startswith(HOME[who.role]) else HOME[who.role]
-    )
+    # Back to the page that asked for sign-in, if it belongs to this role; else its home.
+    home = HOME[who.role]
+    return c.redirect(nxt if nxt == home or nxt.startswith(home + "/") else home)
 
 
 @page()
@@ -130,6 +130,3 @@ async def language(c: Ctx) -> Response:
     if lang in i18n.LANGUAGES:
         c.session.lang = lang
     return c.redirect(safe_next(c.field("next"), "/"))
-
-
-__all__ = ["field_errors"]

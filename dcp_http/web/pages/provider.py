@@ -10,6 +10,7 @@ from dcp_http import requests as inp
 from dcp_http.auth import PROVIDER
 from dcp_http.web import charts
 from dcp_http.web.forms import Invalid, convert, field_errors, sar_to_halala
+from dcp_http.web.i18n import sar
 from dcp_http.web.page import Ctx, page
 from dcp_projections.decisions import iban_is_valid
 from dcp_projections.errors import InsufficientFunds, ValidationError
@@ -94,7 +95,7 @@ async def earnings(c: Ctx) -> Response:
     except InsufficientFunds as short:
         message = c._(
             "That is more than your earnings (short by %(short)s SAR).",
-            short=_sar(short.shortfall_halala),
+            short=sar(short.shortfall_halala),
         )
         return await _earnings_page(c, 402, values=values, errors={"amount": message})
     except ValidationError as bad:
@@ -102,16 +103,10 @@ async def earnings(c: Ctx) -> Response:
         if "amount" in errs:
             errs["amount"] = c._(
                 "The minimum withdrawal is %(min)s SAR.",
-                min=_sar(c.service.settings.min_withdrawal_halala),
+                min=sar(c.service.settings.min_withdrawal_halala),
             )
         return await _earnings_page(c, 400, values=values, errors=errs)
     return c.redirect("/provider/earnings", c._("Withdrawal requested; an admin pays it out."))
-
-
-def _sar(halala: int) -> str:
-    from dcp_http.web.i18n import sar
-
-    return sar(halala)
 
 
 @page(PROVIDER)

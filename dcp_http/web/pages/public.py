@@ -33,14 +33,15 @@ async def marketplace(c: Ctx) -> Response:
     c.form = q  # type: ignore[assignment]  # the filters read like a form's fields
     min_vram = whole(c, "min_vram", errors, default=0)
     max_price = sar_to_halala(c, "max_price", errors) if values["max_price"] else None
-    rows = (await c.service.marketplace()).providers
+    online = (await c.service.marketplace()).providers
+    rows = list(online)
     if values["gpu"]:
         rows = [p for p in rows if values["gpu"].lower() in p.gpu_model.lower()]
     if min_vram:
         rows = [p for p in rows if p.vram_gb >= min_vram]
     if max_price is not None:
         rows = [p for p in rows if p.halala_per_gpu_hour <= max_price]
-    models = sorted({p.gpu_model for p in (await c.service.marketplace()).providers})
+    models = sorted({p.gpu_model for p in online})
     return c.render(
         "marketplace.html",
         400 if errors else 200,

@@ -15,10 +15,11 @@ from starlette.responses import JSONResponse, Response
 
 from dcp_http import requests as inp
 from dcp_http.auth import RENTER
-from dcp_http.errors import NotFound
+from dcp_http.errors import InvalidRequest, NotFound
 from dcp_http.service import Gone
 from dcp_http.web import charts
 from dcp_http.web.forms import Invalid, convert, field_errors, sar_to_halala, whole
+from dcp_http.web.i18n import sar
 from dcp_http.web.page import Ctx, page
 from dcp_projections.errors import InsufficientFunds, ValidationError
 from dcp_projections.jobs import quote
@@ -67,7 +68,7 @@ async def jobs(c: Ctx) -> Response:
             {"status": status, "limit": 20, "cursor": q.get("cursor") or None}, inp.JobsQuery
         )
         page_ = await c.service.list_jobs(c.session.subject_id, query)
-    except (msgspec.ValidationError, NotFound, ValueError):
+    except (msgspec.ValidationError, InvalidRequest):  # a status or cursor not of this list
         raise NotFound("no such page of jobs") from None
     return c.render(
         "renter_jobs.html",
@@ -184,9 +185,9 @@ async def submit(c: Ctx) -> Response:
         message = c._(
             "The reserve is %(reserve)s SAR but your available balance is %(available)s SAR:"
             " %(short)s SAR short. Top up or choose a shorter maximum duration.",
-            reserve=_sar(estimate["reserve_halala"]),
-            available=_sar(estimate["available_halala"]),
-            short=_sar(short.shortfall_halala),
+            reserve=sar(estimate["reserve_halala"]),
+            available=sar(estimate["available_halala"]),
+            short=sar(short.shortfall_halala),
         )
         return await _submit_form(
             c,
@@ -198,12 +199,6 @@ async def submit(c: Ctx) -> Response:
     except ValidationError as bad:
         return await _submit_form(c, 400, errors=field_errors(c, bad.fields, SUBMIT_FIELDS))
     return c.redirect(f"/renter/jobs/{reply.job.job_id}", c._("Job submitted."))
-
-
-def _sar(halala: int) -> str:
-    from dcp_http.web.i18n import sar
-
-    return sar(halala)
 
 
 @page(RENTER)
@@ -222,7 +217,7 @@ async def estimate(c: Ctx) -> Response:
         return JSONResponse({"error": "invalid"}, 400)
     q = _quote(c, body)
     return JSONResponse(
-        {**q, "reserve_sar": _sar(q["reserve_halala"]), "rate_sar": _sar(q["rate_halala"])}
+        {**q, "reserve_sar": sar(q["reserve_halala"]), "rate_sar": sar(q["rate_halala"])}
     )
 
 
@@ -290,8 +285,8 @@ async def statement(c: Ctx) -> Response:
         ledger = await c.service.renter_ledger(
             c.session.subject_id, inp.PageQuery(limit=50, cursor=cursor)
         )
-    except Exception as exc:
-        raise NotFound("no such page of the statement") from exc
+    except InvalidRequest:  # a cursor not of this list
+        raise NotFound("no such page of the statement") from None
     return c.render("renter_statement.html", entries=ledger.entries, next_cursor=ledger.next_cursor)
 
 
@@ -317,7 +312,7 @@ async def statement_csv(c: Ctx) -> Response:
                     e.event_type,
                     e.job_id or "",
                     e.amount_halala,
-                    _sar(e.amount_halala).replace(",", ""),
+                    sar(e.amount_halala).replace(",", ""),
                 ]
             )
         rows += len(page_.entries)
