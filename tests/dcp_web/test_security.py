@@ -193,3 +193,19 @@ def test_pages_need_their_role(client: Browserless, admin_client: Browserless):
     for path in ("/provider", "/admin", "/admin/reconciliation"):
         assert client.get(path).status_code == 303, path
     assert admin_client.get("/admin/reconciliation").status_code == 200
+
+
+def test_no_open_redirect_after_sign_in_or_language(client: Browserless, api):
+    """`next` may only name a page of this site (and of the role signed in)."""
+    renter = api.renter()
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "/admin"):
+        c = Browserless(client_server(client))
+        r = c.post("/signin", {"key": renter["api_key"], "next": target})
+        assert r.headers["location"] == "/renter", target
+        r = c.post("/language", {"lang": "ar", "next": target})
+        assert r.headers["location"] in ("/", "/admin"), target
+        c.close()
+    c = Browserless(client_server(client))
+    r = c.post("/signin", {"key": renter["api_key"], "next": "/renter/statement"})
+    assert r.headers["location"] == "/renter/statement"
+    c.close()
