@@ -98,9 +98,13 @@ def _launch(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One Chromium for the session (skip, or fail under DCP_REQUIRE_BROWSER, without one)."""
+    """One Chromium per test module (skip, or fail under DCP_REQUIRE_BROWSER, without one).
+
+    Per module, not per session: Playwright's sync API keeps an asyncio loop running in this
+    thread while it is open, and the async tests of the other packages need the thread free.
+    """
     problem = None
     try:
         from playwright.sync_api import sync_playwright
