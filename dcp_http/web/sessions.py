@@ -37,9 +37,9 @@ class Session(msgspec.Struct, kw_only=True):
 
     def csrf_ok(self, token: str | None) -> bool:
         """True if `token` is this session's CSRF token (compared in constant time)."""
-        return bool(token) and hmac.compare_digest(
-            token.encode("utf-8", "surrogatepass"), self.csrf.encode()
-        )
+        if not token:
+            return False
+        return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self.csrf.encode())
 
 
 class SessionStore:

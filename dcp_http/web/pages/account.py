@@ -7,6 +7,7 @@ from starlette.responses import Response
 from dcp_http import requests as inp
 from dcp_http.auth import ADMIN, PROVIDER, RENTER, Authenticator, role_of_key
 from dcp_http.errors import ApiError
+from dcp_http.ratelimit import TokenBuckets
 from dcp_http.web import i18n
 from dcp_http.web.forms import Invalid, convert, whole
 from dcp_http.web.page import Ctx, page
@@ -20,10 +21,10 @@ def _client(c: Ctx) -> str:
 
 
 def _throttled(c: Ctx, buckets: str) -> bool:
-    site = c.site
-    if not site.config.rate_limits:
+    if not c.site.config.rate_limits:
         return False
-    return getattr(site, buckets).take("web", _client(c)) > 0
+    bucket: TokenBuckets = getattr(c.site, buckets)
+    return bucket.take("web", _client(c)) > 0
 
 
 def safe_next(target: str, default: str) -> str:
