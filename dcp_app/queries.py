@@ -18,6 +18,7 @@ from dcp_projections import ledger
 from dcp_projections.settings import Settings
 from dcp_projections.settlement import US_PER_S
 from dcp_projections.state import DEFAULT_PRICE_KEY, SEED_PRICES, gpu_key
+from dcp_projections.streams import renter_stream
 
 MAX_LIMIT = 500
 _RANK = "CASE priority WHEN 'priority' THEN 0 WHEN 'standard' THEN 1 ELSE 2 END"
@@ -330,3 +331,15 @@ class Queries:
         )
         found = [await self.provider(r["provider_id"], now_us, settings) for r in rows]
         return [p for p in found if p is not None]
+
+    async def job_events(
+        self, renter_id: str, job_id: str, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The log's events of one job, in order: [{seq, type, recorded_at_us, actor,
+        attempt}]. A job's events live in its renter's stream; at most `limit` of them."""
+        return await self._all(
+            "SELECT seq, type, recorded_at_us, actor, json_extract(payload, '$.attempt')"
+            " AS attempt FROM events WHERE stream_id = ? AND type LIKE 'job.%'"
+            " AND json_extract(payload, '$.job_id') = ? ORDER BY seq LIMIT ?",
+            (renter_stream(renter_id), job_id, _limit(limit)),
+        )

@@ -375,6 +375,12 @@ class ServiceAdapter:
         rows = await self.queries.jobs_of_provider(provider_id, limit)
         return [_as(out.JobView, j) for j in rows]
 
+    async def job_timeline(self, who: Identity, job_id: str) -> list[out.JobEvent]:
+        """The job's events from the log, oldest first, if `who` may see the job; else 404."""
+        job = await self._visible_job(who, job_id)
+        rows = await self.queries.job_events(job["renter_id"], job_id)
+        return [_as(out.JobEvent, r) for r in rows]
+
     async def provider_withdrawals(self, provider_id: str) -> list[out.WithdrawalView]:
         """A provider's withdrawals, oldest first (at most 500)."""
         rows = await self.queries.withdrawals(provider_id=provider_id, limit=500)

@@ -83,6 +83,11 @@ def test_renter_journey(browser: Browser, api):
     # The page polls the job's status and reloads itself when it changes.
     expect(page.locator("#job-status")).to_have_text("completed", timeout=20_000)
     expect(page.locator("#stdout")).to_have_text("hello from the web\n")
+    # The timeline is the job's events, read from the log.
+    types = page.locator("#timeline li[data-type]").evaluate_all(
+        "els => els.map(e => e.dataset.type)"
+    )
+    assert types == ["job.submitted", "job.claimed", "job.started", "job.completed"]
 
     # Billed by the shorter of the reported and the server-measured runtime (seconds here).
     job = _job_as_admin(api, job_id)

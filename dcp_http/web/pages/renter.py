@@ -234,12 +234,7 @@ async def job(c: Ctx) -> Response:
     job_id = c.request.path_params["job_id"]
     view = await c.service.get_job(c.identity, job_id)
     output = await _output(c, job_id)
-    steps = [
-        (c._("Submitted"), view.submitted_at),
-        (c._("Assigned to a provider"), view.assigned_at),
-        (c._("Started"), view.started_at),
-        (c._("Ended"), view.ended_at),
-    ]
+    steps = await c.service.job_timeline(c.identity, job_id)
     return c.render(
         "renter_job.html",
         job=view,
