@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from dcp_events.errors import StoreError
 from dcp_http.auth import Identity
 from dcp_http.errors import error_body, on_purpose
+from dcp_http.middleware import request_info
 from dcp_http.web import i18n
 from dcp_http.web.sessions import COOKIE, Session
 
@@ -122,6 +123,11 @@ def page(role: str | None = None) -> Callable[[Handler], Callable[[Request], Awa
             if session is None:
                 session = site.sessions.new()
             c = Ctx(request, site, session, fresh)
+            info = request_info(request.scope)
+            if info is not None:
+                info.route = request.scope["route"].path if "route" in request.scope else None
+                if session.role:
+                    info.actor = c.identity.actor  # the access log names who, as for the API
             if role is not None and session.role != role:
                 target = "/signin?next=" + quote(request.url.path, safe="/")
                 return c.redirect(target)

@@ -209,3 +209,16 @@ def test_no_open_redirect_after_sign_in_or_language(client: Browserless, api):
     r = c.post("/signin", {"key": renter["api_key"], "next": "/renter/statement"})
     assert r.headers["location"] == "/renter/statement"
     c.close()
+
+
+def test_access_log_names_the_page_and_who(client: Browserless, server, api):
+    """Each page request is one access-log line with its route template and the signed-in
+    actor, as API requests are; the key is not on it."""
+    key = client.signup_renter()
+    rid = api.ok("GET", "/api/renters/me", headers={"x-renter-key": key})["renter_id"]
+    client.get("/renter/jobs/job-none")
+    lines = server.wait_for_log(
+        lambda x: x.get("event") == "http_request" and x.get("path") == "/renter/jobs/job-none"
+    )
+    assert lines and lines[0]["route"] == "/renter/jobs/{job_id}"
+    assert lines[0]["actor"] == f"renter:{rid}" and lines[0]["status"] == 404
