@@ -18,6 +18,7 @@ from dcp_projections import ledger
 from dcp_projections.settings import Settings
 from dcp_projections.settlement import US_PER_S
 from dcp_projections.state import DEFAULT_PRICE_KEY, SEED_PRICES, gpu_key
+from dcp_projections.streams import renter_stream
 
 MAX_LIMIT = 500
 _RANK = "CASE priority WHEN 'priority' THEN 0 WHEN 'standard' THEN 1 ELSE 2 END"
@@ -415,3 +416,54 @@ class Queries:
             "head_seq": (head or {}).get("seq") or 0,
             "projection_seq": await self.projection_seq(),
         }
+    # --- browsing (the web plane's consoles) -------------------------------------------------
+
+    async def job_counts(self) -> dict[str, int]:
+        """How many jobs are in each status: {status: count}."""
+        rows = await self._all("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+        return {r["status"]: r["n"] for r in rows}
+
+    async def jobs(
+        self, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Every renter's jobs, newest first, optionally by status (admins only)."""
+        sql, params = "SELECT * FROM jobs", []
+        if status is not None:
+            sql += " WHERE status = ?"
+            params.append(status)
+        sql += " ORDER BY submitted_at_us DESC, job_id DESC LIMIT ? OFFSET ?"
+        rows = await self._all(sql, (*params, _limit(limit), max(0, int(offset))))
+        return [await self._job_view(r) for r in rows]
+
+    async def renters(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Renters with their balances, newest first."""
+        rows = await self._all(
+            "SELECT renter_id, name, email, created_at_us FROM renters"
+            " ORDER BY created_at_us DESC, renter_id LIMIT ? OFFSET ?",
+            (_limit(limit), max(0, int(offset))),
+        )
+        return [{**r, **await self.balance(r["renter_id"])} for r in rows]
+
+    async def providers(
+        self, now_us: int, settings: Settings, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Providers as `provider()` returns them, pending approval first, then by name."""
+        rows = await self._all(
+            "SELECT provider_id FROM providers ORDER BY approval_status = 'approved', name,"
+            " provider_id LIMIT ? OFFSET ?",
+            (_limit(limit), max(0, int(offset))),
+        )
+        found = [await self.provider(r["provider_id"], now_us, settings) for r in rows]
+        return [p for p in found if p is not None]
+
+    async def job_events(
+        self, renter_id: str, job_id: str, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The log's events of one job, in order: [{seq, type, recorded_at_us, actor,
+        attempt}]. A job's events live in its renter's stream; at most `limit` of them."""
+        return await self._all(
+            "SELECT seq, type, recorded_at_us, actor, json_extract(payload, '$.attempt')"
+            " AS attempt FROM events WHERE stream_id = ? AND type LIKE 'job.%'"
+            " AND json_extract(payload, '$.job_id') = ? ORDER BY seq LIMIT ?",
+            (renter_stream(renter_id), job_id, _limit(limit)),
+        )

@@ -29,6 +29,7 @@ from dcp_http.openapi import build_openapi
 from dcp_http.ratelimit import RateLimitMiddleware
 from dcp_http.routing import RouteTable
 from dcp_http.service import ServiceAdapter, open_service
+from dcp_http.web.site import Site, is_web_path, not_found, web_routes
 
 log = structlog.get_logger("dcp_http")
 
@@ -87,8 +88,10 @@ async def gc_loop(freeze_s: float, full_s: float) -> None:
         gc.freeze()
 
 
-def _http_exception(request: Request, exc: Exception) -> Response:
+async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404 and is_web_path(request.url.path):
+        return await not_found(request)  # a browser gets the web plane's page
     mapped: ApiError
     if exc.status_code == 405:
         mapped = MethodNotAllowed("method not allowed for this path")
@@ -126,6 +129,7 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
         app.state.openapi = openapi_bytes
         app.state.metrics = metrics
         metrics.attach(svc)
+        app.state.web = Site(config)
         holder["authenticator"] = Authenticator(svc.lookup_key, config.admin_token)
         tasks = [asyncio.create_task(sweep_loop(svc, config.sweep_interval_s))]
         if svc.payments is not None:
@@ -158,10 +162,11 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
             BodyGuardMiddleware,
             max_body_bytes=config.max_body_bytes,
             large_paths={RESULT_PATH: config.max_result_body_bytes},
+            form_paths=is_web_path,
         )
     )
     return Starlette(
-        routes=[Route(METRICS_PATH, metrics_endpoint, methods=["GET"]), table],
+        routes=[Route(METRICS_PATH, metrics_endpoint, methods=["GET"]), table, *web_routes()],
         middleware=middleware,
         exception_handlers={HTTPException: _http_exception, Exception: _crash},
         lifespan=lifespan,

@@ -147,8 +147,15 @@ def is_json_content_type(value: str | None) -> bool:
     return True
 
 
+def is_form_content_type(value: str | None) -> bool:
+    """True for an HTML form's `application/x-www-form-urlencoded` (no files are taken)."""
+    media = (value or "").partition(";")[0].strip().lower()
+    return media == "application/x-www-form-urlencoded"
+
+
 class BodyGuardMiddleware:
-    """Refuses bodies over the route's size limit (413) and bodies that are not JSON (415).
+    """Refuses bodies over the route's size limit (413) and bodies that are not JSON (415),
+    or not an urlencoded form on the web plane's paths.
 
     The body is read here, bounded, and replayed to the app, so nothing below ever holds more
     than the limit. Job results get a larger limit than everything else.
@@ -159,10 +166,13 @@ class BodyGuardMiddleware:
         app: ASGIApp,
         max_body_bytes: int,
         large_paths: dict[str, int] | None = None,
+        form_paths: Callable[[str], bool] | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.large_paths = large_paths or {}
+        # Paths whose bodies are HTML forms (the web plane), not JSON.
+        self.form_paths = form_paths or (lambda path: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
@@ -189,7 +199,12 @@ class BodyGuardMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if body.strip() and not is_json_content_type(_header(scope, b"content-type")):
+        content_type = _header(scope, b"content-type")
+        if self.form_paths(scope["path"]):
+            acceptable = is_form_content_type(content_type)
+        else:
+            acceptable = is_json_content_type(content_type)
+        if body.strip() and not acceptable:
             await send_error(send, UnsupportedMediaType("request bodies must be application/json"))
             return
         replayed = False

@@ -142,6 +142,16 @@ class JobView(Out):
     error: str | None
 
 
+class JobEvent(Out):
+    """One event of a job's timeline, from the log."""
+
+    seq: int
+    type: str
+    recorded_at: str | None
+    actor: str
+    attempt: int | None
+
+
 class JobReply(Out):
     job: JobView
 

@@ -376,6 +376,39 @@ class ServiceAdapter:
         ]
         return out.EventsPage(events=events, next_after=events[-1].seq if events else q.after)
 
+    # --- browsing (the web plane's dashboards and consoles) ----------------------------------
+
+    async def provider_job_list(self, provider_id: str, limit: int = 50) -> list[out.JobView]:
+        """The jobs a provider holds or held, newest first."""
+        rows = await self.queries.jobs_of_provider(provider_id, limit)
+        return [_as(out.JobView, j) for j in rows]
+
+    async def job_timeline(self, who: Identity, job_id: str) -> list[out.JobEvent]:
+        """The job's events from the log, oldest first, if `who` may see the job; else 404."""
+        job = await self._visible_job(who, job_id)
+        rows = await self.queries.job_events(job["renter_id"], job_id)
+        return [_as(out.JobEvent, r) for r in rows]
+
+    async def provider_withdrawals(self, provider_id: str) -> list[out.WithdrawalView]:
+        """A provider's withdrawals, oldest first (at most 500)."""
+        rows = await self.queries.withdrawals(provider_id=provider_id, limit=500)
+        return [_as(out.WithdrawalView, w) for w in rows]
+
+    async def all_jobs(
+        self, status: str | None, limit: int = 50, offset: int = 0
+    ) -> list[out.JobView]:
+        """Admin: every renter's jobs, newest first."""
+        return [_as(out.JobView, j) for j in await self.queries.jobs(status, limit, offset)]
+
+    async def renters(self, limit: int = 50, offset: int = 0) -> list[out.RenterProfile]:
+        """Admin: renters with their balances, newest first."""
+        return [_as(out.RenterProfile, r) for r in await self.queries.renters(limit, offset)]
+
+    async def providers(self, limit: int = 50, offset: int = 0) -> list[out.ProviderProfile]:
+        """Admin: providers, pending approval first."""
+        rows = await self.queries.providers(self.ledger.clock(), self.settings, limit, offset)
+        return [_provider(r) for r in rows]
+
 
 def _valid_job_cursor(cursor: str) -> bool:
     at, sep, job_id = cursor.partition(":")

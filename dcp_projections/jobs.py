@@ -58,6 +58,25 @@ def jobs_to_cancel(state: State, provider_id: str, running_job_ids: tuple[str, .
     return out
 
 
+def quote(
+    state: State,
+    gpu_type: str,
+    gpu_count: int,
+    priority: str,
+    max_duration_seconds: int,
+    provider_id: str | None = None,
+) -> tuple[int, int, int]:
+    """(price_halala_per_gpu_hour, rate_halala_per_hour, reserve_halala) a job with these
+    terms would get now: its GPU type's price, times its count and priority, for its maximum
+    duration. Submission fixes these; the web plane shows them before a renter submits."""
+    price = state.price_for(gpu_type)
+    if provider_id in state.providers and not job_gpu_key(gpu_type):
+        # Any GPU of one named provider: that provider's GPU is the one it will run on.
+        price = gpu_price(state, state.providers[provider_id].gpu_model)
+    rate = rate_halala_per_hour(price, gpu_count, priority)
+    return price, rate, reserve_halala(rate, max_duration_seconds)
+
+
 def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Settings) -> list[Event]:
     """Queue a job and hold its reserve.
 
@@ -95,12 +114,9 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
         raise ValidationError("provider_id", "no such provider")
     if not state.image_allowed(spec.image):
         raise ImageNotAllowed(spec.image)
-    price = state.price_for(req.gpu_type)
-    if c.provider_id is not None and not job_gpu_key(req.gpu_type):
-        # Any GPU of one named provider: that provider's GPU is the one it will run on.
-        price = gpu_price(state, state.providers[c.provider_id].gpu_model)
-    rate = rate_halala_per_hour(price, req.gpu_count, c.priority)
-    reserve = reserve_halala(rate, c.max_duration_seconds)
+    price, rate, reserve = quote(
+        state, req.gpu_type, req.gpu_count, c.priority, c.max_duration_seconds, c.provider_id
+    )
     available = state.available(c.renter_id)
     if reserve > available:
         raise InsufficientFunds(reserve, available)

@@ -5,8 +5,9 @@
 #   2. a Docker engine and the worker's locally built test image (scripts/ci/docker.sh; root or
 #      sudo: it installs docker.io with apt and starts dockerd);
 #   3. a PostgreSQL 15 for the replicator (scripts/ci/postgres.sh, which prints the DSN);
-#   4. promtool and systemd-analyze for the operators' files under docs/ (scripts/ci/ops_tools.sh);
-#   5. every test, with Docker, PostgreSQL and those tools required (their tests fail rather
+#   4. Chromium from Debian's packages for the browser tests (scripts/ci/chromium.sh);
+#   5. promtool and systemd-analyze for the operators' files under docs/ (scripts/ci/ops_tools.sh);
+#   6. every test, with Docker, PostgreSQL, the browser and those tools required (their tests fail rather
 #      than skip).
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh tests/dcp_events -x`).
 set -euo pipefail
@@ -27,6 +28,11 @@ if [ -f scripts/ci/postgres.sh ]; then
     # postgres.sh prints `export DCP_TEST_PG_DSN=...` lines for the tests.
     eval "$(bash scripts/ci/postgres.sh)"
     export DCP_REQUIRE_POSTGRES=1
+fi
+if [ -f scripts/ci/chromium.sh ]; then
+    # chromium.sh prints `export DCP_CHROMIUM=...` for the browser tests.
+    eval "$(bash scripts/ci/chromium.sh)"
+    export DCP_REQUIRE_BROWSER=1
 fi
 
 if [ -f scripts/ci/ops_tools.sh ]; then
