@@ -1,0 +1,210 @@
+"""PostgreSQL specifics: schema-enforced append-only log and head, one chain across processes
+and backends, group commit, and a tail that misses nothing (docs/postgres.md)."""
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dcp_events import postgres_store, sqlite_store
+from dcp_events.errors import ConcurrencyError, StaleHeadError
+from dcp_events.postgres_store import PostgresEventStore
+from dcp_events.sqlite_store import SqliteEventStore
+from dcp_events.store import AppendRequest
+
+from ._log_check import check_log, read_log
+from .conftest import ev
+
+
+async def test_schema_refuses_update_delete_and_truncate(pg_dsn):
+    """Triggers refuse UPDATE, DELETE and TRUNCATE of events, whoever connects."""
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 0, [ev()])
+    await store.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for sql in (
+            "UPDATE events SET payload = '{}'",
+            "DELETE FROM events",
+            "TRUNCATE events",
+        ):
+            with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
+                conn.execute(sql)
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
+
+
+async def test_head_row_moves_only_to_the_end_of_a_dense_linked_batch(pg_dsn):
+    """The head row cannot be rewound, deleted, or moved past events that are not there."""
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 0, [ev(), ev()])
+    seq, hash_ = await store.head()
+    await store.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.RestrictViolation, match="back"):
+            conn.execute("UPDATE events_head SET seq = 1")
+        with pytest.raises(psycopg.errors.RestrictViolation, match="dense"):
+            conn.execute("UPDATE events_head SET seq = 3, hash = %s", (hash_,))
+        with pytest.raises(psycopg.errors.RestrictViolation):
+            conn.execute("DELETE FROM events_head")
+        assert conn.execute("SELECT seq, hash FROM events_head").fetchone() == (seq, hash_)
+
+
+async def test_same_log_has_the_same_head_hash_on_both_backends(pg_dsn, tmp_path, monkeypatch):
+    """The same appends at the same recorded time give the same rows and head on either store."""
+    # Both stores take the recorded time from _append.now_us; pin it so the logs can be equal.
+    monkeypatch.setattr(sqlite_store, "now_us", lambda: 1_767_225_600_123_456)
+    monkeypatch.setattr(postgres_store, "now_us", lambda: 1_767_225_600_123_456)
+    lite = await SqliteEventStore.open(tmp_path / "log.db")
+    pg = await PostgresEventStore.open(pg_dsn)
+    for s in (lite, pg):
+        await s.append("renter:1", 0, [ev(1), ev(2, "job.submitted")], idempotency_key="k-1")
+        await s.append_atomic(
+            [AppendRequest("job:1", 0, [ev(3)]), AppendRequest("renter:1", 2, [ev(4)])]
+        )
+        await s.append("job:1", 1, [ev(5, "job.ünïcode ✓")])
+    lite_events, pg_events = await lite.read_all(), await pg.read_all()
+    assert len(pg_events) == 5
+    assert pg_events == lite_events
+    assert await pg.head() == await lite.head() == (5, pg_events[-1].hash)
+    await lite.close()
+    await pg.close()
+    check_log(read_log(pg_dsn))
+
+
+async def test_group_commit_shares_transactions(pg_dsn):
+    """256 concurrent single-event appends are written in far fewer than 256 transactions."""
+    store = await PostgresEventStore.open(pg_dsn)
+    await asyncio.gather(*[store.append(f"s{i}", 0, [ev(i)]) for i in range(256)])
+    distinct_times = {e.recorded_at_us for e in await store.read_all(0, 1000)}
+    # One recorded_at per group: fewer groups than appends means appends shared commits.
+    assert len(distinct_times) < 128
+    await store.close()
+
+
+async def test_commits_are_durable_by_setting(pg_dsn):
+    """The store's connections commit with synchronous_commit on, whatever the default."""
+    store = await PostgresEventStore.open(pg_dsn)
+    async with store._pool.connection() as conn:
+        cur = await conn.execute("SHOW synchronous_commit")
+        assert await cur.fetchone() == ("on",)
+    await store.close()
+
+
+async def test_two_stores_on_one_database_clash_and_share_one_chain(pg_dsn):
+    """Two stores (two nodes) on one database: version checks and one chain across both."""
+    a, b = await asyncio.gather(PostgresEventStore.open(pg_dsn), PostgresEventStore.open(pg_dsn))
+    await a.append("s", 0, [ev(1)], idempotency_key="k")
+    again = await b.append("s", 1, [ev(2)], idempotency_key="k")
+    assert again.duplicate and again.last_seq == 1
+    await b.append("s", 1, [ev(2)])
+    with pytest.raises(ConcurrencyError) as info:
+        await a.append("s", 1, [ev(3)])
+    assert info.value.actual_version == 2
+    with pytest.raises(StaleHeadError):
+        await a.append_atomic([AppendRequest("t", 0, [ev()])], expected_head=1)
+    r = await a.append("s", 2, [ev(3)])
+    assert (r.last_seq, r.last_version) == (3, 3)
+    await a.close()
+    await b.close()
+    assert check_log(read_log(pg_dsn)) == {"s": 3}
+
+
+async def test_a_batch_that_commits_late_is_never_skipped(pg_dsn):
+    """A batch still in its transaction holds back every later one: it gets the lower seq, and
+    a tail sees it before anything after it."""
+    slow, fast = await PostgresEventStore.open(pg_dsn), await PostgresEventStore.open(pg_dsn)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_open(conn, recorded):
+        entered.set()  # this batch has numbered its events and not committed yet
+        await release.wait()
+
+    seen: list[int] = []
+
+    async def consume():
+        async for batch in fast.tail(0):
+            seen.extend(e.seq for e in batch)
+            if len(seen) >= 2:
+                return
+
+    reader = asyncio.create_task(consume())
+    late = asyncio.create_task(
+        slow.append_atomic([AppendRequest("late", 0, [ev(1)])], tx_hook=hold_open)
+    )
+    await entered.wait()
+    early = asyncio.create_task(fast.append("early", 0, [ev(2)]))
+    await asyncio.sleep(0.3)  # give the second writer every chance to overtake; it must wait
+    assert not early.done() and not seen
+    release.set()
+    (late_result,), early_result = await late, await early
+    await asyncio.wait_for(reader, 30)
+    assert late_result.last_seq == 1 and early_result.first_seq == 2
+    assert seen == [1, 2]
+    await slow.close()
+    await fast.close()
+
+
+async def test_tail_reconnects_and_catches_up(pg_dsn):
+    """A tail whose connection is cut reconnects and reads everything committed meanwhile."""
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 0, [ev(1)])
+    seen: list[int] = []
+    first = asyncio.Event()
+
+    async def consume():
+        async for batch in store.tail(0, poll_s=60):
+            seen.extend(e.seq for e in batch)
+            first.set()
+            if len(seen) >= 4:
+                return
+
+    reader = asyncio.create_task(consume())
+    await first.wait()
+    (listener,) = store._listeners
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (listener.info.backend_pid,))
+    for i in range(3):
+        await store.append("a", i + 1, [ev(i)])
+    # poll_s=60: what wakes it is the reconnect's catch-up and the NOTIFYs, not the poll.
+    await asyncio.wait_for(reader, 30)
+    assert seen == [1, 2, 3, 4]
+    await store.close()
+
+
+async def test_tail_misses_nothing_while_processes_write_concurrently(pg_dsn):
+    """Four writer processes of eight tasks each, plus this one, append concurrently; a tail in
+    this process sees every event exactly once, in the final log's order."""
+    store = await PostgresEventStore.open(pg_dsn)
+    seen = []
+    done_writing = asyncio.Event()
+
+    async def consume():
+        async for batch in store.tail(0, batch_size=97):
+            seen.extend(batch)
+            if done_writing.is_set() and seen[-1].seq == (await store.head())[0]:
+                return
+
+    reader = asyncio.create_task(consume())
+    writer = Path(__file__).with_name("_tail_writer.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, str(writer), pg_dsn, str(w), "30", "8", env=env
+        )
+        for w in range(4)
+    ]
+    for i in range(60):
+        await store.append("local", i, [ev(i)])
+    codes = await asyncio.gather(*[p.wait() for p in procs])
+    assert codes == [0, 0, 0, 0]
+    done_writing.set()
+    await store.append("local", 60, [ev(60)])  # one more wake-up after the last writer
+    await asyncio.wait_for(reader, 60)
+    final = list(read_log(pg_dsn))
+    check_log(final)
+    assert len(final) > 4 * 8 * 30 + 61  # every writer appended 1 to 3 events per append
+    assert [e.seq for e in seen] == list(range(1, len(final) + 1))
+    assert seen == final
+    await store.close()
