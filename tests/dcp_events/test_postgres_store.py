@@ -13,7 +13,7 @@ from dcp_events import postgres_store, sqlite_store
 from dcp_events.errors import ConcurrencyError, StaleHeadError
 from dcp_events.postgres_store import PostgresEventStore
 from dcp_events.sqlite_store import SqliteEventStore
-from dcp_events.store import AppendRequest
+from dcp_events.store import AppendRequest, NewEvent
 
 from ._log_check import check_log, read_log
 from .conftest import ev
@@ -64,10 +64,22 @@ async def test_same_log_has_the_same_head_hash_on_both_backends(pg_dsn, tmp_path
             [AppendRequest("job:1", 0, [ev(3)]), AppendRequest("renter:1", 2, [ev(4)])]
         )
         await s.append("job:1", 1, [ev(5, "job.ünïcode ✓")])
-    lite_events, pg_events = await lite.read_all(), await pg.read_all()
-    assert len(pg_events) == 5
+        # A group this large goes by COPY on PostgreSQL: awkward bytes must survive it too.
+        await s.append(
+            "odd\tstream\\with\nbreaks",
+            0,
+            [
+                NewEvent(
+                    "t.odd", 1, b'{"s":"tab\\t nl\\n bs\\\\ q\\" \xc3\xa9","i":%d}' % i, "a\tb"
+                )
+                for i in range(postgres_store.COPY_MIN_ROWS + 10)
+            ],
+            idempotency_key="key\\N",
+        )
+    lite_events, pg_events = await lite.read_all(0, 10_000), await pg.read_all(0, 10_000)
+    assert len(pg_events) == 5 + postgres_store.COPY_MIN_ROWS + 10
     assert pg_events == lite_events
-    assert await pg.head() == await lite.head() == (5, pg_events[-1].hash)
+    assert await pg.head() == await lite.head() == (len(pg_events), pg_events[-1].hash)
     await lite.close()
     await pg.close()
     check_log(read_log(pg_dsn))
