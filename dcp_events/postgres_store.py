@@ -145,19 +145,29 @@ class PostgresEventStore:
     @classmethod
     async def open(cls, dsn: str, max_connections: int = 8) -> PostgresEventStore:
         """Connect to the log at `dsn` (a postgresql:// URL) and apply the schema."""
+        try:
+            # One direct connection first: a wrong DSN fails at once with the server's reason,
+            # rather than after the pool's retries; it also applies the schema.
+            async with await psycopg.AsyncConnection.connect(
+                dsn, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
+            ) as conn:
+                await apply_schema(conn)
+        except (psycopg.Error, OSError) as e:
+            raise StoreError(f"cannot open event log {_redacted(dsn)}: {e}") from e
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             dsn,
             min_size=1,
             max_size=max(2, max_connections),
             kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT_S)},
             configure=_configure,
+            # How long an append or read waits for a connection while the server is away
+            # before it fails with StoreError (rather than hanging).
+            timeout=CONNECT_TIMEOUT_S,
             open=False,
             name="dcp-events",
         )
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
-            async with pool.connection() as conn:
-                await apply_schema(conn)
         except (psycopg.Error, OSError) as e:
             await pool.close()
             raise StoreError(f"cannot open event log {_redacted(dsn)}: {e}") from e

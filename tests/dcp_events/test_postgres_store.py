@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from dcp_events import postgres_store, sqlite_store
-from dcp_events.errors import ConcurrencyError, StaleHeadError
+from dcp_events.errors import ConcurrencyError, StaleHeadError, StoreError
 from dcp_events.postgres_store import PostgresEventStore
 from dcp_events.sqlite_store import SqliteEventStore
 from dcp_events.store import AppendRequest, NewEvent
@@ -101,6 +101,19 @@ async def test_commits_are_durable_by_setting(pg_dsn):
     async with store._pool.connection() as conn:
         cur = await conn.execute("SHOW synchronous_commit")
         assert await cur.fetchone() == ("on",)
+    await store.close()
+
+
+async def test_reopen_continues_the_chain(pg_dsn):
+    """Closing and reopening (the schema applied again) keeps sequences and the chain going."""
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 0, [ev()])
+    head = await store.head()
+    await store.close()
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 1, [ev()])
+    (second,) = await store.read_all(1)
+    assert second.prev_hash == head[1] and second.seq == 2
     await store.close()
 
 
@@ -220,3 +233,11 @@ async def test_tail_misses_nothing_while_processes_write_concurrently(pg_dsn):
     assert [e.seq for e in seen] == list(range(1, len(final) + 1))
     assert seen == final
     await store.close()
+
+
+async def test_open_names_an_unreachable_log_with_a_store_error(pg_dsn):
+    """A database that does not exist is a StoreError at open, without the password."""
+    missing = pg_dsn.rsplit("/", 1)[0] + "/dcp_st_does_not_exist"
+    with pytest.raises(StoreError, match="does not exist") as info:
+        await PostgresEventStore.open(missing)
+    assert "password" not in str(info.value) and ":dcp_test@" not in str(info.value)
