@@ -198,6 +198,30 @@ async def test_tail_reconnects_and_catches_up(pg_dsn):
     await store.close()
 
 
+async def test_tail_polls_when_notifications_are_lost(pg_dsn, monkeypatch):
+    """With every NOTIFY lost, the tail still sees each batch: by its polling fallback."""
+    monkeypatch.setattr(postgres_store, "_NOTIFY", "SELECT %s")  # batches commit silently
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 0, [ev(0)])
+    seen: list[int] = []
+    caught_up = asyncio.Event()
+
+    async def consume():
+        async for batch in store.tail(0, poll_s=0.1):
+            seen.extend(e.seq for e in batch)
+            caught_up.set()
+            if len(seen) >= 3:
+                return
+
+    reader = asyncio.create_task(consume())
+    await caught_up.wait()  # the first event came by the catch-up read; the rest cannot
+    for i in range(1, 3):
+        await store.append("a", i, [ev(i)])
+    await asyncio.wait_for(reader, 30)
+    assert seen == [1, 2, 3]
+    await store.close()
+
+
 async def test_tail_misses_nothing_while_processes_write_concurrently(pg_dsn):
     """Four writer processes of eight tasks each, plus this one, append concurrently; a tail in
     this process sees every event exactly once, in the final log's order."""
