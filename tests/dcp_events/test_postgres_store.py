@@ -215,6 +215,7 @@ async def test_tail_polls_when_notifications_are_lost(pg_dsn, monkeypatch):
 
     reader = asyncio.create_task(consume())
     await caught_up.wait()  # the first event came by the catch-up read; the rest cannot
+    await asyncio.sleep(0.3)  # let it read again, find nothing, and wait for a wake-up
     for i in range(1, 3):
         await store.append("a", i, [ev(i)])
     await asyncio.wait_for(reader, 30)
