@@ -119,11 +119,25 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 async def apply_schema(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Create every table, index and trigger that does not exist yet (idempotent)."""
+    """Apply every DDL file this database has not had yet, each once, recorded by name.
+
+    Each file is idempotent on its own; the record is there because re-creating a trigger
+    locks its table against appends, which a node starting beside busy ones should not do.
+    New DDL goes in a new file (002_...), never in an edit of an applied one.
+    """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS dcp_schema_files"
+            " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cur = await conn.execute("SELECT name FROM dcp_schema_files")
+        applied = {row[0] for row in await cur.fetchall()}
         for f in schema_files():
+            if f.name in applied:
+                continue
             await conn.execute(f.read_text().encode())
+            await conn.execute("INSERT INTO dcp_schema_files (name) VALUES (%s)", (f.name,))
 
 
 class PostgresEventStore:

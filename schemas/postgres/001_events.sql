@@ -1,6 +1,7 @@
 -- The append-only event log on PostgreSQL (SPEC section 6), the same columns and rules as
--- schemas/001_events.sql. Applied by dcp_events.postgres_store at open, idempotently, under an
--- advisory lock (two nodes opening a fresh database at once must not race on CREATE).
+-- schemas/001_events.sql. Applied once per database by dcp_events.postgres_store at open (it
+-- records the file in dcp_schema_files), under an advisory lock so that two nodes opening a
+-- fresh database at once do not race; idempotent all the same.
 CREATE TABLE IF NOT EXISTS events (
     seq             bigint  PRIMARY KEY CHECK (seq >= 1),  -- global sequence, 1, 2, 3, ... no gaps
     stream_id       text    NOT NULL,

@@ -104,6 +104,22 @@ async def test_commits_are_durable_by_setting(pg_dsn):
     await store.close()
 
 
+async def test_schema_is_applied_once_and_each_file_is_idempotent(pg_dsn):
+    """open records each DDL file once; applying a file again by hand changes nothing."""
+    for _ in range(2):
+        store = await PostgresEventStore.open(pg_dsn)
+        await store.append("a", None, [ev()])
+        await store.close()
+    names = [f.name for f in postgres_store.schema_files()]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT name FROM dcp_schema_files ORDER BY name").fetchall()
+        assert [r[0] for r in rows] == names
+        for f in postgres_store.schema_files():
+            conn.execute(f.read_text().encode())
+        assert conn.execute("SELECT seq FROM events_head").fetchone() == (2,)
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
+
+
 async def test_reopen_continues_the_chain(pg_dsn):
     """Closing and reopening (the schema applied again) keeps sequences and the chain going."""
     store = await PostgresEventStore.open(pg_dsn)
