@@ -282,3 +282,29 @@ async def test_open_names_an_unreachable_log_with_a_store_error(pg_dsn):
     with pytest.raises(StoreError, match="does not exist") as info:
         await PostgresEventStore.open(missing)
     assert "password" not in str(info.value) and ":dcp_test@" not in str(info.value)
+
+
+async def test_connections_cut_under_the_store_fail_cleanly_and_reconnect(pg_dsn):
+    """Every server session of the store killed: an append fails with StoreError or lands;
+    retried with its idempotency key it lands exactly once, and the store goes on."""
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 0, [ev(1)])
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    failures = 0
+    for _attempt in range(5):
+        try:
+            result = await store.append("a", 1, [ev(2), ev(3)], idempotency_key="retry-me")
+            break
+        except StoreError:
+            failures += 1
+    else:
+        pytest.fail("the store did not reconnect")
+    assert failures <= 1  # the dead pooled connection fails one batch, then it is replaced
+    assert (result.first_seq, result.last_seq) == (2, 3)
+    await store.append("a", 3, [ev(4)])
+    await store.close()
+    assert check_log(read_log(pg_dsn)) == {"a": 4}
