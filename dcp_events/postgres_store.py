@@ -4,9 +4,10 @@ several processes (docs/postgres.md).
 Writes: appends from any number of tasks of one process go into a queue; one writer task takes
 everything queued (up to a bound) and writes it as one transaction in two round trips, both
 pipelined: (1) BEGIN, lock the head row, look up every stream version and idempotency key the
-group names; (2) insert every row with one statement, move the head row, NOTIFY, COMMIT. The
-checks run here in Python between the two (the same code as SQLite's, dcp_events._append), so
-one caller's version clash fails only that caller. A caller is answered once COMMIT has
+group names; (2) insert every row with one statement (or, for a large group, a COPY just
+before), move the head row, NOTIFY, COMMIT. The checks run here in Python between the two (the
+same code as SQLite's, dcp_events._append), so one caller's version clash fails only that
+caller. A caller is answered once COMMIT has
 returned, with synchronous_commit on: its events are durable.
 
 Serialisation across processes: every batch locks the single `events_head` row before it
@@ -278,7 +279,8 @@ class PostgresEventStore:
         self, conn: psycopg.AsyncConnection[Any], group: list[Unit]
     ) -> tuple[list[Any], int, float]:
         """Write `group` in one transaction; returns each unit's outcome, the events written and
-        how long COMMIT took. Raises psycopg.Error when the transaction as a whole fails."""
+        how long the last round trip took (rows, head, COMMIT: the observer's `commit_s`).
+        Raises psycopg.Error when the transaction as a whole fails."""
         streams = sorted({r.stream_id for u in group for r in u.requests})
         keys = sorted({r.idempotency_key for u in group for r in u.requests if r.idempotency_key})
         try:
