@@ -308,3 +308,19 @@ async def test_connections_cut_under_the_store_fail_cleanly_and_reconnect(pg_dsn
     await store.append("a", 3, [ev(4)])
     await store.close()
     assert check_log(read_log(pg_dsn)) == {"a": 4}
+
+
+async def test_a_row_inserted_behind_the_stores_back_stops_appends_not_the_chain(pg_dsn):
+    """An event inserted without the head lock (no store does this) makes the next batch fail
+    with StoreError: the log refuses to fork rather than number around it."""
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 0, [ev(1)])
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO events (seq, stream_id, stream_version, type, schema_version, payload,"
+            " recorded_at_us, prev_hash, hash) VALUES (2, 'rogue', 1, 't', 1, '{}', 0, 'x', 'y')"
+        )
+    with pytest.raises(StoreError):
+        await store.append("a", 1, [ev(2)])
+    assert await store.head() == (1, (await store.read_all(0, 1))[0].hash)
+    await store.close()
