@@ -324,3 +324,23 @@ async def test_a_row_inserted_behind_the_stores_back_stops_appends_not_the_chain
         await store.append("a", 1, [ev(2)])
     assert await store.head() == (1, (await store.read_all(0, 1))[0].hash)
     await store.close()
+
+
+async def test_close_ends_a_waiting_tail(pg_dsn):
+    """A tail waiting for a wake-up ends when its store closes, without an error."""
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 0, [ev()])
+    seen: list[int] = []
+    caught_up = asyncio.Event()
+
+    async def consume():
+        async for batch in store.tail(0, poll_s=60):
+            seen.extend(e.seq for e in batch)
+            caught_up.set()
+
+    reader = asyncio.create_task(consume())
+    await caught_up.wait()
+    await asyncio.sleep(0.2)  # let it settle into waiting for a notification
+    await store.close()
+    await asyncio.wait_for(reader, 30)  # it returns; an error would be raised here
+    assert seen == [1]
