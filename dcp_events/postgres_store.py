@@ -128,10 +128,13 @@ async def apply_schema(conn: psycopg.AsyncConnection[Any]) -> None:
     """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS dcp_schema_files"
-            " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        cur = await conn.execute("SELECT to_regclass('dcp_schema_files') IS NOT NULL")
+        row = await cur.fetchone()
+        if not (row and row[0]):  # no CREATE at all once set up: the app role may lack it
+            await conn.execute(
+                "CREATE TABLE dcp_schema_files"
+                " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         cur = await conn.execute("SELECT name FROM dcp_schema_files")
         applied = {row[0] for row in await cur.fetchall()}
         for f in schema_files():
