@@ -19,15 +19,23 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
-from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from dcp_events._append import (
+    COLUMNS,
+    Checked,
+    Unit,
+    check_unit,
+    now_us,
+    resolve_all,
+    row_to_event,
+    validate,
+)
 from dcp_events.chain import GENESIS_HASH
-from dcp_events.errors import ConcurrencyError, DcpError, StaleHeadError, StoreError
+from dcp_events.errors import DcpError, StoreError
 from dcp_events.store import (
     AppendRequest,
     AppendResult,
@@ -43,79 +51,17 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 # Bounds (TigerBeetle: put a limit on everything).
 MAX_GROUP_UNITS = 4096  # appends written in one transaction
 MAX_GROUP_EVENTS = 20_000  # events written in one transaction
-MAX_EVENTS_PER_APPEND = 10_000
 MAX_READ_LIMIT = 100_000
 MAX_CACHED_STREAMS = 100_000  # the writer's stream-version cache is cleared beyond this
 
-_COLUMNS = (
-    "seq, stream_id, stream_version, type, schema_version, payload, recorded_at_us, actor,"
-    " idempotency_key, prev_hash, hash"
-)
+_COLUMNS = COLUMNS
 _INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 _STOP = object()
-
-
-def _ns(b: bytes) -> bytes:
-    """A netstring, the unit of the canonical form (dcp_events.chain)."""
-    return b"%d:%b," % (len(b), b)
 
 
 def schema_files() -> list[Path]:
     """The DDL files applied to every database, in order."""
     return sorted(SCHEMA_DIR.glob("[0-9][0-9][0-9]_*.sql"))
-
-
-def _row_to_event(row: Sequence[Any]) -> RecordedEvent:
-    return RecordedEvent(
-        seq=row[0],
-        stream_id=row[1],
-        stream_version=row[2],
-        type=row[3],
-        schema_version=row[4],
-        payload=row[5].encode(),
-        recorded_at_us=row[6],
-        actor=row[7],
-        idempotency_key=row[8],
-        prev_hash=row[9],
-        hash=row[10],
-    )
-
-
-@dataclass
-class _Unit:
-    """One caller's share of a group: written all-or-nothing under a savepoint."""
-
-    requests: Sequence[AppendRequest]
-    expected_head: int | None
-    tx_hook: TxHook | None
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[list[AppendResult]]
-    n_events: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.n_events = sum(len(r.events) for r in self.requests)
-
-
-@dataclass
-class _Checked:
-    """A unit that passed its checks: its results, rows, the new head, what it moved."""
-
-    results: list[AppendResult]
-    rows: list[tuple[Any, ...]]
-    head_seq: int
-    head_hash: str
-    versions: dict[str, int]
-    keys: dict[str, AppendResult]
-
-
-def _resolve_all(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
-    for fut, outcome in pairs:
-        if fut.done():  # the caller gave up waiting; its events are durable all the same
-            continue
-        if isinstance(outcome, BaseException):
-            fut.set_exception(outcome)
-        else:
-            fut.set_result(outcome)
 
 
 def open_connection(path: str | Path) -> sqlite3.Connection:
@@ -205,18 +151,12 @@ class SqliteEventStore:
         Raises StaleHeadError when `expected_head` is given and the log's last sequence differs,
         ConcurrencyError on a version clash, StoreError on I/O faults or if `tx_hook` fails.
         """
-        for r in requests:
-            if not r.events:
-                raise StoreError(f"append to {r.stream_id!r} has no events")
-            if len(r.events) > MAX_EVENTS_PER_APPEND:
-                raise StoreError(f"append of {len(r.events)} events exceeds the bound")
-            if r.idempotency_key == "":
-                raise StoreError("an idempotency key may not be empty")
+        validate(requests)
         if self._closed:
             raise StoreError("event store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[AppendResult]] = loop.create_future()
-        self._queue.put(_Unit(requests, expected_head, tx_hook, loop, fut))
+        self._queue.put(Unit(requests, expected_head, tx_hook, loop, fut))
         return await fut
 
     def _run(self) -> None:
@@ -242,7 +182,7 @@ class SqliteEventStore:
             if stop:
                 return
 
-    def _write_group(self, group: list[_Unit]) -> None:
+    def _write_group(self, group: list[Unit]) -> None:
         conn = self._writer
         outcomes: list[Any] = []
         # Rows of units without a hook, inserted with one executemany before COMMIT (or before
@@ -259,7 +199,7 @@ class SqliteEventStore:
             head_seq, head_hash = head if head else (0, GENESIS_HASH)
             if head_seq != self._versions_head or len(self._versions) > MAX_CACHED_STREAMS:
                 self._versions.clear()
-            now_us = time.time_ns() // 1000
+            now = now_us()
             for unit in group:
                 # A unit's checks all run before it writes, so a refused unit has written
                 # nothing. Only a tx_hook can fail after the inserts: those units get a
@@ -272,11 +212,11 @@ class SqliteEventStore:
                     conn.execute("SAVEPOINT unit")
                 try:
                     done = self._check_unit(
-                        conn, unit, head_seq, head_hash, now_us, self._versions, keys
+                        conn, unit, head_seq, head_hash, now, self._versions, keys
                     )
                     if hook is not None:
                         conn.executemany(_INSERT, done.rows)
-                        hook(conn, [_row_to_event(r) for r in done.rows])
+                        hook(conn, [row_to_event(r) for r in done.rows])
                 except Exception as e:
                     if hook is not None:
                         conn.execute("ROLLBACK TO unit")
@@ -315,7 +255,7 @@ class SqliteEventStore:
         for unit, outcome in zip(group, outcomes, strict=True):
             by_loop.setdefault(unit.loop, []).append((unit.future, outcome))
         for loop, pairs in by_loop.items():
-            loop.call_soon_threadsafe(_resolve_all, pairs)
+            loop.call_soon_threadsafe(resolve_all, pairs)
         self._loop.call_soon_threadsafe(self._notify_commit)
         observer = self.on_commit
         if observer is not None:
@@ -328,88 +268,41 @@ class SqliteEventStore:
     @staticmethod
     def _check_unit(
         conn: sqlite3.Connection,
-        unit: _Unit,
+        unit: Unit,
         head_seq: int,
         head_hash: str,
-        now_us: int,
+        now: int,
         known_versions: dict[str, int],
         known_keys: dict[str, AppendResult],
-    ) -> _Checked:
+    ) -> Checked:
         """Check one unit against the log and what this group already wrote, and build its
         rows (hash chain included); writes nothing. Raises StaleHeadError, ConcurrencyError."""
-        if unit.expected_head is not None and unit.expected_head != head_seq:
-            raise StaleHeadError(unit.expected_head, head_seq)
-        results: list[AppendResult] = []
-        rows: list[tuple[Any, ...]] = []
-        versions: dict[str, int] = {}
-        keys: dict[str, AppendResult] = {}
-        for req in unit.requests:
-            key = req.idempotency_key
-            if key is not None:
-                seen_here = keys.get(key) or known_keys.get(key)
-                if seen_here is not None:
-                    results.append(seen_here)
-                    continue
-                seen = conn.execute(
-                    "SELECT min(seq), max(seq), max(stream_version), stream_id FROM events"
-                    " WHERE idempotency_key = ?",
-                    (key,),
-                ).fetchone()
-                if seen[0] is not None:
-                    results.append(AppendResult(seen[3], seen[0], seen[1], seen[2], True))
-                    continue
-            version = versions.get(req.stream_id)
-            if version is None:
-                version = known_versions.get(req.stream_id)
+
+        def version_of(stream_id: str) -> int:
+            version = known_versions.get(stream_id)
             if version is None:
                 row = conn.execute(
                     "SELECT stream_version FROM events WHERE stream_id = ?"
                     " ORDER BY stream_version DESC LIMIT 1",
-                    (req.stream_id,),
+                    (stream_id,),
                 ).fetchone()
                 version = row[0] if row else 0
-            if req.expected_version is not None and req.expected_version != version:
-                raise ConcurrencyError(req.stream_id, req.expected_version, version)
-            first_seq = head_seq + 1
-            # The hot path of every append: canonical_bytes() and chain_hash() inlined, with the
-            # fields shared by the whole request encoded once (tests check it against them).
-            shared = _ns(req.stream_id.encode())
-            tail = _ns(str(now_us).encode())
-            key_ns = _ns((key or "").encode())
-            prev = bytes.fromhex(head_hash)
-            for ev in req.events:
-                head_seq += 1
-                version += 1
-                seq_b, ver_b = str(head_seq).encode(), str(version).encode()
-                type_b, sv_b = ev.type.encode(), str(ev.schema_version).encode()
-                actor_b, payload_b = ev.actor.encode(), ev.payload
-                canonical = b"%d:%b,%b%d:%b,%d:%b,%d:%b,%b%d:%b,%b%d:%b," % (
-                    len(seq_b), seq_b, shared, len(ver_b), ver_b, len(type_b), type_b,
-                    len(sv_b), sv_b, tail, len(actor_b), actor_b, key_ns, len(payload_b), payload_b,
-                )  # fmt: skip
-                digest = sha256(prev + canonical).digest()
-                h = digest.hex()
-                rows.append(
-                    (
-                        head_seq,
-                        req.stream_id,
-                        version,
-                        ev.type,
-                        ev.schema_version,
-                        ev.payload.decode(),
-                        now_us,
-                        ev.actor,
-                        key,
-                        head_hash,
-                        h,
-                    )
-                )
-                head_hash, prev = h, digest
-            versions[req.stream_id] = version
-            results.append(AppendResult(req.stream_id, first_seq, head_seq, version))
-            if key is not None:
-                keys[key] = AppendResult(req.stream_id, first_seq, head_seq, version, True)
-        return _Checked(results, rows, head_seq, head_hash, versions, keys)
+            return version
+
+        def seen_key(key: str) -> AppendResult | None:
+            seen_here = known_keys.get(key)
+            if seen_here is not None:
+                return seen_here
+            seen = conn.execute(
+                "SELECT min(seq), max(seq), max(stream_version), stream_id FROM events"
+                " WHERE idempotency_key = ?",
+                (key,),
+            ).fetchone()
+            if seen[0] is None:
+                return None
+            return AppendResult(seen[3], seen[0], seen[1], seen[2], True)
+
+        return check_unit(unit, head_seq, head_hash, now, version_of, seen_key)
 
     def _notify_commit(self) -> None:
         # Wake every tail waiting for new events, then arm a fresh event for the next commit.
@@ -425,7 +318,7 @@ class SqliteEventStore:
             f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         ) as cur:
-            return [_row_to_event(r) for r in await cur.fetchall()]
+            return [row_to_event(r) for r in await cur.fetchall()]
 
     async def read_stream(
         self, stream_id: str, from_version: int = 1, limit: int = 1000
@@ -437,7 +330,7 @@ class SqliteEventStore:
             " ORDER BY stream_version LIMIT ?",
             (stream_id, from_version, limit),
         ) as cur:
-            return [_row_to_event(r) for r in await cur.fetchall()]
+            return [row_to_event(r) for r in await cur.fetchall()]
 
     async def head(self) -> tuple[int, str]:
         """The last sequence and its hash; (0, GENESIS_HASH) for an empty log."""
@@ -495,4 +388,4 @@ def iter_event_batches(
         if not rows:
             return
         after_seq = rows[-1][0]
-        yield [_row_to_event(r) for r in rows]
+        yield [row_to_event(r) for r in rows]

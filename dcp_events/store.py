@@ -1,9 +1,9 @@
 """The event store interface and the records it deals in.
 
 The store is generic over payload bytes: it knows streams, versions, idempotency and the hash
-chain, nothing about the domain. SQLite (`dcp_events.sqlite_store`) is the embedded default; a
-PostgreSQL implementation can follow behind the same interface, so nothing above the store may
-depend on SQLite specifics.
+chain, nothing about the domain. SQLite (`dcp_events.sqlite_store`) is the embedded default;
+PostgreSQL (`dcp_events.postgres_store`) implements the same interface for several processes on
+one log, so nothing above the store may depend on SQLite specifics.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class AppendResult(msgspec.Struct, frozen=True):
 
 # Runs inside the append's transaction, in the writer, after the events are inserted: read
 # models written here commit (or roll back) together with the events. `conn` is the
-# implementation's connection (sqlite3.Connection for the SQLite store).
+# implementation's connection: sqlite3.Connection for the SQLite store; for PostgreSQL the
+# psycopg AsyncConnection, and the hook may be async (dcp_events.postgres_store.PgTxHook).
 TxHook = Callable[[Any, Sequence[RecordedEvent]], None]
 
 

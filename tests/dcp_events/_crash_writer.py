@@ -1,14 +1,22 @@
-"""Appends forever, printing each acknowledged append; the crash test SIGKILLs it."""
+"""Appends forever, printing each acknowledged append; the crash test SIGKILLs it.
+
+The argument names the log: a postgresql:// URL for PostgreSQL, otherwise a SQLite path.
+"""
 
 import asyncio
 import sys
 
+from dcp_events.postgres_store import PostgresEventStore
 from dcp_events.sqlite_store import SqliteEventStore
 from dcp_events.store import NewEvent
 
 
-async def main(path: str) -> None:
-    store = await SqliteEventStore.open(path)
+async def main(where: str) -> None:
+    store: SqliteEventStore | PostgresEventStore
+    if where.startswith("postgresql://"):
+        store = await PostgresEventStore.open(where)
+    else:
+        store = await SqliteEventStore.open(where)
 
     async def task(t: int) -> None:
         for i in range(1_000_000):

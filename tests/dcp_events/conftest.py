@@ -1,19 +1,156 @@
-"""Fixtures for the event store: every implementation of the interface, on a real file."""
+"""Fixtures for the event store: every implementation of the interface, on real storage.
 
-from collections.abc import AsyncIterator
+SQLite runs on a file under tmp_path; PostgreSQL in a fresh database of its own per test on the
+server named by DCP_TEST_PG_DSN (scripts/ci/postgres.sh). When no server answers, PostgreSQL
+tests skip with the reason, unless DCP_REQUIRE_POSTGRES is set (CI), where they fail instead.
+"""
 
+from __future__ import annotations
+
+import inspect
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
+from dcp_events.postgres_store import PostgresEventStore
 from dcp_events.sqlite_store import SqliteEventStore
-from dcp_events.store import EventStore, NewEvent
+from dcp_events.store import EventStore, NewEvent, RecordedEvent
+
+DEFAULT_DSN = "postgresql://dcp_test:dcp_test@127.0.0.1:5432/dcp_test"
 
 
-@pytest.fixture(params=["sqlite"])
+def _server_dsn() -> str:
+    dsn = os.environ.get("DCP_TEST_PG_DSN", DEFAULT_DSN)
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as e:
+        reason = (
+            f"no PostgreSQL at DCP_TEST_PG_DSN={dsn!r} ({str(e).strip().splitlines()[0]}); "
+            'start one with `eval "$(scripts/ci/postgres.sh)"`'
+        )
+        if os.environ.get("DCP_REQUIRE_POSTGRES"):
+            pytest.fail(reason + " (DCP_REQUIRE_POSTGRES is set)")
+        pytest.skip(reason)
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> str:
+    """The DSN of the test server (a database the test role owns; it may create others)."""
+    return _server_dsn()
+
+
+def _url_for(server_dsn: str, dbname: str) -> str:
+    """A postgresql:// URL for database `dbname` on the server of `server_dsn` (a URL, so that
+    tools telling a PostgreSQL log from a SQLite path by its scheme take it for what it is)."""
+    p = {k: str(v) for k, v in conninfo_to_dict(server_dsn).items()}
+    auth = quote(p.get("user", ""), safe="")
+    if "password" in p:
+        auth += ":" + quote(p["password"], safe="")
+    host = p.get("host", "localhost")
+    return f"postgresql://{auth}@{host}:{p.get('port', '5432')}/{quote(dbname, safe='')}"
+
+
+@pytest.fixture
+def pg_dsn(pg_server_dsn: str) -> Iterator[str]:
+    """A fresh, empty database of its own for one test; dropped afterwards."""
+    name = f"dcp_st_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _url_for(pg_server_dsn, name)
+    for attempt in range(100):
+        # WITH (FORCE) ends our own sessions; an autovacuum worker on it (which the test role
+        # may not end) is gone within moments.
+        try:
+            with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
+            if attempt == 99:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[EventStore]:
-    """A fresh, empty store of each implementation (SQLite on a file under tmp_path)."""
-    s = await SqliteEventStore.open(tmp_path / "log.db")
+    """A fresh, empty store of each implementation."""
+    s: SqliteEventStore | PostgresEventStore
+    if request.param == "sqlite":
+        s = await SqliteEventStore.open(tmp_path / "log.db")
+    else:
+        s = await PostgresEventStore.open(request.getfixturevalue("pg_dsn"))
     yield s
     await s.close()
+
+
+class HookProbe:
+    """A one-row table a test's tx_hook writes, in the store's own database, and its reader.
+
+    The hook's form is the backend's: SQLite calls it with a sqlite3 connection in its writer
+    thread; PostgreSQL awaits it with the psycopg AsyncConnection of the batch's transaction.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.sqlite = isinstance(store, SqliteEventStore)
+        if not self.sqlite:
+            with psycopg.connect(store.dsn, autocommit=True) as conn:
+                conn.execute("CREATE TABLE hook_probe (name text PRIMARY KEY, last_seq bigint)")
+
+    def hook(
+        self, value: Callable[[Sequence[RecordedEvent]], int], fail: bool = False
+    ) -> Callable[[Any, Sequence[RecordedEvent]], Any]:
+        """A hook that stores value(events), then raises RuntimeError if `fail`."""
+        if self.sqlite:
+
+            def sync_hook(conn: sqlite3.Connection, recorded: Sequence[RecordedEvent]) -> None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO projection_state VALUES ('t', ?)", (value(recorded),)
+                )
+                if fail:
+                    raise RuntimeError("projection bug")
+
+            return sync_hook
+
+        async def async_hook(conn: Any, recorded: Sequence[RecordedEvent]) -> None:
+            await conn.execute(
+                "INSERT INTO hook_probe VALUES ('t', %s)"
+                " ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq",
+                (value(recorded),),
+            )
+            if fail:
+                raise RuntimeError("projection bug")
+
+        assert inspect.iscoroutinefunction(async_hook)
+        return async_hook
+
+    def read(self) -> int | None:
+        """The value the last committed hook stored, None if none did."""
+        if self.sqlite:
+            conn = sqlite3.connect(self.store.path)
+            try:
+                row = conn.execute("SELECT last_seq FROM projection_state").fetchone()
+            finally:
+                conn.close()
+        else:
+            with psycopg.connect(self.store.dsn) as pconn:
+                row = pconn.execute("SELECT last_seq FROM hook_probe").fetchone()
+        return None if row is None else int(row[0])
+
+
+@pytest.fixture
+def hook_probe(store: Any) -> HookProbe:
+    """A place for tx_hook writes in the store's database, for either backend."""
+    return HookProbe(store)
 
 
 def ev(n: int = 0, type_: str = "test.happened") -> NewEvent:

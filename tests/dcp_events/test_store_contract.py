@@ -1,7 +1,7 @@
 """The contract every EventStore implementation keeps (run against each in conftest.store)."""
 
 import asyncio
-import sqlite3
+import random
 
 import pytest
 
@@ -129,26 +129,84 @@ async def test_atomic_append_checks_expected_head(store):
     assert res[0].first_seq == 2
 
 
-async def test_tx_hook_commits_and_rolls_back_with_the_events(store):
+async def test_tx_hook_commits_and_rolls_back_with_the_events(store, hook_probe):
     """Writes made by tx_hook share the events' fate: a failing hook writes nothing."""
     seen = []
 
-    def hook(conn, recorded):
+    def last_seq(recorded):
         seen.extend(e.seq for e in recorded)
-        conn.execute("INSERT OR REPLACE INTO projection_state VALUES ('t', ?)", (recorded[-1].seq,))
+        return recorded[-1].seq
 
-    await store.append_atomic([AppendRequest("a", 0, [ev(), ev()])], tx_hook=hook)
+    await store.append_atomic(
+        [AppendRequest("a", 0, [ev(), ev()])], tx_hook=hook_probe.hook(last_seq)
+    )
     assert seen == [1, 2]
+    assert hook_probe.read() == 2
 
-    def bad_hook(conn, recorded):
-        conn.execute("INSERT OR REPLACE INTO projection_state VALUES ('t', 99)")
-        raise RuntimeError("projection bug")
-
+    bad_hook = hook_probe.hook(lambda recorded: 99, fail=True)
     with pytest.raises(StoreError):
         await store.append_atomic([AppendRequest("b", 0, [ev()])], tx_hook=bad_hook)
     assert len(await store.read_all()) == 2
-    conn = sqlite3.connect(store.path)
-    assert conn.execute("SELECT last_seq FROM projection_state").fetchone() == (2,)
+    assert hook_probe.read() == 2
+
+
+async def test_failing_hook_fails_only_its_own_append(store, hook_probe):
+    """In a group commit, the append whose hook raises fails alone; the others commit."""
+    bad_hook = hook_probe.hook(lambda recorded: 99, fail=True)
+    outcomes = await asyncio.gather(
+        store.append("a", 0, [ev(1)]),
+        store.append_atomic([AppendRequest("b", 0, [ev(2)])], tx_hook=bad_hook),
+        store.append("c", 0, [ev(3)]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], StoreError)
+    assert [e.stream_id for e in await store.read_all()] == ["a", "c"]
+    assert hook_probe.read() is None
+
+
+async def test_version_clash_fails_only_the_clashing_caller(store):
+    """Concurrent appends share a commit; the one naming a stale version alone is refused."""
+    await store.append("x", 0, [ev()])
+    outcomes = await asyncio.gather(
+        *[store.append(f"s{i}", 0, [ev(i)]) for i in range(20)],
+        store.append("x", 0, [ev()]),
+        *[store.append(f"t{i}", 0, [ev(i)]) for i in range(20)],
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[20], ConcurrencyError)
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 40
+    assert [e.seq for e in await store.read_all()] == list(range(1, 42))
+
+
+async def test_many_tasks_with_clashing_versions(store):
+    """200 tasks race on 10 streams with read-then-append retries: no lost or doubled event.
+
+    Clashes fail only the clashing caller; everyone else in the same group commits.
+    """
+    rng = random.Random(7)
+    clashes = 0
+
+    async def worker(i: int) -> None:
+        nonlocal clashes
+        stream = f"s{rng.randrange(10)}"
+        while True:
+            current = await store.read_stream(stream, 1, 100_000)
+            try:
+                await store.append(stream, len(current), [ev(i)])
+                return
+            except ConcurrencyError:
+                clashes += 1
+
+    await asyncio.gather(*[worker(i) for i in range(200)])
+    events = await store.read_all(0, 10_000)
+    assert len(events) == 200
+    assert sorted(int(e.payload.split(b'"n":')[1].split(b",")[0]) for e in events) == list(
+        range(200)
+    )
+    for s in {e.stream_id for e in events}:
+        versions = [e.stream_version for e in events if e.stream_id == s]
+        assert versions == list(range(1, len(versions) + 1))
+    assert clashes > 0  # the test really raced
 
 
 async def test_tail_yields_events_as_they_commit(store):
