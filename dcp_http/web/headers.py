@@ -2,6 +2,7 @@
 
 The policy allows scripts, styles and images from this origin only: no inline script, no
 `unsafe-inline`, nothing from a CDN; forms post only here; no page may be framed.
+`X-Content-Type-Options: nosniff` is not here: the request middleware sends it on every reply.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy", CSP.encode()),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
-    (b"x-content-type-options", b"nosniff"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 NO_STORE = (b"cache-control", b"no-store")

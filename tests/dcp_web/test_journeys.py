@@ -55,7 +55,7 @@ def signup_renter(page, name: str = "Ada Renter") -> str:
 def test_renter_journey(browser: Browser, api):
     """Sign up, sandbox top-up, submit with the reserve shown first, a provider runs the job,
     and the job page shows it completed with its output and the money to the halala."""
-    provider = api.provider()
+    provider = api.provider(gpu_model="T4")  # unpriced: the default price, which an "any" job pays
     page = browser.person()
     signup_renter(page)
     expect(page).to_have_url(re.compile(r"/renter$"))

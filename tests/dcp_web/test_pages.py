@@ -77,7 +77,7 @@ def test_renter_actions(client: Browserless, api):
     cancelled = client.get("/renter/jobs?status=cancelled").text
     assert cancelled.count('href="/renter/jobs/job-') == 1 and ids[0] in cancelled
 
-    provider = api.provider()
+    provider = api.provider(gpu_model="T4")  # an "any" job runs on a GPU at the default price
     job = api.ok("GET", "/api/providers/jobs/next", headers=provider["headers"])["job"]
     body = result_body(job["job_id"], job["attempt"], stdout="line 1\nline 2\n", stderr="warn\n")
     body["truncated"] = True

@@ -41,7 +41,7 @@ def client_server(client: Browserless):
 
 def test_stdout_with_script_is_shown_as_text(browser: Browser, api):
     """A job's stdout holding <script> is escaped: no script runs, the text is shown as is."""
-    provider = api.provider()
+    provider = api.provider(gpu_model="T4")  # an "any" job runs on a GPU at the default price
     page = browser.person()
     signup_renter(page)
     page.fill("#f-amount", "10.00")

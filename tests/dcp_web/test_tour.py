@@ -56,7 +56,7 @@ def _watch(page, problems: list[str]) -> None:
 @pytest.mark.parametrize("locale", ["en-US", "ar-SA"])
 def test_every_page_renders_without_browser_errors(browser: Browser, api, locale):
     rtl = locale.startswith("ar")
-    provider = api.provider()
+    provider = api.provider(gpu_model="T4")  # an "any" job runs on a GPU at the default price
     renter = browser.person(locale)
     admin = browser.person(locale)
     prov = browser.person(locale)

@@ -104,7 +104,7 @@ async def signin(c: Ctx) -> Response:
     headers = {RENTER: "x-renter-key", PROVIDER: "x-provider-key", ADMIN: "x-admin-token"}
     auth = Authenticator(c.service.lookup_key, c.site.config.admin_token)
     try:
-        who = await auth.authenticate((role,), {headers[role]: secret}, {})
+        who = await auth.authenticate((role,), [(headers[role], secret)])
     except ApiError as refused:
         message = (
             c._("The admin console is disabled: no admin token is configured.")
