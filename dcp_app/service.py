@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -34,26 +34,33 @@ from dcp_events import catalogue as ev
 from dcp_events.codec import Codec, default_codec
 from dcp_events.errors import DcpError, StoreError
 from dcp_events.event import Event
-from dcp_events.store import AppendRequest, EventStore, NewEvent
+from dcp_events.store import AppendRequest, EventStore, NewEvent, RecordedEvent
 from dcp_projections import commands as cmd
 from dcp_projections.decisions import decide
 from dcp_projections.errors import DomainError, NotFound
 from dcp_projections.fold import apply, check_all
+from dcp_projections.history import job_from_stream, jobs_to_recall, renter_named
 from dcp_projections.jobs import jobs_to_cancel
 from dcp_projections.rows import changed_rows, price_row
 from dcp_projections.settings import Settings
 from dcp_projections.state import LEASED, State, gpu_key
-from dcp_projections.streams import stream_of
+from dcp_projections.streams import renter_stream, stream_of
 
 Clock = Callable[[], int]
 # Builds a command's answer from the state right after its events were folded.
 Answer = Callable[[State, list[Event]], Any]
+# The renter whose job this is, from the read models (None if no such job): how the service
+# finds the stream of an ended job it no longer holds when the command names only the job.
+JobOwner = Callable[[str], Awaitable[str | None]]
 
 MAX_BATCH = 512  # commands decided and appended together
 MAX_QUEUED = 20_000  # commands waiting; submitters wait beyond this (backpressure)
 READ_CHUNK = 10_000  # events read per call while folding the log
 CLOSE_TIMEOUT_S = 10.0  # how long close() lets queued commands finish
 MAX_SWEEP_ROUNDS = 100  # sweeps of `sweep_limit` jobs each, per sweep() call
+# Ended jobs kept in memory (most recent endings) when the service can fold older ones back:
+# late and repeated results come within minutes, so nearly every such decision finds its job.
+ENDED_IN_MEMORY = 10_000
 
 
 def wall_clock_us() -> int:
@@ -94,13 +101,18 @@ class LedgerService:
         clock: Clock,
         codec: Codec,
         ids: Callable[[str], str] = new_id,
+        job_owner: JobOwner | None = None,
+        ended_in_memory: int = ENDED_IN_MEMORY,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.new_id = ids
         self.codec = codec
-        self.state = State()
+        self.job_owner = job_owner
+        # Without a way to find an old job's renter, every ended job stays in memory.
+        self.ended_cap: int | None = ended_in_memory if job_owner is not None else None
+        self.state = self._new_state()
         self._versions: dict[str, int] = {}
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(MAX_QUEUED)
         self._loop_task: asyncio.Task[None] | None = None
@@ -118,16 +130,22 @@ class LedgerService:
         clock: Clock = wall_clock_us,
         ids: Callable[[str], str] = new_id,
         background_sweeps: bool = False,
+        job_owner: JobOwner | None = None,
+        ended_in_memory: int = ENDED_IN_MEMORY,
     ) -> LedgerService:
         """Fold the log into memory and start deciding commands.
 
         `clock` gives now in microseconds; `ids` makes new renter, provider, job and
         withdrawal ids from a prefix (random by default; a simulation passes a seeded one so
         a seed replays the same run). With `background_sweeps`, a task runs `sweep()` every
-        `settings.sweep_interval_s`. Raises InvariantError if the log breaks a money rule,
-        DecodeError on a bad event.
+        `settings.sweep_interval_s`. With `job_owner` (job id -> renter id, from the read
+        models) only live jobs and the `ended_in_memory` most recently ended stay in memory;
+        a command about an older one folds it back from its renter's stream first. Raises
+        InvariantError if the log breaks a money rule, DecodeError on a bad event.
         """
-        svc = cls(store, settings or Settings(), clock, default_codec(), ids)
+        svc = cls(
+            store, settings or Settings(), clock, default_codec(), ids, job_owner, ended_in_memory
+        )
         await svc._load()
         svc._loop_task = asyncio.create_task(svc._run(), name="dcp-ledger-batches")
         if background_sweeps:
@@ -167,22 +185,57 @@ class LedgerService:
 
     # --- the log -> memory -------------------------------------------------------------------
 
+    def _new_state(self) -> State:
+        return State(ended_cap=self.ended_cap)
+
     async def _load(self) -> None:
         """(Re)build the state by folding the whole log."""
-        state = State()
+        state = self._new_state()
         versions: dict[str, int] = {}
-        after = 0
         while True:
-            batch = await self.store.read_all(after, READ_CHUNK)
+            batch = await self.store.read_all(state.seq, READ_CHUNK)
             if not batch:
                 break
-            for rec in batch:
-                apply(state, rec.seq, self.codec.decode(rec))
-                versions[rec.stream_id] = rec.stream_version
-            after = batch[-1].seq
+            await self._fold_records(state, versions, batch)
+            state.trim_ended()
             state.touched.clear()
         check_all(state)
         self.state, self._versions = state, versions
+
+    async def _fold_records(
+        self, state: State, versions: dict[str, int], records: Sequence[RecordedEvent]
+    ) -> None:
+        """Fold appended records; an admin requeue of a job no longer in memory first folds
+        that job back from its renter's stream (the requeue's fold needs the whole job)."""
+        for rec in records:
+            event = self.codec.decode(rec)
+            if isinstance(event, ev.JobRequeued) and event.job_id not in state.jobs:
+                await self._recall(state, event.job_id, event.renter_id)
+            apply(state, rec.seq, event)
+            versions[rec.stream_id] = rec.stream_version
+
+    async def _recall(self, state: State, job_id: str, renter_id: str | None) -> None:
+        """Fold job `job_id` back from its renter's stream up to `state.seq` and put it in
+        memory; nothing happens for a job the log does not hold (the decision answers
+        NotFound as for any unknown job)."""
+        if renter_id is None:
+            if self.job_owner is None:
+                return
+            renter_id = await self.job_owner(job_id)
+            if renter_id is None:
+                return
+        stream = renter_stream(renter_id)
+        events: list[tuple[int, Event]] = []
+        version = 1
+        while True:
+            records = await self.store.read_stream(stream, version, READ_CHUNK)
+            events.extend((r.seq, self.codec.decode(r)) for r in records if r.seq <= state.seq)
+            if len(records) < READ_CHUNK or records[-1].seq > state.seq:
+                break
+            version = records[-1].stream_version + 1
+        job = job_from_stream(events, job_id)
+        if job is not None:
+            state.recall(job)
 
     # --- the command loop --------------------------------------------------------------------
 
@@ -236,9 +289,7 @@ class LedgerService:
             batch = await self.store.read_all(self.state.seq, READ_CHUNK)
             if not batch:
                 break
-            for rec in batch:
-                apply(self.state, rec.seq, self.codec.decode(rec))
-                self._versions[rec.stream_id] = rec.stream_version
+            await self._fold_records(self.state, self._versions, batch)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         await self._catch_up()
@@ -252,6 +303,8 @@ class LedgerService:
             if p.future.done():  # the caller gave up (cancelled) before its turn
                 continue
             now_us = p.now_us if p.now_us is not None else self.clock()
+            for job_id in jobs_to_recall(state, p.command, now_us):
+                await self._recall(state, job_id, renter_named(p.command))
             try:
                 new = decide(state, p.command, now_us, self.settings)
             except DomainError as refused:
@@ -276,6 +329,7 @@ class LedgerService:
             for r in results:
                 self._versions[r.stream_id] = r.last_version
             self.batches += 1
+        state.trim_ended()  # the rows of what leaves are written (or nothing changed)
         for p, ok, value in outcomes:
             if p.future.done():
                 continue
@@ -407,7 +461,7 @@ class LedgerService:
         def answer(s: State, new: list[Event]) -> dict[str, Any]:
             job_id = c.job_id
             if not new and idempotency_key is not None:
-                job_id = s.submit_keys[(renter_id, idempotency_key)]
+                job_id = s.submit_keys[(renter_id, idempotency_key)].job_id
             return job_view(s, s.jobs[job_id])
 
         result: dict[str, Any] = await self._execute(c, answer, f"renter:{renter_id}")

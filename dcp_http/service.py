@@ -381,9 +381,17 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
     """
     store = await SqliteEventStore.open(config.db)
     try:
-        ledger = await LedgerService.open(store, config.domain_settings())
         queries = await Queries.open(config.db)
     except BaseException:
+        await store.close()
+        raise
+    try:
+        # The read models tell the ledger whose an old job is, so ended jobs can leave memory.
+        ledger = await LedgerService.open(
+            store, config.domain_settings(), job_owner=queries.job_owner
+        )
+    except BaseException:
+        await queries.close()
         await store.close()
         raise
     return ServiceAdapter(config, store, ledger, queries)
