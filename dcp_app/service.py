@@ -24,11 +24,13 @@ import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import structlog
 
-from dcp_app import readmodel
+from dcp_app import readmodel, snapshots
 from dcp_app.views import job_view, lease_view, provider_view, withdrawal_view
 from dcp_events import catalogue as ev
 from dcp_events.codec import Codec, default_codec
@@ -61,6 +63,10 @@ MAX_SWEEP_ROUNDS = 100  # sweeps of `sweep_limit` jobs each, per sweep() call
 # Ended jobs kept in memory (most recent endings) when the service can fold older ones back:
 # late and repeated results come within minutes, so nearly every such decision finds its job.
 ENDED_IN_MEMORY = 10_000
+SNAPSHOT_EVERY_EVENTS = 100_000  # a snapshot after this many events since the last...
+SNAPSHOT_EVERY_S = 600.0  # ...or this long after it, if anything was appended
+
+log = structlog.get_logger("dcp_app.service")
 
 
 def wall_clock_us() -> int:
@@ -103,6 +109,8 @@ class LedgerService:
         ids: Callable[[str], str] = new_id,
         job_owner: JobOwner | None = None,
         ended_in_memory: int = ENDED_IN_MEMORY,
+        snapshot_dir: Path | None = None,
+        snapshot_every: tuple[int, float] = (SNAPSHOT_EVERY_EVENTS, SNAPSHOT_EVERY_S),
     ) -> None:
         self.store = store
         self.settings = settings
@@ -113,6 +121,12 @@ class LedgerService:
         # Without a way to find an old job's renter, every ended job stays in memory.
         self.ended_cap: int | None = ended_in_memory if job_owner is not None else None
         self.state = self._new_state()
+        self.snapshot_dir = snapshot_dir
+        self.snapshot_every = snapshot_every
+        self._snapshot_seq = 0  # the sequence of the last snapshot loaded or written
+        self._snapshot_at = time.monotonic()
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self.loaded_from: Path | None = None  # the snapshot start-up began from, if any
         self._versions: dict[str, int] = {}
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(MAX_QUEUED)
         self._loop_task: asyncio.Task[None] | None = None
@@ -132,6 +146,8 @@ class LedgerService:
         background_sweeps: bool = False,
         job_owner: JobOwner | None = None,
         ended_in_memory: int = ENDED_IN_MEMORY,
+        snapshot_dir: Path | None = None,
+        snapshot_every: tuple[int, float] = (SNAPSHOT_EVERY_EVENTS, SNAPSHOT_EVERY_S),
     ) -> LedgerService:
         """Fold the log into memory and start deciding commands.
 
@@ -140,11 +156,21 @@ class LedgerService:
         a seed replays the same run). With `background_sweeps`, a task runs `sweep()` every
         `settings.sweep_interval_s`. With `job_owner` (job id -> renter id, from the read
         models) only live jobs and the `ended_in_memory` most recently ended stay in memory;
-        a command about an older one folds it back from its renter's stream first. Raises
-        InvariantError if the log breaks a money rule, DecodeError on a bad event.
+        a command about an older one folds it back from its renter's stream first. With
+        `snapshot_dir`, start-up begins from the newest snapshot there that matches the log
+        (dcp_app.snapshots) and one is written every `snapshot_every` (events, seconds).
+        Raises InvariantError if the log breaks a money rule, DecodeError on a bad event.
         """
         svc = cls(
-            store, settings or Settings(), clock, default_codec(), ids, job_owner, ended_in_memory
+            store,
+            settings or Settings(),
+            clock,
+            default_codec(),
+            ids,
+            job_owner,
+            ended_in_memory,
+            snapshot_dir,
+            snapshot_every,
         )
         await svc._load()
         svc._loop_task = asyncio.create_task(svc._run(), name="dcp-ledger-batches")
@@ -156,6 +182,9 @@ class LedgerService:
         """Stop taking commands, finish the queued ones (for at most CLOSE_TIMEOUT_S), then
         stop the background tasks; a command still waiting then fails with StoreError."""
         self._closing = True
+        if self._snapshot_task is not None:
+            with contextlib.suppress(Exception):
+                await self._snapshot_task
         if self._sweep_task is not None:
             self._sweep_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -189,9 +218,17 @@ class LedgerService:
         return State(ended_cap=self.ended_cap)
 
     async def _load(self) -> None:
-        """(Re)build the state by folding the whole log."""
+        """(Re)build the state: from the newest matching snapshot, if any, and the log after
+        it; else by folding the whole log."""
         state = self._new_state()
         versions: dict[str, int] = {}
+        if self.snapshot_dir is not None:
+            params = (state.ended_cap, state.idempotency_window_us)
+            loaded = await snapshots.load_newest(self.store, self.snapshot_dir, params)
+            if loaded is not None:
+                state, versions = loaded.state, loaded.versions
+                self._snapshot_seq, self.loaded_from = state.seq, loaded.path
+                log.info("snapshot_loaded", path=str(loaded.path), seq=state.seq)
         while True:
             batch = await self.store.read_all(state.seq, READ_CHUNK)
             if not batch:
@@ -259,6 +296,50 @@ class LedgerService:
             except Exception:  # a fault in the batch: refold, retry each command alone
                 await self._recover(batch)
             self._in_flight = []
+            if self.snapshot_dir is not None and self._snapshot_due():
+                await self._snapshot()
+
+    def _snapshot_due(self) -> bool:
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            return False  # one write at a time
+        since = self.state.seq - self._snapshot_seq
+        events, seconds = self.snapshot_every
+        return since >= events or (since > 0 and time.monotonic() - self._snapshot_at >= seconds)
+
+    async def _snapshot(self) -> None:
+        """Encode the state between two batches (msgspec: tens of ms at 100k accounts) and
+        write the file in a thread, so the commands that follow do not wait for the disk."""
+        head_seq, head_hash = await self.store.head()
+        state = self.state
+        if head_seq != state.seq or self.snapshot_dir is None:
+            return  # another process appended: the next batch folds it, then we try again
+        data = snapshots.encode(state, self._versions, head_hash)
+        self._snapshot_seq, self._snapshot_at = state.seq, time.monotonic()
+        self._snapshot_task = asyncio.create_task(
+            self._write_snapshot(self.snapshot_dir, state.seq, data), name="dcp-snapshot"
+        )
+
+    async def _write_snapshot(self, directory: Path, seq: int, data: bytes) -> None:
+        try:
+            path = await asyncio.to_thread(snapshots.write, directory, seq, data)
+        except OSError as e:  # the log is the truth: a missing snapshot only slows a start
+            log.warning("snapshot_failed", seq=seq, error=repr(e))
+            return
+        log.info("snapshot_written", path=str(path), seq=seq, bytes=len(data))
+
+    async def snapshot_now(self) -> Path | None:
+        """Write a snapshot of the state as it is now and wait for it (for tools and tests);
+        None without a snapshot directory or when another process appended meanwhile."""
+        if self._snapshot_task is not None:
+            await self._snapshot_task
+        await self._snapshot()
+        task = self._snapshot_task
+        if task is None:
+            return None
+        await task
+        if self.snapshot_dir is None or self._snapshot_seq != self.state.seq:
+            return None
+        return self.snapshot_dir / snapshots.file_name(self.state.seq)
 
     async def _recover(self, batch: list[_Pending]) -> None:
         """After a failed batch: fold the log again (dropping what the failed attempt folded

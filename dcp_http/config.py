@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -71,6 +72,16 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Garbage-collector tuning of the server process (see dcp_http.app.gc_loop); 0 turns it off.
     gc_freeze_s: float = 1.0
     gc_full_s: float = 600.0
+    # Snapshots of the domain state (dcp_app.snapshots): "" = "<db>.snapshots"; "off" = none.
+    snapshot_dir: str = ""
+    snapshot_every_events: int = 100_000
+    snapshot_every_s: float = 600.0
+
+    def snapshot_path(self) -> Path | None:
+        """Where the service keeps its snapshots, or None when they are off."""
+        if self.snapshot_dir == "off":
+            return None
+        return Path(self.snapshot_dir or f"{self.db}.snapshots")
 
     def domain_settings(self) -> Settings:
         """The domain's `Settings`, from the fields it shares with this config."""
@@ -150,6 +161,9 @@ ENV: dict[str, tuple[str, Any]] = {
     "DCP_MAX_RESULT_BODY_BYTES": ("max_result_body_bytes", _int(1024, 256 * MIB)),
     "DCP_GC_FREEZE_S": ("gc_freeze_s", _seconds_or_off),
     "DCP_GC_FULL_S": ("gc_full_s", _seconds),
+    "DCP_SNAPSHOT_DIR": ("snapshot_dir", _str),
+    "DCP_SNAPSHOT_EVERY_EVENTS": ("snapshot_every_events", _int(1, 10**9)),
+    "DCP_SNAPSHOT_EVERY_S": ("snapshot_every_s", _seconds),
 }
 
 # DCP_RATE_LIMIT_SUBMIT=60/60 and so on: "<requests>/<seconds>".

@@ -388,7 +388,11 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
     try:
         # The read models tell the ledger whose an old job is, so ended jobs can leave memory.
         ledger = await LedgerService.open(
-            store, config.domain_settings(), job_owner=queries.job_owner
+            store,
+            config.domain_settings(),
+            job_owner=queries.job_owner,
+            snapshot_dir=config.snapshot_path(),
+            snapshot_every=(config.snapshot_every_events, config.snapshot_every_s),
         )
     except BaseException:
         await queries.close()

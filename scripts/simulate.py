@@ -58,6 +58,7 @@ GPU_MODELS = ["H200", "H100", "A100", "RTX 4090"]
 IBAN = "SA0380000000608010167519"
 ROUND = 256  # commands sent concurrently per round (--round)
 HEARTBEAT_S = 30  # each provider heartbeats and polls this often (simulated seconds)
+OTHERS_PER_BEAT = 1.5  # renter and admin commands per provider heartbeat
 SETTINGS = Settings(
     lease_ttl_s=120,
     max_attempts=3,
@@ -167,7 +168,10 @@ class Sim:
         pending = self.pending
         kinds = ["submit", "cancel", "credit", "requeue", "withdraw", "payout", "price", "topup"]
         weights = [14, 2, 4, 2, 2, 2, 0.5, 1]
-        while len(out) < self.round_size:
+        # Renters and admins send in proportion to the providers that beat: the fleet's
+        # capacity, so the queue neither runs dry nor grows without end at any size.
+        others = len(out) + OTHERS_PER_BEAT * self.beats
+        while len(out) < others:
             kind = rng.choices(kinds, weights)[0]
             if kind == "submit":
                 out.append(self.submit())
