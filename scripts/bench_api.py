@@ -99,8 +99,8 @@ def wrk(url: str, headers: dict[str, str], body: bytes, clients: int, seconds: f
         script = f.name
     try:
         out = subprocess.run(
-            ["wrk", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{max(1, round(seconds))}s",
-             "--latency", "-s", script, url],
+            ["wrk", "-t", str(min(clients, 2)), "-c", str(clients),
+             "-d", f"{max(1, round(seconds))}s", "--latency", "-s", script, url],
             capture_output=True, text=True, check=True, timeout=seconds + 60,
         ).stdout  # fmt: skip
     finally:
