@@ -804,7 +804,8 @@ class LedgerService:
     # --- reads from memory (for tools and tests; the API reads dcp_app.queries) --------------
 
     def job(self, job_id: str) -> dict[str, Any]:
-        """The job view from memory (may be one batch ahead of disk). Raises NotFound."""
+        """The job view from memory (may be one batch ahead of disk). Raises NotFound, also
+        for an ended job that has left memory (the read models still hold it)."""
         j = self.state.jobs.get(job_id)
         if j is None:
             raise NotFound(f"job {job_id} not found")
