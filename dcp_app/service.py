@@ -307,25 +307,34 @@ class LedgerService:
         return since >= events or (since > 0 and time.monotonic() - self._snapshot_at >= seconds)
 
     async def _snapshot(self) -> None:
-        """Encode the state between two batches (msgspec: tens of ms at 100k accounts) and
-        write the file in a thread, so the commands that follow do not wait for the disk."""
+        """Encode the state between two batches (msgspec: 0.16 s for the 22 MB of a
+        1M-event log's state here), then hash, write, fsync and rename the file in a thread,
+        so the commands that follow wait for neither the hash nor the disk."""
         head_seq, head_hash = await self.store.head()
         state = self.state
         if head_seq != state.seq or self.snapshot_dir is None:
             return  # another process appended: the next batch folds it, then we try again
-        data = snapshots.encode(state, self._versions, head_hash)
+        body = snapshots.encode_body(state, self._versions)
+        params = (state.ended_cap, state.idempotency_window_us)
         self._snapshot_seq, self._snapshot_at = state.seq, time.monotonic()
         self._snapshot_task = asyncio.create_task(
-            self._write_snapshot(self.snapshot_dir, state.seq, data), name="dcp-snapshot"
+            self._write_snapshot(self.snapshot_dir, state.seq, head_hash, params, body),
+            name="dcp-snapshot",
         )
 
-    async def _write_snapshot(self, directory: Path, seq: int, data: bytes) -> None:
+    async def _write_snapshot(
+        self, directory: Path, seq: int, head_hash: str, params: snapshots.Params, body: bytes
+    ) -> None:
+        def frame_and_write() -> Path:
+            data = snapshots.frame_at(body, seq, head_hash, params)
+            return snapshots.write(directory, seq, data)
+
         try:
-            path = await asyncio.to_thread(snapshots.write, directory, seq, data)
+            path = await asyncio.to_thread(frame_and_write)
         except OSError as e:  # the log is the truth: a missing snapshot only slows a start
             log.warning("snapshot_failed", seq=seq, error=repr(e))
             return
-        log.info("snapshot_written", path=str(path), seq=seq, bytes=len(data))
+        log.info("snapshot_written", path=str(path), seq=seq, bytes=len(body))
 
     async def snapshot_now(self) -> Path | None:
         """Write a snapshot of the state as it is now and wait for it (for tools and tests);

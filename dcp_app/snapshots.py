@@ -80,13 +80,20 @@ class Loaded(msgspec.Struct):
     path: Path
 
 
+Params = tuple[int | None, int]  # (ended_cap, idempotency_window_us) of a State
+
 _body_decoder = msgspec.msgpack.Decoder(Body)
 _header_decoder = msgspec.msgpack.Decoder(Header)
 
 
 def encode(state: State, versions: dict[str, int], head_hash: str) -> bytes:
     """The snapshot file's bytes for `state` (taken at `state.seq`, whose hash is `head_hash`)."""
-    body = msgspec.msgpack.encode(
+    return frame(encode_body(state, versions), state, head_hash)
+
+
+def encode_body(state: State, versions: dict[str, int]) -> bytes:
+    """The body: everything that must be read while the state holds still."""
+    return msgspec.msgpack.encode(
         Body(
             balances=state.balances,
             account_seq=state.account_seq,
@@ -103,14 +110,24 @@ def encode(state: State, versions: dict[str, int], head_hash: str) -> bytes:
             versions=versions,
         )
     )
+
+
+def frame(body: bytes, state: State, head_hash: str) -> bytes:
+    """Header + body: the header names `state`'s sequence and parameters (read them before the
+    state moves on: `Params` and seq are plain values) and the body's hash."""
+    return frame_at(body, state.seq, head_hash, (state.ended_cap, state.idempotency_window_us))
+
+
+def frame_at(body: bytes, seq: int, head_hash: str, params: Params) -> bytes:
+    """Header + body for a body taken at `seq`; hashes the body (in a thread, if you like)."""
     header = msgspec.msgpack.encode(
         Header(
             format=FORMAT,
             version=VERSION,
-            seq=state.seq,
+            seq=seq,
             head_hash=head_hash,
-            ended_cap=state.ended_cap,
-            idempotency_window_us=state.idempotency_window_us,
+            ended_cap=params[0],
+            idempotency_window_us=params[1],
             body_sha256=hashlib.sha256(body).hexdigest(),
         )
     )
@@ -136,9 +153,6 @@ def read_header(data: bytes) -> tuple[Header, memoryview]:
     if header.format != FORMAT or header.version != VERSION:
         raise Unusable("incompatible", f"{header.format} version {header.version}")
     return header, view[_LEN.size + n :]
-
-
-Params = tuple[int | None, int]  # (ended_cap, idempotency_window_us) of a State
 
 
 def decode(data: bytes, params: Params | None = None) -> Loaded:
