@@ -103,6 +103,12 @@ class Queries:
         row = await self._one(sql, tuple(params))
         return await self._job_view(row) if row is not None else None
 
+    async def job_owner(self, job_id: str) -> str | None:
+        """The renter of a job, or None if unknown: how the service finds the stream of an
+        ended job it no longer holds in memory."""
+        row = await self._one("SELECT renter_id FROM jobs WHERE job_id = ?", (job_id,))
+        return None if row is None else str(row["renter_id"])
+
     async def jobs_of_renter(
         self, renter_id: str, status: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
 from dcp_audit._log import open_readonly, snapshot
@@ -80,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_time_us,
         metavar="TIME",
         help="replay the log as it stood at TIME (RFC 3339, or microseconds since the epoch)",
+    )
+    point.add_argument(
+        "--snapshot",
+        metavar="FILE",
+        help="replay to a snapshot's sequence and compare the snapshot with the fold",
     )
     r.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
@@ -165,7 +171,16 @@ def _check_published_head(conn: sqlite3.Connection, head_hash: str, head_seq: in
 def _replay(conn: sqlite3.Connection, args: argparse.Namespace, out: TextIO) -> int:
     from dcp_audit.replay import render_text, replay
 
-    report = replay(conn, until_seq=args.until_seq, as_of_us=args.as_of)
+    if args.snapshot is not None:
+        from dcp_app.snapshots import Unusable
+        from dcp_audit.snapshot_check import replay_snapshot
+
+        try:
+            report = replay_snapshot(conn, Path(args.snapshot))
+        except (OSError, Unusable) as e:
+            raise AuditError(f"{args.snapshot}: {e}") from None
+    else:
+        report = replay(conn, until_seq=args.until_seq, as_of_us=args.as_of)
     if args.json:
         out.write(json.dumps(report.as_dict()) + "\n")
     else:

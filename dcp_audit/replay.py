@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
@@ -121,6 +121,7 @@ def replay(
     codec: Codec | None = None,
     batch_size: int = BATCH_SIZE,
     parallel: bool | None = None,
+    also: Callable[[State, Report], None] | None = None,
 ) -> Report:
     """Fold the log up to a point (the head, `until_seq`, or the last event recorded by
     `as_of_us`), compare with the stored read models and return the report.
@@ -185,6 +186,8 @@ def replay(
             _merge_postings(report, postings)
         if report.fault is None:
             _compare_tables(conn, state, report, digests)
+            if also is not None:  # a further comparison with the fold (a snapshot's)
+                also(state, report)
     report.elapsed_s = time.perf_counter() - started
     return report
 

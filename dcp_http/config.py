@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -109,6 +110,16 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Garbage-collector tuning of the server process (see dcp_http.app.gc_loop); 0 turns it off.
     gc_freeze_s: float = 1.0
     gc_full_s: float = 600.0
+    # Snapshots of the domain state (dcp_app.snapshots): "" = "<db>.snapshots"; "off" = none.
+    snapshot_dir: str = ""
+    snapshot_every_events: int = 100_000
+    snapshot_every_s: float = 600.0
+
+    def snapshot_path(self) -> Path | None:
+        """Where the service keeps its snapshots, or None when they are off."""
+        if self.snapshot_dir == "off":
+            return None
+        return Path(self.snapshot_dir or f"{self.db}.snapshots")
 
     def __post_init__(self) -> None:
         if self.admin_token is not None:
@@ -206,6 +217,9 @@ ENV: dict[str, tuple[str, Any]] = {
     "DCP_TOPUP_SWEEP_INTERVAL_S": ("topup_sweep_interval_s", _seconds),
     "DCP_TOPUP_SWEEP_LIMIT": ("topup_sweep_limit", _int(1, 500)),
     "DCP_TOPUP_INVOICE_TTL_S": ("topup_invoice_ttl_s", _int(60, 86400 * 30)),
+    "DCP_SNAPSHOT_DIR": ("snapshot_dir", _str),
+    "DCP_SNAPSHOT_EVERY_EVENTS": ("snapshot_every_events", _int(1, 10**9)),
+    "DCP_SNAPSHOT_EVERY_S": ("snapshot_every_s", _seconds),
 }
 
 # DCP_RATE_LIMIT_SUBMIT=60/60 and so on: "<requests>/<seconds>".

@@ -422,9 +422,21 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
     """
     store = await SqliteEventStore.open(config.db)
     try:
-        ledger = await LedgerService.open(store, config.domain_settings())
         queries = await Queries.open(config.db)
     except BaseException:
+        await store.close()
+        raise
+    try:
+        # The read models tell the ledger whose an old job is, so ended jobs can leave memory.
+        ledger = await LedgerService.open(
+            store,
+            config.domain_settings(),
+            job_owner=queries.job_owner,
+            snapshot_dir=config.snapshot_path(),
+            snapshot_every=(config.snapshot_every_events, config.snapshot_every_s),
+        )
+    except BaseException:
+        await queries.close()
         await store.close()
         raise
     return ServiceAdapter(config, store, ledger, queries)

@@ -307,7 +307,7 @@ def _job_submitted(state: State, seq: int, e: ev.JobSubmitted) -> None:
     state.jobs[e.job_id] = job
     state.enqueue(job)
     if e.idempotency_key is not None:
-        state.submit_keys[(e.renter_id, e.idempotency_key)] = e.job_id
+        state.remember_key(e.renter_id, e.idempotency_key, e.job_id, e.at_us)
     renter.held_reserves_halala += e.cost_halala
     state.touched.add(("job", e.job_id))
     _expect_postings(seq, e.postings, hold_postings(e.renter_id, e.cost_halala))
@@ -376,6 +376,7 @@ def _settle(
     job.settlement = settlement
     job.ended_at_us = at_us
     state.renters[job.renter_id].held_reserves_halala -= job.cost_halala
+    state.job_ended(job)
 
 
 def _check_lease(seq: int, job: Job, attempt: int, provider_id: str | None) -> None:
@@ -477,6 +478,7 @@ def _job_requeued(state: State, seq: int, e: ev.JobRequeued) -> None:
     job.settlement = None
     job.output = None
     job.error = None
+    state.job_reopened(job)
     state.enqueue(job)
     state.renters[job.renter_id].held_reserves_halala += job.cost_halala
     _expect_postings(seq, e.postings, hold_postings(e.renter_id, e.cost_halala))
@@ -603,8 +605,11 @@ def check_all(state: State) -> None:
         for j in state.jobs.values()
         if j.status == "queued"
     )
-    if queued != state.queue:
+    if queued != list(state.queue):
         raise InvariantError("the queue does not hold exactly the queued jobs in order")
+    ended = {j.job_id for j in state.jobs.values() if j.status in ENDED and not j.hold_open}
+    if ended != state.ended.keys():
+        raise InvariantError("the ended list does not hold exactly the ended jobs in memory")
     # One pass over the jobs, not one per provider: O(jobs + providers).
     leased_by: dict[str, set[str]] = {}
     for j in state.jobs.values():

@@ -87,7 +87,7 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
     require_renter(state, c.renter_id)
     if c.idempotency_key is not None:
         text("idempotency_key", c.idempotency_key)
-        if (c.renter_id, c.idempotency_key) in state.submit_keys:
+        if state.submitted_with_key(c.renter_id, c.idempotency_key, now_us) is not None:
             return []
     if c.job_id in state.jobs:
         raise Conflict(f"job id {c.job_id} already in use")

@@ -12,12 +12,13 @@ never a cycle, so the cyclic garbage collector need not scan millions of them.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import re
+from collections import OrderedDict
 from typing import Literal
 
 import msgspec
+from sortedcontainers import SortedList
 
 from dcp_events.catalogue import (
     ContainerSpec,
@@ -45,6 +46,9 @@ SEED_PRICES: tuple[tuple[str, int], ...] = (
 )
 DEFAULT_PRICE_KEY = "default"
 ANY_GPU = frozenset({"", "any", "default"})
+# How long a renter's idempotency key names its job (docs/ledger.md): a repeat within the
+# window gets the first job; after it the key is forgotten, as payment APIs do.
+IDEMPOTENCY_WINDOW_US = 24 * 3600 * 1_000_000
 
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
 
@@ -173,21 +177,44 @@ class DepositRef(msgspec.Struct, frozen=True, gc=False):
     seq: int
 
 
+class SubmitKey(msgspec.Struct, frozen=True, gc=False):
+    job_id: str
+    at_us: int  # when the job was submitted: the key expires a window later
+
+
 Touched = set[tuple[str, str]]
 
 
 class State:
-    """The whole domain state. Build with `State()` and fold events into it."""
+    """The whole domain state. Build with `State()` and fold events into it.
 
-    def __init__(self) -> None:
+    `jobs` holds every live job (queued, assigned, running) and the ended jobs still in
+    memory; `ended` lists those ended jobs, oldest ending first. With `ended_cap=None` (the
+    default: audits, tests) every ended job stays. The service passes a cap and calls
+    `trim_ended()` after writing each batch's rows: memory then follows live work, not
+    history, and a decision about a job no longer in memory is made on the job as
+    `dcp_projections.history` folds it back from its renter's stream (docs/design.md,
+    "Bounded memory").
+    """
+
+    def __init__(
+        self,
+        *,
+        ended_cap: int | None = None,
+        idempotency_window_us: int = IDEMPOTENCY_WINDOW_US,
+    ) -> None:
         self.seq = 0  # the last folded event
+        self.ended_cap = ended_cap
+        self.idempotency_window_us = idempotency_window_us
         self.balances: dict[str, int] = {}
         self.total_halala = 0  # sum of every balance; 0 after every event
         self.renters: dict[str, Renter] = {}
         self.providers: dict[str, Provider] = {}
         self.jobs: dict[str, Job] = {}
-        # (priority rank, submission seq, job_id), kept sorted: the queue's order.
-        self.queue: list[tuple[int, int, str]] = []
+        self.ended: OrderedDict[str, None] = OrderedDict()  # ended jobs in memory, oldest first
+        # (priority rank, submission seq, job_id) in the queue's order: O(log n) insert,
+        # remove and position, where a sorted list moved O(n) entries on every change.
+        self.queue: SortedList = SortedList()
         self.pricing: dict[str, Price] = {
             gpu_key(m): Price(gpu_model=m, halala_per_gpu_hour=p, last_seq=0)
             for m, p in SEED_PRICES
@@ -195,7 +222,9 @@ class State:
         self.images: dict[str, int] = {}  # allowlisted reference -> last_seq
         self.withdrawals: dict[str, Withdrawal] = {}
         self.credentials: dict[str, Credential] = {}  # key_hash -> who
-        self.submit_keys: dict[tuple[str, str], str] = {}  # (renter, idempotency key) -> job
+        # (renter, idempotency key) -> its job, oldest first; entries older than the window
+        # leave as later keyed submissions are folded.
+        self.submit_keys: OrderedDict[tuple[str, str], SubmitKey] = OrderedDict()
         self.deposit_refs: dict[str, DepositRef] = {}  # reference -> the credit it made
         self.account_seq: dict[str, int] = {}  # account -> last_seq
         # Gateway top-ups, and the indexes that make each credit happen at most once.
@@ -208,20 +237,67 @@ class State:
     # --- queue -----------------------------------------------------------------------------
 
     def enqueue(self, job: Job) -> None:
-        bisect.insort(self.queue, (PRIORITY_RANK[job.priority], job.submit_seq, job.job_id))
+        self.queue.add((PRIORITY_RANK[job.priority], job.submit_seq, job.job_id))
 
     def dequeue(self, job: Job) -> None:
-        key = (PRIORITY_RANK[job.priority], job.submit_seq, job.job_id)
-        i = bisect.bisect_left(self.queue, key)
-        if i < len(self.queue) and self.queue[i] == key:
-            del self.queue[i]
+        self.queue.discard((PRIORITY_RANK[job.priority], job.submit_seq, job.job_id))
 
     def queue_position(self, job: Job) -> int | None:
         """1-based place in the queue, or None when the job is not queued."""
         if job.status != "queued":
             return None
         key = (PRIORITY_RANK[job.priority], job.submit_seq, job.job_id)
-        return bisect.bisect_left(self.queue, key) + 1
+        return int(self.queue.bisect_left(key)) + 1
+
+    # --- ended jobs and idempotency keys ----------------------------------------------------
+
+    def job_ended(self, job: Job) -> None:
+        """`job` was settled: it may leave memory once `trim_ended` runs."""
+        self.ended[job.job_id] = None
+        self.ended.move_to_end(job.job_id)
+
+    def job_reopened(self, job: Job) -> None:
+        """An admin requeue made an ended job live again."""
+        self.ended.pop(job.job_id, None)
+
+    def recall(self, job: Job) -> None:
+        """Put back an ended job folded again from the log, to decide about it."""
+        if job.job_id not in self.jobs:
+            self.jobs[job.job_id] = job
+            self.job_ended(job)
+
+    def trim_ended(self) -> list[str]:
+        """Drop the oldest ended jobs beyond `ended_cap`; returns their ids. Their rows are in
+        the read models and their events in the log, so call it only after the rows of what
+        was folded are written."""
+        cap = self.ended_cap
+        if cap is None:
+            return []
+        gone = []
+        while len(self.ended) > cap:
+            job_id, _ = self.ended.popitem(last=False)
+            del self.jobs[job_id]
+            gone.append(job_id)
+        return gone
+
+    def submitted_with_key(self, renter_id: str, key: str, now_us: int) -> str | None:
+        """The job this renter submitted with `key` within the window before `now_us`."""
+        seen = self.submit_keys.get((renter_id, key))
+        if seen is None or seen.at_us + self.idempotency_window_us <= now_us:
+            return None
+        return seen.job_id
+
+    def remember_key(self, renter_id: str, key: str, job_id: str, at_us: int) -> None:
+        """Record a keyed submission; keys older than the window as of `at_us` leave."""
+        keys = self.submit_keys
+        expired_before = at_us - self.idempotency_window_us
+        while keys:
+            oldest = next(iter(keys.values()))
+            if oldest.at_us > expired_before:
+                break
+            keys.popitem(last=False)
+        keys[(renter_id, key)] = SubmitKey(job_id, at_us)
+        keys.move_to_end((renter_id, key))
 
     # --- reads -----------------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ overdraw. After every step every invariant is checked from scratch (`check_all`)
 command must leave the balances untouched, and every few steps (and at the end) replaying the
 encoded log into an empty state must reproduce the same read-model rows.
 
+A twin state that keeps only one ended job in memory (`State(ended_cap=1)`, trimmed after
+every command, as the service does after every batch) decides every command too, folding an
+ended job back from its renter's stream (`dcp_projections.history`) when a command names one:
+its answer (events, or the refusal) must be the full state's, and its live part the same.
+
 One `step` rule draws a weighted action, so a job's whole life (submit, poll, start, report)
 is common in every program rather than left to which rules a program happens to enable.
 """
@@ -20,13 +25,16 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from dcp_events import catalogue as ev
 from dcp_events.codec import default_codec
+from dcp_events.event import Event
 from dcp_projections import commands as c
 from dcp_projections.decisions import decide
 from dcp_projections.errors import DomainError
 from dcp_projections.fold import apply, check_all
+from dcp_projections.history import job_from_stream, jobs_to_recall
 from dcp_projections.rows import all_rows
 from dcp_projections.settings import Settings
 from dcp_projections.state import ENDED, State
+from dcp_projections.streams import renter_stream, stream_of
 
 CODEC = default_codec()
 SETTINGS = Settings(
@@ -51,7 +59,9 @@ class Ledger(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.state = State()
+        self.bounded = State(ended_cap=1)
         self.log: list[tuple[int, str, int, bytes]] = []
+        self.streams: dict[str, list[tuple[int, Event]]] = {}  # the log by stream, decoded
         self.now_us = 1_700_000_000 * S
         self.counter = 0
         self.reports: list[c.ReportResult] = []
@@ -63,20 +73,42 @@ class Ledger(RuleBasedStateMachine):
     def run(self, command: c.Command) -> list:
         """Decide, encode, decode and fold; a refusal must not move a halala."""
         before = dict(self.state.balances)
+        bounded_answer = self.decide_bounded(command)
+        try:
+            return self.decide_and_fold(command, before, bounded_answer)
+        finally:
+            self.bounded.trim_ended()
+
+    def decide_and_fold(self, command: c.Command, before: dict, bounded_answer: object) -> list:
         try:
             events = decide(self.state, command, self.now_us, SETTINGS)
-        except DomainError:
+        except DomainError as e:
             assert self.state.balances == before, "a refused command moved money"
+            assert bounded_answer == (type(e), str(e)), "an ended job left memory and changed it"
             return []
+        assert bounded_answer == events, "an ended job left memory and changed the decision"
         for event in events:
             row = CODEC.encode(event)
             decoded = CODEC.decode_payload(row.type, row.schema_version, row.payload)
             assert decoded == event
             seq = self.state.seq + 1
             apply(self.state, seq, decoded)
+            apply(self.bounded, seq, decoded)
             self.log.append((seq, row.type, row.schema_version, row.payload))
+            self.streams.setdefault(stream_of(decoded), []).append((seq, decoded))
             self.seen.add(row.type)
         return events
+
+    def decide_bounded(self, command: c.Command) -> object:
+        """The twin's answer: its events, or (type, message) of its refusal."""
+        for job_id in jobs_to_recall(self.bounded, command, self.now_us):
+            owner = self.state.jobs.get(job_id)
+            if owner is not None:
+                recall(self.bounded, self.streams, job_id, owner.renter_id)
+        try:
+            return decide(self.bounded, command, self.now_us, SETTINGS)
+        except DomainError as e:
+            return (type(e), str(e))
 
     def new_id(self, prefix: str) -> str:
         self.counter += 1
@@ -470,10 +502,39 @@ class Ledger(RuleBasedStateMachine):
         assert replayed.balances == self.state.balances
         assert replayed.queue == self.state.queue
         assert all_rows(replayed) == all_rows(self.state)
+        # What "state" means once ended jobs leave memory: the same live part (balances,
+        # accounts, queue, every job not ended), and each ended job it still holds equal to
+        # the full fold's. The twin that decided along, and a bounded replay, both hold that.
+        trimmed = State(ended_cap=1)
+        for seq, type_, version, payload in self.log:
+            event = CODEC.decode_payload(type_, version, payload)
+            if isinstance(event, ev.JobRequeued) and event.job_id not in trimmed.jobs:
+                recall(trimmed, self.streams, event.job_id, event.renter_id)
+            apply(trimmed, seq, event)
+            trimmed.trim_ended()
+        for bounded in (self.bounded, trimmed):
+            check_all(bounded)
+            assert len(bounded.ended) <= 1
+            assert bounded.balances == self.state.balances
+            assert list(bounded.queue) == list(self.state.queue)
+            assert all_rows(bounded)["renters"] == all_rows(self.state)["renters"]
+            assert all_rows(bounded)["providers"] == all_rows(self.state)["providers"]
+            live = {j for j, job in self.state.jobs.items() if job.status not in ENDED}
+            assert live <= bounded.jobs.keys()
+            for job_id, job in bounded.jobs.items():
+                assert job == self.state.jobs[job_id]
 
     def teardown(self):
         self.replay_reproduces_state()
         SEEN.update(self.seen)
+
+
+def recall(state: State, streams, job_id: str, renter_id: str) -> None:
+    """Fold `job_id` back from its renter's stream (the log up to `state.seq`)."""
+    events = [(s, e) for s, e in streams.get(renter_stream(renter_id), []) if s <= state.seq]
+    job = job_from_stream(events, job_id)
+    if job is not None:
+        state.recall(job)
 
 
 SEEN: set[str] = set()

@@ -1,0 +1,268 @@
+"""Snapshots of the domain state beside the log, so start-up folds only the tail.
+
+A snapshot file is a small msgpack header (format, version, the sequence and head hash it was
+taken at, the state's parameters, the body's sha256) followed by the msgpack body: the
+state's entities and the stream versions. It depends on nothing but the `EventStore`
+interface (the hash of the event at its sequence, read back through `read_all`), so the
+PostgreSQL store uses the same files.
+
+A snapshot can make start-up fast, never wrong: `load_newest` takes the newest file whose
+version and parameters are this code's, whose body hashes to what its header says, and whose
+sequence and hash are the log's; anything else it logs (`snapshot_ignored` with the reason:
+corrupt, incompatible, ahead_of_log, foreign) and tries the next older one, then none (a fold
+from the start). `dcp audit replay --snapshot FILE` checks one against a fold from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections import OrderedDict
+from pathlib import Path
+
+import msgspec
+import structlog
+from sortedcontainers import SortedList
+
+from dcp_events.store import EventStore
+from dcp_projections.state import (
+    PRIORITY_RANK,
+    Credential,
+    DepositRef,
+    Job,
+    Price,
+    Provider,
+    Renter,
+    State,
+    SubmitKey,
+    TopUp,
+    Withdrawal,
+)
+
+FORMAT = "dcp-snapshot"
+# Bump whenever an entity's fields or their meaning change: an older file is then ignored.
+VERSION = 2  # 2: top-ups
+KEEP = 2  # files kept; older ones are removed after each write
+_LEN = struct.Struct(">I")  # the header's length, before it
+
+log = structlog.get_logger("dcp_app.snapshots")
+
+
+class Header(msgspec.Struct, frozen=True, kw_only=True):
+    format: str
+    version: int
+    seq: int
+    head_hash: str
+    ended_cap: int | None
+    idempotency_window_us: int
+    body_sha256: str
+
+
+class Body(msgspec.Struct, kw_only=True):
+    balances: dict[str, int]
+    account_seq: dict[str, int]
+    renters: list[Renter]
+    providers: list[Provider]
+    jobs: list[Job]  # every job in memory, in the state's order
+    ended: list[str]  # the ended ones, oldest ending first
+    pricing: dict[str, Price]
+    images: dict[str, int]
+    withdrawals: list[Withdrawal]
+    credentials: list[Credential]
+    submit_keys: list[tuple[str, str, SubmitKey]]  # oldest first
+    deposit_refs: dict[str, DepositRef]
+    topups: list[TopUp]
+    topup_payments: dict[str, str]
+    topup_invoices: dict[str, str]
+    topup_keys: list[tuple[str, str, str]]  # (renter, idempotency key, top-up)
+    versions: dict[str, int]  # stream -> version, for the service's appends
+
+
+class Loaded(msgspec.Struct):
+    state: State
+    versions: dict[str, int]
+    path: Path
+
+
+Params = tuple[int | None, int]  # (ended_cap, idempotency_window_us) of a State
+
+_body_decoder = msgspec.msgpack.Decoder(Body)
+_header_decoder = msgspec.msgpack.Decoder(Header)
+
+
+def encode(state: State, versions: dict[str, int], head_hash: str) -> bytes:
+    """The snapshot file's bytes for `state` (taken at `state.seq`, whose hash is `head_hash`)."""
+    return frame(encode_body(state, versions), state, head_hash)
+
+
+def encode_body(state: State, versions: dict[str, int]) -> bytes:
+    """The body: everything that must be read while the state holds still."""
+    return msgspec.msgpack.encode(
+        Body(
+            balances=state.balances,
+            account_seq=state.account_seq,
+            renters=list(state.renters.values()),
+            providers=list(state.providers.values()),
+            jobs=list(state.jobs.values()),
+            ended=list(state.ended),
+            pricing=state.pricing,
+            images=state.images,
+            withdrawals=list(state.withdrawals.values()),
+            credentials=list(state.credentials.values()),
+            submit_keys=[(r, k, v) for (r, k), v in state.submit_keys.items()],
+            deposit_refs=state.deposit_refs,
+            topups=list(state.topups.values()),
+            topup_payments=state.topup_payments,
+            topup_invoices=state.topup_invoices,
+            topup_keys=[(r, k, t) for (r, k), t in state.topup_keys.items()],
+            versions=versions,
+        )
+    )
+
+
+def frame(body: bytes, state: State, head_hash: str) -> bytes:
+    """Header + body: the header names `state`'s sequence and parameters (read them before the
+    state moves on: `Params` and seq are plain values) and the body's hash."""
+    return frame_at(body, state.seq, head_hash, (state.ended_cap, state.idempotency_window_us))
+
+
+def frame_at(body: bytes, seq: int, head_hash: str, params: Params) -> bytes:
+    """Header + body for a body taken at `seq`; hashes the body (in a thread, if you like)."""
+    header = msgspec.msgpack.encode(
+        Header(
+            format=FORMAT,
+            version=VERSION,
+            seq=seq,
+            head_hash=head_hash,
+            ended_cap=params[0],
+            idempotency_window_us=params[1],
+            body_sha256=hashlib.sha256(body).hexdigest(),
+        )
+    )
+    return _LEN.pack(len(header)) + header + body
+
+
+class Unusable(Exception):
+    """Why a snapshot file cannot be used: `reason` is one word for the log."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def read_header(data: bytes) -> tuple[Header, memoryview]:
+    """The header and the body's bytes; Unusable("corrupt" / "incompatible")."""
+    view = memoryview(data)
+    try:
+        (n,) = _LEN.unpack_from(view)
+        header = _header_decoder.decode(view[_LEN.size : _LEN.size + n])
+    except (struct.error, msgspec.DecodeError) as e:
+        raise Unusable("corrupt", f"unreadable header ({e})") from None
+    if header.format != FORMAT or header.version != VERSION:
+        raise Unusable("incompatible", f"{header.format} version {header.version}")
+    return header, view[_LEN.size + n :]
+
+
+def decode(data: bytes, params: Params | None = None) -> Loaded:
+    """Rebuild the state from a snapshot's bytes; Unusable if it is corrupt or, given
+    `params`, was taken from a state with others (None: take the file's)."""
+    header, body_bytes = read_header(data)
+    if params is not None and (header.ended_cap, header.idempotency_window_us) != params:
+        raise Unusable(
+            "incompatible",
+            f"taken keeping {header.ended_cap} ended jobs and a "
+            f"{header.idempotency_window_us} us key window, not {params[0]} and {params[1]}",
+        )
+    if hashlib.sha256(body_bytes).hexdigest() != header.body_sha256:
+        raise Unusable("corrupt", "the body does not match its hash")
+    try:
+        body = _body_decoder.decode(body_bytes)
+    except msgspec.DecodeError as e:
+        raise Unusable("corrupt", f"undecodable body ({e})") from None
+    state = State(ended_cap=header.ended_cap, idempotency_window_us=header.idempotency_window_us)
+    state.seq = header.seq
+    state.balances = body.balances
+    state.account_seq = body.account_seq
+    state.renters = {r.renter_id: r for r in body.renters}
+    state.providers = {p.provider_id: p for p in body.providers}
+    state.jobs = {j.job_id: j for j in body.jobs}
+    state.ended = OrderedDict.fromkeys(body.ended)
+    state.queue = SortedList(
+        (PRIORITY_RANK[j.priority], j.submit_seq, j.job_id)
+        for j in body.jobs
+        if j.status == "queued"
+    )
+    state.pricing = body.pricing
+    state.images = body.images
+    state.withdrawals = {w.withdrawal_id: w for w in body.withdrawals}
+    state.credentials = {c.key_hash: c for c in body.credentials}
+    state.submit_keys = OrderedDict(((r, k), v) for r, k, v in body.submit_keys)
+    state.deposit_refs = body.deposit_refs
+    state.topups = {t.topup_id: t for t in body.topups}
+    state.topup_payments = body.topup_payments
+    state.topup_invoices = body.topup_invoices
+    state.topup_keys = {(r, k): t for r, k, t in body.topup_keys}
+    return Loaded(state, body.versions, Path())
+
+
+def file_name(seq: int) -> str:
+    return f"snapshot-{seq:012d}.msgpack"
+
+
+def files(directory: Path) -> list[Path]:
+    """Snapshot files in `directory`, newest (highest sequence) first."""
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob("snapshot-*.msgpack"), reverse=True)
+
+
+def write(directory: Path, seq: int, data: bytes) -> Path:
+    """Write atomically (temporary file, fsync, rename, fsync the directory), then keep only
+    the KEEP newest files. Blocking: call it in a thread."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / file_name(seq)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for old in files(directory)[KEEP:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+async def hash_at(store: EventStore, seq: int) -> str | None:
+    """The hash of the event at `seq` in `store`'s log, or None if the log is shorter."""
+    records = await store.read_all(seq - 1, 1)
+    return records[0].hash if records and records[0].seq == seq else None
+
+
+async def load_newest(store: EventStore, directory: Path, params: Params) -> Loaded | None:
+    """The newest snapshot in `directory` that matches `store`'s log and these parameters,
+    or None; every file passed over is logged with its reason."""
+    head_seq, _ = await store.head()
+    for path in files(directory):
+        try:
+            data = path.read_bytes()
+            header, _ = read_header(data)
+            if header.seq > head_seq:
+                raise Unusable("ahead_of_log", f"taken at seq {header.seq}, log ends at {head_seq}")
+            if await hash_at(store, header.seq) != header.head_hash:
+                raise Unusable("foreign", f"the log's event {header.seq} has another hash")
+            loaded = decode(data, params)
+        except Unusable as e:
+            log.warning("snapshot_ignored", path=str(path), reason=e.reason, detail=str(e))
+            continue
+        except OSError as e:
+            log.warning("snapshot_ignored", path=str(path), reason="unreadable", detail=repr(e))
+            continue
+        loaded.path = path
+        return loaded
+    return None

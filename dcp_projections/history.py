@@ -1,0 +1,68 @@
+"""An ended job folded back from its renter's stream, for a decision about it.
+
+The service keeps only live jobs and the most recent ended ones in memory (docs/design.md,
+"Bounded memory"). A decision about an older ended job (an admin requeue of a failed job, a
+repeated or late result, a cancel of a cancelled job) is made on the job as this module folds
+it again: the same `fold.apply` over the renter's stream (registration, credits and every event
+of their jobs), in a scratch state where the providers the stream names stand in as stubs.
+One fold, so the job is exactly the one a fold of the whole log holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dcp_events.event import Event
+from dcp_projections import commands as cmd
+from dcp_projections.fold import apply
+from dcp_projections.state import Job, Provider, State
+
+
+def job_from_stream(events: Iterable[tuple[int, Event]], job_id: str) -> Job | None:
+    """Fold one renter's stream, `(seq, event)` in order, and return job `job_id` as it stands
+    after the last of them (None if the stream never names it)."""
+    scratch = State()
+    for seq, event in events:
+        provider_id = getattr(event, "provider_id", None)
+        if provider_id is not None and provider_id not in scratch.providers:
+            scratch.providers[provider_id] = _stub(provider_id)
+        apply(scratch, seq, event)
+    return scratch.jobs.get(job_id)
+
+
+def _stub(provider_id: str) -> Provider:
+    # The job folds touch only a provider's leases; its own events live in its stream.
+    return Provider(
+        provider_id=provider_id,
+        name="",
+        email="",
+        gpu_model="",
+        gpu_count=0,
+        vram_gb=0,
+        approved=True,
+        created_at_us=0,
+        last_seq=0,
+    )
+
+
+def jobs_to_recall(state: State, c: cmd.Command, now_us: int) -> list[str]:
+    """The jobs `c` names that are not in memory: the caller folds them back (with
+    `job_from_stream`) and `state.recall`s them before deciding, so the decision answers as
+    it would had they never left."""
+    match c:
+        case cmd.SubmitJob(idempotency_key=str(key)):
+            job_id = state.submitted_with_key(c.renter_id, key, now_us)
+            return [job_id] if job_id is not None and job_id not in state.jobs else []
+        case cmd.CancelJob() | cmd.StartJob() | cmd.ReportResult() | cmd.RequeueJob():
+            return [] if c.job_id in state.jobs else [c.job_id]
+    return []
+
+
+def renter_named(c: cmd.Command) -> str | None:
+    """The renter whose stream holds the job `c` names, when the command says so."""
+    match c:
+        case cmd.SubmitJob():
+            return c.renter_id
+        case cmd.CancelJob(renter_id=str(renter_id)):
+            return renter_id
+    return None

@@ -1,0 +1,228 @@
+"""Benchmark: what the ledger costs as its log grows (issue 11's table), at several log sizes.
+
+    python scripts/bench_scale.py --log 100k=/data/sim-100k.db --log 1m=/data/sim-1m.db
+    python scripts/bench_scale.py --build /data --sizes 100k,1m,10m   # make missing logs first
+
+Each log is one scripts/simulate.py run (the same generator at every size; --build makes
+them: 100k events with 1,000 renters / 100 providers, 1m with 10k / 1k, 10m with 100k / 10k).
+For each size, on a copy of the log:
+
+- start_cold_s: `dcp serve` until /healthz answers, with no snapshot (a fold from scratch);
+- start_s, rss_mb: the same after that server wrote its snapshot (start-up from it), and the
+  server's resident memory once ready;
+- submit_rps, submit_p99_ms: POST /api/jobs/submit from wrk, 64 connections, after a
+  warm-up (the first sweeps end the leases and queue timeouts the simulated clock left);
+- rebuild_eps: every read model rebuilt from the log (dcp_app.readmodel.rebuild);
+- verify_eps, replay_eps: `dcp audit verify` and `dcp audit replay` over the whole log (the
+  events over the time each reports, without the interpreter's start-up).
+
+Wall-clock figures: on a shared machine they carry its load (the load average is printed).
+The last line is one JSON object with `<figure>_<size>` keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_api import free_port, wrk
+
+from dcp_app import readmodel
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "bench-admin-token"
+IMAGE = "dcp/pytorch:2.3"  # allowlisted by simulate.py
+WARMUP_S = 5  # seconds of load before each measurement, not counted
+# size -> (simulate commands, renters, providers): about 0.93 events per command.
+RECIPES = {
+    "100k": (104_000, 1_000, 100),
+    "1m": (1_080_000, 10_000, 1_000),
+    "10m": (10_800_000, 100_000, 10_000),
+}
+
+
+def build(directory: Path, size: str) -> Path:
+    commands, renters, providers = RECIPES[size]
+    db = directory / f"sim-{size}.db"
+    if not db.exists():
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "simulate.py"), "--db", str(db),
+             "--seed", "4", "--renters", str(renters), "--providers", str(providers),
+             "--commands", str(commands), "--round", "2048", "--no-check"],
+            check=True,
+        )  # fmt: skip
+    return db
+
+
+def serve(db: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
+    """Start `dcp serve` on `db`; (process, seconds until /healthz answered)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dcp_cli", "serve", "--db", str(db), "--port", str(port),
+         "--no-rate-limits", "--admin-token", ADMIN_TOKEN, "--log-level", "warning"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc, time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"dcp serve exited with {proc.returncode} on {db}")
+        time.sleep(0.02)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def submitter(base: str) -> tuple[dict[str, str], bytes]:
+    """A fresh renter with a large credit: the headers and body wrk posts."""
+    admin = {"x-admin-token": ADMIN_TOKEN}
+    renter = httpx.post(
+        f"{base}/api/renters/register", json={"name": "bench", "email": "bench@example.com"}
+    ).json()
+    httpx.post(
+        f"{base}/api/admin/renters/{renter['renter_id']}/credit",
+        json={"amount_halala": 10**12, "reference": f"bench-{time.time_ns()}", "reason": "bench"},
+        headers=admin,
+    ).raise_for_status()
+    body = json.dumps(
+        {
+            "container_spec": {"image": IMAGE, "command": ["python", "train.py"]},
+            "gpu_requirements": {"gpu_type": "H100", "gpu_count": 1},
+            "max_duration_seconds": 60,
+        }
+    ).encode()
+    return {"content-type": "application/json", "x-renter-key": renter["api_key"]}, body
+
+
+def audit_eps(db: Path, command: str) -> float:
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "dcp_cli", "audit", command, "--db", str(db), "--json"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    if out.returncode != 0 or not report.get("ok", True):
+        print(f"  {command}: exit {out.returncode}: {out.stdout[-500:]}", file=sys.stderr)
+    events = report.get("events") or report.get("head_seq") or 0
+    # The audit's own time, without the interpreter's start-up (about 1 s here).
+    return events / (report.get("elapsed_s") or wall)
+
+
+def measure(size: str, source: Path, work: Path, seconds: float) -> dict[str, float]:
+    db = work / f"{size}.db"
+    shutil.copyfile(source, db)
+    events = readmodel_events(db)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc, start_cold = serve(db, port)
+    try:
+        headers, body = submitter(base)
+        wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)  # writes the snapshot
+        time.sleep(1.0)  # the snapshot file is written in a thread
+    finally:
+        stop(proc)
+    proc, start = serve(db, port)
+    try:
+        rss = rss_mb(proc.pid)
+        headers, body = submitter(base)
+        # Not counted: the first sweeps end what the simulated clock left expired.
+        wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)
+        result = wrk(f"{base}/api/jobs/submit", headers, body, 64, seconds)
+    finally:
+        stop(proc)
+    snapshots = sorted((work / f"{size}.db.snapshots").glob("snapshot-*"))
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        rebuilt = readmodel.rebuild(db, into=Path(tmp) / "rebuilt.db")
+    out = {
+        "events": events,
+        "start_cold_s": round(start_cold, 2),
+        "start_s": round(start, 2),
+        "rss_mb": round(rss, 1),
+        "submit_rps": round(result["rps"], 1),
+        "submit_p99_ms": round(result["p99_ms"], 1),
+        "submit_errors": result["errors"],
+        "rebuild_eps": round(rebuilt.events_per_s),
+        "verify_eps": round(audit_eps(db, "verify")),
+        "replay_eps": round(audit_eps(db, "replay")),
+        "snapshot_mb": round(snapshots[-1].stat().st_size / 2**20, 1) if snapshots else 0.0,
+    }
+    print(f"  {size}: {out}", file=sys.stderr)
+    return out
+
+
+def readmodel_events(db: Path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0)
+    finally:
+        conn.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--log", action="append", default=[], metavar="SIZE=PATH")
+    ap.add_argument("--build", type=Path, help="directory to find or make sim-<size>.db in")
+    ap.add_argument("--sizes", default="100k,1m,10m", help="with --build: which sizes")
+    ap.add_argument("--seconds", type=float, default=10.0, help="wrk seconds per size")
+    ap.add_argument("--work", type=Path, help="where the copies go (default: beside the logs)")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("needs wrk (apt-get install -y wrk)")
+    logs = dict(entry.split("=", 1) for entry in args.log)
+    if args.build is not None:
+        args.build.mkdir(parents=True, exist_ok=True)
+        for size in args.sizes.split(","):
+            logs.setdefault(size, str(build(args.build, size)))
+    if not logs:
+        ap.error("give --log SIZE=PATH or --build DIR")
+    results: dict[str, dict[str, float]] = {}
+    for size, path in logs.items():
+        source = Path(path)
+        work = args.work or source.parent
+        with tempfile.TemporaryDirectory(prefix=f"bench-scale-{size}-", dir=work) as tmp:
+            results[size] = measure(size, source, Path(tmp), args.seconds)
+    cols = ["events", "start_cold_s", "start_s", "rss_mb", "submit_rps", "submit_p99_ms",
+            "rebuild_eps", "verify_eps", "replay_eps", "snapshot_mb"]  # fmt: skip
+    print(f"{'size':>6} " + " ".join(f"{c:>13}" for c in cols))
+    for size, r in results.items():
+        print(f"{size:>6} " + " ".join(f"{r[c]:>13}" for c in cols))
+    print(f"load_avg={os.getloadavg()[0]:.1f} cpus={os.cpu_count()}")
+    line = {f"{c}_{size}": r[c] for size, r in results.items() for c in cols if c != "events"}
+    line.update({f"events_{size}": r["events"] for size, r in results.items()})
+    print(json.dumps(line))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
