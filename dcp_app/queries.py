@@ -422,6 +422,7 @@ class Queries:
             "head_seq": (head or {}).get("seq") or 0,
             "projection_seq": await self.projection_seq(),
         }
+
     # --- browsing (the web plane's consoles) -------------------------------------------------
 
     async def job_counts(self) -> dict[str, int]:
