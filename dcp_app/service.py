@@ -133,6 +133,9 @@ class LedgerService:
         self._snapshot_at = time.monotonic()
         self._snapshot_task: asyncio.Task[None] | None = None
         self.loaded_from: Path | None = None  # the snapshot start-up began from, if any
+        # The newest snapshot loaded or written: (its sequence, when it was written as Unix
+        # seconds, its size in bytes), for the operators' metrics; None before the first.
+        self.last_snapshot: tuple[int, float, int] | None = None
         self._versions: dict[str, int] = {}
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(MAX_QUEUED)
         self._loop_task: asyncio.Task[None] | None = None
@@ -240,6 +243,9 @@ class LedgerService:
             if loaded is not None:
                 state, versions = loaded.state, loaded.versions
                 self._snapshot_seq, self.loaded_from = state.seq, loaded.path
+                with contextlib.suppress(OSError):
+                    st = loaded.path.stat()
+                    self.last_snapshot = (state.seq, st.st_mtime, st.st_size)
                 log.info("snapshot_loaded", path=str(loaded.path), seq=state.seq)
         while True:
             batch = await self.store.read_all(state.seq, READ_CHUNK)
@@ -342,15 +348,16 @@ class LedgerService:
     async def _write_snapshot(
         self, directory: Path, seq: int, head_hash: str, params: snapshots.Params, body: bytes
     ) -> None:
-        def frame_and_write() -> Path:
+        def frame_and_write() -> tuple[Path, int]:
             data = snapshots.frame_at(body, seq, head_hash, params)
-            return snapshots.write(directory, seq, data)
+            return snapshots.write(directory, seq, data), len(data)
 
         try:
-            path = await asyncio.to_thread(frame_and_write)
+            path, size = await asyncio.to_thread(frame_and_write)
         except OSError as e:  # the log is the truth: a missing snapshot only slows a start
             log.warning("snapshot_failed", seq=seq, error=repr(e))
             return
+        self.last_snapshot = (seq, time.time(), size)
         log.info("snapshot_written", path=str(path), seq=seq, bytes=len(body))
 
     async def snapshot_now(self) -> Path | None:

@@ -192,6 +192,22 @@ class Metrics:
         self.projection_lag = Gauge(
             "dcp_projection_lag_events", "Events the read models have not folded yet", registry=r
         )
+        self.snapshot_enabled = Gauge(
+            "dcp_snapshot_enabled", "1 when this node writes snapshots of its state", registry=r
+        )
+        self.snapshot_age = Gauge(
+            "dcp_snapshot_age_seconds",
+            "Seconds since the newest snapshot was written (0 before the first)",
+            registry=r,
+        )
+        self.snapshot_size = Gauge(
+            "dcp_snapshot_size_bytes", "Size of the newest snapshot file", registry=r
+        )
+        self.snapshot_lag = Gauge(
+            "dcp_snapshot_lag_events",
+            "Events after the newest snapshot: what a restart would fold (all of them before one)",
+            registry=r,
+        )
         for status in JOB_STATUSES:
             self.jobs.labels(status)
         for state in PROVIDER_STATES:
@@ -264,6 +280,12 @@ class Metrics:
         self.invariants_ok.set(int(g["sum_halala"] == 0 and g["negative_accounts"] == 0))
         self.head_seq.set(g["head_seq"])
         self.projection_lag.set(max(0, g["head_seq"] - g["projection_seq"]))
+        ledger = service.ledger
+        snap = ledger.last_snapshot
+        self.snapshot_enabled.set(int(ledger.snapshot_dir is not None))
+        self.snapshot_age.set(0 if snap is None else max(0.0, time.time() - snap[1]))
+        self.snapshot_size.set(0 if snap is None else snap[2])
+        self.snapshot_lag.set(max(0, ledger.state.seq - (0 if snap is None else snap[0])))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

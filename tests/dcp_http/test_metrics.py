@@ -187,3 +187,33 @@ def test_access_is_loopback_or_token(tmp_path: Path, token: str | None):
     assert wrong.status_code == (401 if token else 403)
     assert set(wrong.json()) >= {"error", "code"}
     assert posted.status_code == 405 and posted.json()["code"] == "method_not_allowed"
+
+
+def test_snapshot_gauges_follow_the_snapshots_written(tmp_path, request):
+    """With snapshots every 20 events, the gauges name the newest file: its size on disk, its
+    age, and the events a restart would fold after it; without snapshots, enabled is 0."""
+    with serve(tmp_path / "dcp.db", snapshot_every_events=20) as server:
+        api = Api(server)
+        request.addfinalizer(api.close)
+        api.allow_image()
+        renter = api.renter(credit_halala=1_000_000)
+        for _ in range(25):
+            api.submit(renter)
+        directory = tmp_path / "dcp.db.snapshots"
+        deadline = time.monotonic() + 10
+        while not list(directory.glob("snapshot-*.msgpack")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        samples = scrape(api)
+        newest = max(directory.glob("snapshot-*.msgpack"))
+        seq = int(newest.stem.removeprefix("snapshot-"))
+        assert value(samples, "dcp_snapshot_enabled") == 1
+        assert value(samples, "dcp_snapshot_size_bytes") == newest.stat().st_size > 0
+        assert 0 <= value(samples, "dcp_snapshot_age_seconds") < 60
+        head = value(samples, "dcp_log_head_seq")
+        assert value(samples, "dcp_snapshot_lag_events") == head - seq < head
+    with serve(tmp_path / "off.db", snapshot_dir="off") as server:
+        off = Api(server)
+        request.addfinalizer(off.close)
+        samples = scrape(off)
+        assert value(samples, "dcp_snapshot_enabled") == 0
+        assert value(samples, "dcp_snapshot_lag_events") == value(samples, "dcp_log_head_seq")
