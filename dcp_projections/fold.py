@@ -318,7 +318,8 @@ def _job_claimed(state: State, seq: int, e: ev.JobClaimed) -> None:
     p = _provider(state, seq, e.provider_id)
     if job.status != "queued" or e.attempt != job.attempt:
         raise InvariantError(f"seq {seq}: claim of {job.job_id} ({job.status}, {job.attempt})")
-    if e.gpu_price_halala_per_gpu_hour is not None:  # None: a v1 claim, from before the rule
+    # None: a v1 claim, from before the rule.
+    if e.gpu_price_halala_per_gpu_hour is not None and state.cross_stream_checks:
         price = gpu_price(state, p.gpu_model)
         if e.gpu_price_halala_per_gpu_hour != price or not may_run_on(
             job.gpu_key, job.price_halala_per_gpu_hour, p.gpu_model, price

@@ -21,7 +21,7 @@ from dcp_projections.state import Job, Provider, State
 def job_from_stream(events: Iterable[tuple[int, Event]], job_id: str) -> Job | None:
     """Fold one renter's stream, `(seq, event)` in order, and return job `job_id` as it stands
     after the last of them (None if the stream never names it)."""
-    scratch = State()
+    scratch = State(cross_stream_checks=False)  # its providers are stubs, its prices defaults
     for seq, event in events:
         provider_id = getattr(event, "provider_id", None)
         if provider_id is not None and provider_id not in scratch.providers:

@@ -202,10 +202,15 @@ class State:
         *,
         ended_cap: int | None = None,
         idempotency_window_us: int = IDEMPOTENCY_WINDOW_US,
+        cross_stream_checks: bool = True,
     ) -> None:
         self.seq = 0  # the last folded event
         self.ended_cap = ended_cap
         self.idempotency_window_us = idempotency_window_us
+        # False in a scratch fold of one stream (dcp_projections.history): the folds then skip
+        # the checks that need facts other streams hold (a claiming GPU's model and price at
+        # the time), which the fold of the whole log made when the event was first folded.
+        self.cross_stream_checks = cross_stream_checks
         self.balances: dict[str, int] = {}
         self.total_halala = 0  # sum of every balance; 0 after every event
         self.renters: dict[str, Renter] = {}
