@@ -8,11 +8,19 @@ models and log commit or roll back together.
 Rebuild: `rebuild(db_path, until_seq=None, into=None)` folds the log from an empty state and
 writes every table from scratch, in one transaction. `compare(a, b)` tells whether two
 databases hold the same read models (a rebuild must equal the live tables).
+
+Catch-up: the read models are current only when `projection_state` says they include the log's
+last event and were written for today's tables (`tables_fingerprint`). `catch_up(db_path)`,
+run before a service serves, rebuilds them when either is not so: an events-only copy of a
+ledger, a read side left behind, or a release that added a table or a column. A batch moves the
+checkpoint only from the event just before it, so it never marks as written an event whose rows
+are not (the next start then catches up).
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import structlog
 
 from dcp_events.codec import Codec, default_codec
 from dcp_events.event import Event
@@ -31,6 +40,8 @@ from dcp_projections.rows import POSTING_COLUMNS, TABLES, Row, RowChanges, all_r
 from dcp_projections.state import State
 
 PROJECTION = "read_models"
+# The projection_state row whose last_seq is `tables_fingerprint()` of the tables written.
+SCHEMA_ROW = "read_models_tables"
 READ_BATCH = 10_000  # events per read while rebuilding
 ALL_TABLES = (*TABLES, "postings")
 
@@ -56,6 +67,18 @@ _INSERT_POSTING = (
     f"VALUES ({', '.join('?' * len(POSTING_COLUMNS))})"
 )
 _SET_SEQ = "INSERT OR REPLACE INTO projection_state (name, last_seq) VALUES (?, ?)"
+# Moves the checkpoint over one batch, and only from the event just before it.
+_ADVANCE_SEQ = "UPDATE projection_state SET last_seq = ? WHERE name = ? AND last_seq = ?"
+
+log = structlog.get_logger("dcp_app.readmodel")
+
+
+def tables_fingerprint() -> int:
+    """A number naming the read-model tables and their columns: a release that adds a table or
+    a column changes it, and its first start rebuilds them (an integer, as projection_state
+    holds). 56 bits of a SHA-256."""
+    spec = repr((sorted(TABLES.items()), POSTING_COLUMNS)).encode()
+    return int.from_bytes(hashlib.sha256(spec).digest()[:7], "big")
 
 
 def _tuples(rows: list[Row]) -> list[tuple[Any, ...]]:
@@ -95,7 +118,11 @@ def batch_writer(events: Sequence[Event], first_seq: int, changes: RowChanges) -
         write_changes(conn, changes)
         if postings:
             conn.executemany(_INSERT_POSTING, postings)
-        conn.execute(_SET_SEQ, (PROJECTION, recorded[-1].seq))
+        last, before = recorded[-1].seq, recorded[0].seq - 1
+        moved = conn.execute(_ADVANCE_SEQ, (last, PROJECTION, before)).rowcount
+        if not moved and before == 0:  # the log's first batch
+            conn.execute(_SET_SEQ, (PROJECTION, last))
+            conn.execute(_SET_SEQ, (SCHEMA_ROW, tables_fingerprint()))
 
     return hook
 
@@ -225,6 +252,7 @@ def _rebuild(
                 dst.execute(sql)
             dst.execute("DELETE FROM projection_state")
             dst.execute(_SET_SEQ, (PROJECTION, state.seq))
+            dst.execute(_SET_SEQ, (SCHEMA_ROW, tables_fingerprint()))
             dst.execute("COMMIT")
         except BaseException:
             dst.execute("ROLLBACK")
@@ -240,6 +268,42 @@ def _rebuild(
         seconds=time.perf_counter() - t0,
         cpu_seconds=time.process_time() - cpu0,
     )
+
+
+def behind(db_path: str | Path) -> str | None:
+    """Why the read models of `db_path` must be rebuilt before they are served, or None."""
+    conn = open_connection(db_path)
+    try:
+        head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+        marks = dict(conn.execute("SELECT name, last_seq FROM projection_state").fetchall())
+    finally:
+        conn.close()
+    if head == 0:
+        return None
+    if marks.get(SCHEMA_ROW) != tables_fingerprint():
+        return "written for other tables"
+    if marks.get(PROJECTION, 0) != head:
+        return f"at {marks.get(PROJECTION, 0)} of {head} events"
+    return None
+
+
+def catch_up(db_path: str | Path) -> RebuildReport | None:
+    """Rebuild the read models of `db_path` if they are behind its log or were written for
+    other tables (see `behind`); None when they are current. Blocking: call it in a thread,
+    before serving. Rebuilding holds the write lock, so no other process appends meanwhile."""
+    reason = behind(db_path)
+    if reason is None:
+        return None
+    log.warning("read_models_rebuilding", reason=reason)
+    report = rebuild(db_path)
+    log.info(
+        "read_models_rebuilt",
+        events=report.events,
+        rows=report.rows,
+        seconds=round(report.seconds, 2),
+        events_per_s=round(report.events_per_s),
+    )
+    return report
 
 
 def table_contents(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:

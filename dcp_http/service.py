@@ -8,11 +8,13 @@ integer microseconds to RFC 3339), and "not yours" to 404. No money rule lives h
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 import msgspec
 
+from dcp_app import readmodel
 from dcp_app.queries import Queries
 from dcp_app.service import LedgerService
 from dcp_events import catalogue as ev
@@ -422,6 +424,10 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
     """
     store = await SqliteEventStore.open(config.db)
     try:
+        # Read models behind the log (an events-only copy, a new table) are rebuilt before
+        # anything reads them: the queries answer from them, and the ledger asks them whose an
+        # ended job is.
+        await asyncio.to_thread(readmodel.catch_up, config.db)
         queries = await Queries.open(config.db)
     except BaseException:
         await store.close()
