@@ -11,7 +11,7 @@ from dcp_http.config import RateLimit, ServerConfig
 from dcp_http.ratelimit import TokenBuckets
 from dcp_http.web import i18n
 from dcp_http.web.headers import HEADERS, NO_STORE, WebHeaders
-from dcp_http.web.pages import account, admin, provider, public, renter, wallet
+from dcp_http.web.pages import account, admin, admin_topups, provider, public, renter, wallet
 from dcp_http.web.render import STATIC, templates
 from dcp_http.web.sessions import COOKIE, SessionStore
 
@@ -71,6 +71,7 @@ PAGES: list[tuple[str, object, list[str]]] = [
     ("/admin/renters", admin.renters, BOTH),
     ("/admin/jobs", admin.jobs, BOTH),
     ("/admin/withdrawals", admin.withdrawals, BOTH),
+    ("/admin/topups", admin_topups.topups, BOTH),
     ("/admin/pricing", admin.pricing, BOTH),
     ("/admin/images", admin.images, BOTH),
     ("/admin/reconciliation", admin.reconciliation, GET),

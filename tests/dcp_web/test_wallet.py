@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.dcp_http._live import Api, Server, free_port, serve
+from tests.dcp_http._live import ADMIN_TOKEN, Api, Server, free_port, serve
 from tests.dcp_http.gateway import SECRET_KEY, WEBHOOK_TOKEN, Gateway, running_gateway
 from tests.dcp_http.test_payments import WEBHOOK, assert_books, events_of
 
@@ -256,3 +256,64 @@ def test_coming_back_from_the_gateway_keeps_the_session(server: Server, api: Api
     assert r.status_code == 200 and 'id="available"' in r.text  # a session cookie: no bounce
     stranger.close()
     client.close()
+
+
+def paid_topup(api: Api, gateway: Gateway, renter: dict[str, Any], halala: int, **pay: Any) -> str:
+    """A top-up started through the API and paid at the gateway (as `pay` says)."""
+    t = api.ok(
+        "POST",
+        "/api/renters/topups",
+        201,
+        json={"amount_halala": halala},
+        headers=renter["headers"],
+    )["topup"]
+    api.ok("POST", WEBHOOK, json=gateway.webhook(gateway.pay(t["invoice_id"], **pay)))
+    return t["topup_id"]  # type: ignore[no-any-return]
+
+
+def test_admin_lists_topups_by_status_and_refunds(
+    server: Server, api: Api, gateway: Gateway, admin_client: Browserless
+):
+    """The admin console lists top-ups by status (a disputed one with what the gateway said)
+    and refunds a paid one through the same call as the API: the gateway is asked once and
+    the renter's balance goes back to what it was."""
+    renter = api.renter()
+    paid = paid_topup(api, gateway, renter, 25_075)
+    disputed = paid_topup(api, gateway, renter, 10_000, amount=9_999)
+    page = admin_client.get("/admin/topups?status=disputed").text
+    assert f'data-topup-id="{disputed}"' in page and f'data-topup-id="{paid}"' not in page
+    assert "99.99 SAR" in page
+    page = admin_client.get("/admin/topups?status=paid").text
+    assert f'data-topup-id="{paid}"' in page and 'value="refund"' in page
+    assert admin_client.get("/admin/topups?status=nonsense").status_code == 404
+
+    before = api.head_seq()
+    r = admin_client.post("/admin/topups", {"action": "refund", "topup_id": paid}, csrf=False)
+    assert r.status_code == 403 and api.head_seq() == before
+    assert gateway.seen("POST", "/v1/payments/") == []
+
+    r = admin_client.post("/admin/topups", {"action": "refund", "topup_id": paid})
+    assert r.status_code == 303 and r.headers["location"] == "/admin/topups?status=refunded"
+    (refund,) = gateway.seen("POST", "/v1/payments/")
+    assert refund.path.endswith("/refund") and refund.body == {"amount": 25_075}
+    assert api.balance(renter)["available_halala"] == 0
+    assert "Top-up refunded." in admin_client.get(r.headers["location"]).text
+
+    r = admin_client.post("/admin/topups", {"action": "refund", "topup_id": paid})
+    assert r.status_code == 409  # refunded already: a page, nothing more
+    assert len(gateway.seen("POST", "/v1/payments/")) == 1
+
+
+def test_admin_topups_page_without_payments(tmp_path: Path):
+    """Payments off: the admin's page says so (the nav links to it always), a refund is 503."""
+    with serve(tmp_path / "off.db") as s:
+        api = Api(s)
+        admin = Browserless(s)
+        assert admin.signin(ADMIN_TOKEN).status_code == 303
+        r = admin.get("/admin/topups")
+        assert r.status_code == 200 and "Top-ups by card are not enabled" in r.text
+        r = admin.post("/admin/topups", {"action": "refund", "topup_id": "tu-x"})
+        assert r.status_code == 503
+        assert_books(api)
+        admin.close()
+        api.close()
