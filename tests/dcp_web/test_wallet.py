@@ -317,3 +317,28 @@ def test_admin_topups_page_without_payments(tmp_path: Path):
         assert_books(api)
         admin.close()
         api.close()
+
+
+def test_sending_again_after_an_unknown_outcome_invoices_once(
+    server: Server, api: Api, gateway: Gateway
+):
+    """The gateway made the invoice but its answer was lost (5xx after the work), or it was
+    too slow: the wallet says so and keeps the form's token, so sending the form again finds
+    that invoice (by our metadata) and goes to its checkout, without a second invoice."""
+    client, _ = signed_in(server, api)
+    gateway.fail("POST", "/v1/invoices", status=503, after_work=True)
+    r = client.post("/wallet/topup", {"amount": "250.75", "token": "t-lost"})
+    assert r.status_code == 503 and "cannot be reached right now" in r.text
+    kept = re.search(r'name="token" value="([^"]+)"', r.text)
+    assert kept and kept.group(1) == "t-lost"
+    r = client.post("/wallet/topup", {"amount": "250.75", "token": kept.group(1)})
+    assert r.status_code == 303 and r.headers["location"].startswith(CHECKOUT)
+    (invoice,) = gateway.invoices.values()
+    assert r.headers["location"] == invoice["url"]
+    assert len(gateway.seen("POST", "/v1/invoices")) == 1
+    assert len(gateway.seen("GET", "/v1/invoices")) == 1  # the look-up by metadata
+
+    gateway.fail("POST", "/v1/invoices", delay_s=2.0)  # past the 1 s timeout
+    r = client.post("/wallet/topup", {"amount": "10", "token": "t-slow"})
+    assert r.status_code == 503 and "cannot be reached right now" in r.text
+    client.close()
