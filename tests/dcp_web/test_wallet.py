@@ -342,3 +342,26 @@ def test_sending_again_after_an_unknown_outcome_invoices_once(
     r = client.post("/wallet/topup", {"amount": "10", "token": "t-slow"})
     assert r.status_code == 503 and "cannot be reached right now" in r.text
     client.close()
+
+
+def test_junk_with_payments_on_is_never_a_500(
+    server: Server, api: Api, gateway: Gateway, admin_client: Browserless
+):
+    """Junk queries and junk forms on the wallet and the admin's top-ups answer below 500 and
+    reach neither the ledger nor the gateway."""
+    client, _ = signed_in(server, api)
+    before = api.head_seq()
+    for q in ("", "?topup=", "?topup=%00%ff", "?topup=" + "x" * 500, "?status=%3Cscript%3E"):
+        for who, path in ((client, "/wallet"), (admin_client, "/admin/topups")):
+            r = who.get(path + q)
+            assert r.status_code < 500, (path + q, r.status_code)
+    junk = {"amount": "\x00", "token": "\u202e" * 300, "action": "refund", "topup_id": "\x00"}
+    for amount in ("\x00", "-1", "1e3", "9" * 40, "١٠٠", "1,555", " "):
+        r = client.post("/wallet/topup", {**junk, "amount": amount})
+        assert r.status_code == 400, (amount, r.status_code)
+    r = admin_client.post("/admin/topups", junk)
+    assert r.status_code == 404
+    r = admin_client.post("/admin/topups", {"action": "nope"})
+    assert r.status_code == 404
+    assert api.head_seq() == before and gateway.requests == []
+    client.close()
