@@ -9,6 +9,7 @@ threshold is named once.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ DEFAULT_RATE_LIMITS: dict[str, RateLimit] = {
 
 
 _DOMAIN = Settings()
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")  # safe inside a CSP header
 
 MIN_ADMIN_TOKEN_CHARS = 32
 
@@ -99,6 +101,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     moyasar_secret_key: str | None = None
     moyasar_webhook_token: str | None = None
     moyasar_api_url: str = "https://api.moyasar.com/v1"
+    # Where the gateway's hosted checkout pages are: the wallet's top-up form may be
+    # redirected only there (its CSP form-action), so the browser follows the 303.
+    moyasar_checkout_origin: str = "https://checkout.moyasar.com"
     moyasar_timeout_s: float = 10.0
     public_url: str | None = None  # where renters come back to after paying
     topup_min_halala: int = _DOMAIN.topup_min_halala
@@ -209,6 +214,7 @@ ENV: dict[str, tuple[str, Any]] = {
     "DCP_MOYASAR_SECRET_KEY": ("moyasar_secret_key", _opt_str),
     "DCP_MOYASAR_WEBHOOK_TOKEN": ("moyasar_webhook_token", _opt_str),
     "DCP_MOYASAR_API_URL": ("moyasar_api_url", _str),
+    "DCP_MOYASAR_CHECKOUT_ORIGIN": ("moyasar_checkout_origin", _str),
     "DCP_MOYASAR_TIMEOUT_S": ("moyasar_timeout_s", _seconds),
     "DCP_PUBLIC_URL": ("public_url", _opt_str),
     "DCP_TOPUP_MIN_HALALA": ("topup_min_halala", _int(1, 10**12)),
@@ -268,4 +274,6 @@ def load_config(environ: Mapping[str, str], flags: Mapping[str, Any] | None = No
         raise ConfigError("DCP_TOPUP_MIN_HALALA must not exceed DCP_TOPUP_MAX_HALALA")
     if not config.moyasar_api_url.startswith(("https://", "http://")):
         raise ConfigError("DCP_MOYASAR_API_URL must be an http(s) URL")
+    if not _ORIGIN.fullmatch(config.moyasar_checkout_origin):
+        raise ConfigError("DCP_MOYASAR_CHECKOUT_ORIGIN must be an origin, e.g. https://host")
     return config

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import structlog
+from markupsafe import escape
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from dcp_events.errors import StoreError
 from dcp_http.auth import Identity
@@ -129,6 +130,8 @@ def page(role: str | None = None) -> Callable[[Handler], Callable[[Request], Awa
                 if session.role:
                     info.actor = c.identity.actor  # the access log names who, as for the API
             if role is not None and session.role != role:
+                if fresh and request.method == "GET" and _cross_site(request):
+                    return _bounce(request, c.lang)
                 target = "/signin?next=" + quote(request.url.path, safe="/")
                 return c.redirect(target)
             try:
@@ -164,6 +167,25 @@ def page(role: str | None = None) -> Callable[[Handler], Callable[[Request], Awa
     return wrap
 
 
+def _cross_site(request: Request) -> bool:
+    return request.headers.get("sec-fetch-site") == "cross-site"
+
+
+def _bounce(request: Request, lang: str) -> Response:
+    """The same GET again, but asked by our own page: a navigation from another site (the
+    payment gateway sending the renter back) carries no SameSite=Strict session cookie, and a
+    navigation this page starts does. It sets no cookie, so the browser's session is kept;
+    asked from here, a visitor with no session goes on to the sign-in page as usual."""
+    url = escape(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+    label = escape(i18n.translations(lang).gettext("Continue"))
+    html = (
+        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={url}"></head>'
+        f'<body><p><a href="{url}">{label}</a></p></body></html>'
+    )
+    return HTMLResponse(html)
+
+
 def message_of(c: Ctx, exc: BaseException, fallback: str) -> str:
     """The user's-language message for an error the service raised on purpose."""
     code = getattr(exc, "code", "")
@@ -175,5 +197,6 @@ def message_of(c: Ctx, exc: BaseException, fallback: str) -> str:
         "insufficient_funds": c._("Not enough funds."),
         "rate_limited": c._("Too many attempts. Please wait a minute and try again."),
         "admin_disabled": c._("The admin console is disabled: no admin token is configured."),
+        "payments_disabled": c._("Top-ups by card are not enabled on this server."),
     }
     return known.get(code, fallback)

@@ -11,7 +11,7 @@ from dcp_http.config import RateLimit, ServerConfig
 from dcp_http.ratelimit import TokenBuckets
 from dcp_http.web import i18n
 from dcp_http.web.headers import HEADERS, NO_STORE, WebHeaders
-from dcp_http.web.pages import account, admin, provider, public, renter
+from dcp_http.web.pages import account, admin, admin_topups, provider, public, renter, wallet
 from dcp_http.web.render import STATIC, templates
 from dcp_http.web.sessions import COOKIE, SessionStore
 
@@ -57,6 +57,9 @@ PAGES: list[tuple[str, object, list[str]]] = [
     ("/renter/statement", renter.statement, GET),
     ("/renter/statement.csv", renter.statement_csv, GET),
     ("/renter/topup", renter.topup, POST),
+    # The gateway sends the renter back to /wallet?topup=<id> (dcp_http.payments).
+    ("/wallet", wallet.wallet, GET),
+    ("/wallet/topup", wallet.start_topup, POST),
     ("/provider", provider.dashboard, GET),
     ("/provider/status", provider.status, GET),
     ("/provider/pause", provider.pause, POST),
@@ -68,6 +71,7 @@ PAGES: list[tuple[str, object, list[str]]] = [
     ("/admin/renters", admin.renters, BOTH),
     ("/admin/jobs", admin.jobs, BOTH),
     ("/admin/withdrawals", admin.withdrawals, BOTH),
+    ("/admin/topups", admin_topups.topups, BOTH),
     ("/admin/pricing", admin.pricing, BOTH),
     ("/admin/images", admin.images, BOTH),
     ("/admin/reconciliation", admin.reconciliation, GET),

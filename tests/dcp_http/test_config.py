@@ -91,6 +91,13 @@ def test_payment_settings_are_read_and_checked():
     c = load_config({})
     assert (c.moyasar_secret_key, c.moyasar_webhook_token, c.public_url) == (None, None, None)
     assert c.moyasar_api_url == "https://api.moyasar.com/v1"
+    assert c.moyasar_checkout_origin == "https://checkout.moyasar.com"
+    assert (
+        load_config(
+            {"DCP_MOYASAR_CHECKOUT_ORIGIN": "https://pay.example:8443"}
+        ).moyasar_checkout_origin
+        == "https://pay.example:8443"
+    )
     assert (c.topup_min_halala, c.topup_max_halala, c.topup_reconcile_after_s) == (
         100,
         1_000_000,
@@ -126,6 +133,11 @@ def test_payment_settings_are_read_and_checked():
     for env, name in (
         ({"DCP_TOPUP_MIN_HALALA": "900", "DCP_TOPUP_MAX_HALALA": "500"}, "DCP_TOPUP_MIN_HALALA"),
         ({"DCP_MOYASAR_API_URL": "ftp://x"}, "DCP_MOYASAR_API_URL"),
+        # It goes into a CSP header: a path, a space or a `;` would change the policy.
+        (
+            {"DCP_MOYASAR_CHECKOUT_ORIGIN": "https://x/; script-src *"},
+            "DCP_MOYASAR_CHECKOUT_ORIGIN",
+        ),
         ({"DCP_TOPUP_SWEEP_LIMIT": "0"}, "DCP_TOPUP_SWEEP_LIMIT"),
     ):
         with pytest.raises(ConfigError, match=name):

@@ -23,7 +23,7 @@ PUBLIC = [
     "/signup/provider",
     "/signin",
 ]
-RENTER = ["/renter", "/renter/jobs", "/renter/jobs/new", "/renter/statement"]
+RENTER = ["/renter", "/renter/jobs", "/renter/jobs/new", "/renter/statement", "/wallet"]
 PROVIDER = ["/provider", "/provider/earnings"]
 ADMIN = [
     "/admin",
@@ -31,6 +31,7 @@ ADMIN = [
     "/admin/renters",
     "/admin/jobs",
     "/admin/withdrawals",
+    "/admin/topups",
     "/admin/pricing",
     "/admin/images",
     "/admin/reconciliation",
