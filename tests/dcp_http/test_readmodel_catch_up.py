@@ -17,6 +17,8 @@ from dcp_events.sqlite_store import SqliteEventStore
 from ._live import Api, serve
 
 ROOT = Path(__file__).resolve().parents[2]
+# The simulated jobs' deadlines pass on the real clock: no sweep may append while comparing.
+NO_SWEEPS = {"sweep_interval_s": 3600.0}
 
 
 def simulated(db: Path) -> None:
@@ -57,17 +59,18 @@ async def test_an_events_only_copy_is_served_with_every_table(tmp_path):
     with `dcp serve`: ready at once with the original's tables, and the renter's key works."""
     original, copy = tmp_path / "original.db", tmp_path / "copy.db"
     simulated(original)
-    with serve(original) as server:
+    with serve(original, **NO_SWEEPS) as server:
         api = Api(server)
         renter = api.renter(credit_halala=5_000)
         api.close()
     assert readmodel.behind(original) is None
     events = await events_only_copy(original, copy)
     assert readmodel.behind(copy) == "written for other tables"
-    with serve(copy) as server:
+    with serve(copy, **NO_SWEEPS) as server:
         api = Api(server)
         ready = api.ok("GET", "/readyz")
         assert ready["projections_caught_up"] is True and ready["head_seq"] == events
+        assert api.head_seq() == events  # nothing appended: the copy is the original's log
         me = api.ok("GET", "/api/renters/balance", headers=renter["headers"])
         assert me["available_halala"] == 5_000
         api.close()
@@ -84,7 +87,7 @@ async def test_read_models_written_for_other_tables_are_rebuilt(tmp_path):
     conn.execute("DELETE FROM renters")  # what an older release's rows would lack
     conn.close()
     assert readmodel.behind(db) == "written for other tables"
-    with serve(db) as server:
+    with serve(db, **NO_SWEEPS) as server:
         api = Api(server)
         assert api.ok("GET", "/readyz")["projections_caught_up"] is True
         api.close()
