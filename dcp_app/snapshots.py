@@ -42,7 +42,7 @@ from dcp_projections.state import (
 
 FORMAT = "dcp-snapshot"
 # Bump whenever an entity's fields or their meaning change: an older file is then ignored.
-VERSION = 2  # 2: top-ups
+VERSION = 3  # 2: top-ups; 3: submit keys carry the request's fingerprint
 KEEP = 2  # files kept; older ones are removed after each write
 _LEN = struct.Struct(">I")  # the header's length, before it
 

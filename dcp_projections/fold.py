@@ -16,6 +16,7 @@ from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
 from dcp_projections import ledger, topups
 from dcp_projections.errors import InvariantError
+from dcp_projections.jobs import submit_fingerprint
 from dcp_projections.pricing import gpu_price, job_gpu_key, may_run_on
 from dcp_projections.settlement import (
     hold_postings,
@@ -307,7 +308,11 @@ def _job_submitted(state: State, seq: int, e: ev.JobSubmitted) -> None:
     state.jobs[e.job_id] = job
     state.enqueue(job)
     if e.idempotency_key is not None:
-        state.remember_key(e.renter_id, e.idempotency_key, e.job_id, e.at_us)
+        terms = submit_fingerprint(
+            e.container_spec, e.gpu_requirements, e.priority, e.max_duration_seconds,
+            e.requested_provider_id,
+        )  # fmt: skip
+        state.remember_key(e.renter_id, e.idempotency_key, e.job_id, e.at_us, terms)
     renter.held_reserves_halala += e.cost_halala
     state.touched.add(("job", e.job_id))
     _expect_postings(seq, e.postings, hold_postings(e.renter_id, e.cost_halala))

@@ -6,7 +6,10 @@ raises a DomainError; it reads the state and never changes it.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
+
+import msgspec
 
 from dcp_events import catalogue as ev
 from dcp_events.event import Event, Posting
@@ -21,6 +24,7 @@ from dcp_projections._checks import (
 )
 from dcp_projections.errors import (
     Conflict,
+    IdempotencyKeyReused,
     ImageNotAllowed,
     InsufficientFunds,
     InvalidTransition,
@@ -77,6 +81,24 @@ def quote(
     return price, rate, reserve_halala(rate, max_duration_seconds)
 
 
+_TERMS = msgspec.json.Encoder(order="deterministic")
+
+
+def submit_fingerprint(
+    spec: ev.ContainerSpec,
+    req: ev.GpuRequirements,
+    priority: str,
+    max_duration_seconds: int,
+    provider_id: str | None,
+) -> str:
+    """What makes two submissions "the same request" for an Idempotency-Key: the job's terms
+    (not its ids or times), hashed; env in key order, so the same request is the same however a
+    client orders its JSON. The fold computes it from the submission event, the decision from
+    the command."""
+    terms = _TERMS.encode((spec, req, priority, max_duration_seconds, provider_id))
+    return hashlib.sha256(terms).hexdigest()[:32]
+
+
 def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Settings) -> list[Event]:
     """Queue a job and hold its reserve.
 
@@ -87,7 +109,17 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
     require_renter(state, c.renter_id)
     if c.idempotency_key is not None:
         text("idempotency_key", c.idempotency_key)
-        if state.submitted_with_key(c.renter_id, c.idempotency_key, now_us) is not None:
+        seen = state.live_key(c.renter_id, c.idempotency_key, now_us)
+        if seen is not None:
+            terms = submit_fingerprint(
+                c.container_spec, c.gpu_requirements, c.priority, c.max_duration_seconds,
+                c.provider_id,
+            )  # fmt: skip
+            if seen.fingerprint and seen.fingerprint != terms:  # "": keyed before fingerprints
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key {c.idempotency_key!r} was used for another job request"
+                    f" ({seen.job_id}); send a new key for a new request"
+                )
             return []
     if c.job_id in state.jobs:
         raise Conflict(f"job id {c.job_id} already in use")

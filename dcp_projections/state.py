@@ -180,6 +180,8 @@ class DepositRef(msgspec.Struct, frozen=True, gc=False):
 class SubmitKey(msgspec.Struct, frozen=True, gc=False):
     job_id: str
     at_us: int  # when the job was submitted: the key expires a window later
+    # `jobs.submit_fingerprint` of the request's terms: the same key with other terms is 422.
+    fingerprint: str = ""
 
 
 Touched = set[tuple[str, str]]
@@ -287,12 +289,19 @@ class State:
 
     def submitted_with_key(self, renter_id: str, key: str, now_us: int) -> str | None:
         """The job this renter submitted with `key` within the window before `now_us`."""
+        seen = self.live_key(renter_id, key, now_us)
+        return None if seen is None else seen.job_id
+
+    def live_key(self, renter_id: str, key: str, now_us: int) -> SubmitKey | None:
+        """This renter's keyed submission with `key` within the window before `now_us`."""
         seen = self.submit_keys.get((renter_id, key))
         if seen is None or seen.at_us + self.idempotency_window_us <= now_us:
             return None
-        return seen.job_id
+        return seen
 
-    def remember_key(self, renter_id: str, key: str, job_id: str, at_us: int) -> None:
+    def remember_key(
+        self, renter_id: str, key: str, job_id: str, at_us: int, fingerprint: str = ""
+    ) -> None:
         """Record a keyed submission; keys older than the window as of `at_us` leave."""
         keys = self.submit_keys
         expired_before = at_us - self.idempotency_window_us
@@ -301,7 +310,7 @@ class State:
             if oldest.at_us > expired_before:
                 break
             keys.popitem(last=False)
-        keys[(renter_id, key)] = SubmitKey(job_id, at_us)
+        keys[(renter_id, key)] = SubmitKey(job_id, at_us, fingerprint)
         keys.move_to_end((renter_id, key))
 
     # --- reads -----------------------------------------------------------------------------

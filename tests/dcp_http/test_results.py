@@ -40,6 +40,28 @@ def test_idempotent_submit(api):
     assert theirs["job"]["job_id"] != first["job"]["job_id"]
 
 
+def test_a_key_reused_for_another_request_is_422(api):
+    """The same Idempotency-Key with another body is refused with 422 and changes nothing (the
+    first request stands); the same body with env keys in another order is the same request."""
+    renter = api.renter(credit_halala=100_000)
+    headers = {**renter["headers"], "idempotency-key": "order-7"}
+    spec = {"image": "dcp-test/busybox:1", "env": {"A": "1", "B": "2"}}
+    body = {"container_spec": spec, "max_duration_seconds": 3600}
+    first = api.ok("POST", "/api/jobs/submit", 201, json=body, headers=headers)
+    reordered = {**body, "container_spec": {**spec, "env": {"B": "2", "A": "1"}}}
+    again = api.ok("POST", "/api/jobs/submit", 201, json=reordered, headers=headers)
+    assert again["job"]["job_id"] == first["job"]["job_id"]
+    head, held = api.head_seq(), api.balance(renter)["held_halala"]
+    for changed in (
+        {**body, "max_duration_seconds": 7200},
+        {**body, "priority": "priority"},
+        {**body, "container_spec": {**spec, "command": ["echo", "other"]}},
+    ):
+        r = api.post("/api/jobs/submit", json=changed, headers=headers)
+        assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused", r.text
+    assert (api.head_seq(), api.balance(renter)["held_halala"]) == (head, held)
+
+
 def test_duplicate_and_conflicting_results(api):
     """The same result twice: the same 200, settled once. A different one: 409."""
     renter = api.renter(credit_halala=10_000)
