@@ -35,8 +35,11 @@ def idempotency_key(call: Call) -> str | None:
     body=inp.SubmitJob,
     status=201,
     returns=out.JobSubmittedReply,
-    errors=(402, 404, 409),
-    headers={"Idempotency-Key": "the same key again returns the first job, submitted once"},
+    errors=(402, 404, 409, 422),
+    headers={
+        "Idempotency-Key": "the same key with the same request returns the first job, submitted"
+        " once; with another request it is 422 idempotency_key_reused"
+    },
     tag="jobs",
 )
 async def submit(call: Call) -> out.JobSubmittedReply:
