@@ -551,10 +551,12 @@ ACTIONS = [
     *[Ledger.withdraw] * 2,
     *[Ledger.payday] * 2,
     Ledger.heartbeat,
-    Ledger.decide_withdrawal,
+    # A top-up's and a withdrawal's lives take several steps each: weighted so that every
+    # run reaches their every ending (the coverage check below).
+    *[Ledger.decide_withdrawal] * 2,
     Ledger.credit,
     Ledger.topup,
-    Ledger.gateway,
+    *[Ledger.gateway] * 4,
     Ledger.register_renter,
     Ledger.register_provider,
     *[Ledger.provider_flag] * 2,
