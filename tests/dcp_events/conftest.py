@@ -8,9 +8,7 @@ tests skip with the reason, unless DCP_REQUIRE_POSTGRES is set (CI), where they 
 from __future__ import annotations
 
 import inspect
-import os
 import sqlite3
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -23,30 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from dcp_events.postgres_store import PostgresEventStore
 from dcp_events.sqlite_store import SqliteEventStore
 from dcp_events.store import EventStore, NewEvent, RecordedEvent
-
-DEFAULT_DSN = "postgresql://dcp_test:dcp_test@127.0.0.1:5432/dcp_test"
-
-
-def _server_dsn() -> str:
-    dsn = os.environ.get("DCP_TEST_PG_DSN", DEFAULT_DSN)
-    try:
-        with psycopg.connect(dsn, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as e:
-        reason = (
-            f"no PostgreSQL at DCP_TEST_PG_DSN={dsn!r} ({str(e).strip().splitlines()[0]}); "
-            'start one with `eval "$(scripts/ci/postgres.sh)"`'
-        )
-        if os.environ.get("DCP_REQUIRE_POSTGRES"):
-            pytest.fail(reason + " (DCP_REQUIRE_POSTGRES is set)")
-        pytest.skip(reason)
-    return dsn
-
-
-@pytest.fixture(scope="session")
-def pg_server_dsn() -> str:
-    """The DSN of the test server (a database the test role owns; it may create others)."""
-    return _server_dsn()
+from tests.pg import drop_database
 
 
 def _url_for(server_dsn: str, dbname: str) -> str:
@@ -67,17 +42,7 @@ def pg_dsn(pg_server_dsn: str) -> Iterator[str]:
     with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield _url_for(pg_server_dsn, name)
-    for attempt in range(100):
-        # WITH (FORCE) ends our own sessions; an autovacuum worker on it (which the test role
-        # may not end) is gone within moments.
-        try:
-            with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            return
-        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
-            if attempt == 99:
-                raise
-            time.sleep(0.1)
+    drop_database(pg_server_dsn, name)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -9,9 +9,7 @@ answers, the tests that need one skip with the reason, unless DCP_REQUIRE_POSTGR
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,32 +20,9 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dcp_replicator.tables import MIRRORED, TableSpec
+from tests.pg import drop_database
 
 from .synth import make_db
-
-DEFAULT_DSN = "postgresql://dcp_test:dcp_test@127.0.0.1:5432/dcp_test"
-
-
-def _server_dsn() -> str:
-    dsn = os.environ.get("DCP_TEST_PG_DSN", DEFAULT_DSN)
-    try:
-        with psycopg.connect(dsn, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as e:
-        reason = (
-            f"no PostgreSQL at DCP_TEST_PG_DSN={dsn!r} ({str(e).strip().splitlines()[0]}); "
-            'start one with `eval "$(scripts/ci/postgres.sh)"`'
-        )
-        if os.environ.get("DCP_REQUIRE_POSTGRES"):
-            pytest.fail(reason + " (DCP_REQUIRE_POSTGRES is set)")
-        pytest.skip(reason)
-    return dsn
-
-
-@pytest.fixture(scope="session")
-def pg_server_dsn() -> str:
-    """The DSN of the test server (a database the test role owns; it may create others)."""
-    return _server_dsn()
 
 
 @pytest.fixture
@@ -60,20 +35,6 @@ def pg_dsn(pg_server_dsn: str) -> Iterator[str]:
     params["dbname"] = name
     yield make_conninfo(**params)
     drop_database(pg_server_dsn, name)
-
-
-def drop_database(server_dsn: str, name: str) -> None:
-    """DROP DATABASE ... WITH (FORCE), retried: an autovacuum worker on it (a superuser
-    process the test role may not terminate) is gone within moments."""
-    for attempt in range(100):
-        try:
-            with psycopg.connect(server_dsn, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            return
-        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectInUse):
-            if attempt == 99:
-                raise
-            time.sleep(0.1)
 
 
 @pytest.fixture
