@@ -47,9 +47,9 @@ from dcp_events.errors import DcpError, StoreError
 from dcp_events.store import (
     AppendRequest,
     AppendResult,
+    AppendsOne,
     CommitObserver,
     GroupCommit,
-    NewEvent,
     RecordedEvent,
     TxHook,
 )
@@ -144,7 +144,7 @@ async def apply_schema(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute("INSERT INTO dcp_schema_files (name) VALUES (%s)", (f.name,))
 
 
-class PostgresEventStore:
+class PostgresEventStore(AppendsOne):
     """The event store on PostgreSQL. Open with `await PostgresEventStore.open(dsn)`.
 
     One store belongs to the event loop that opened it (its writer is a task of that loop).
@@ -192,23 +192,6 @@ class PostgresEventStore:
         return cls(dsn, pool)
 
     # -- writes -------------------------------------------------------------------------------
-
-    async def append(
-        self,
-        stream_id: str,
-        expected_version: int | None,
-        events: Sequence[NewEvent],
-        idempotency_key: str | None = None,
-    ) -> AppendResult:
-        """Append `events` to `stream_id` durably.
-
-        Raises ConcurrencyError when the stream's last version is not `expected_version`
-        (0 for a stream that must be new; None skips the check). A reused `idempotency_key`
-        returns the first append's result with `duplicate=True` and writes nothing.
-        """
-        request = AppendRequest(stream_id, expected_version, events, idempotency_key)
-        (result,) = await self.append_atomic([request])
-        return result
 
     async def append_atomic(
         self,

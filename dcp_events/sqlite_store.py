@@ -39,9 +39,9 @@ from dcp_events.errors import DcpError, StoreError
 from dcp_events.store import (
     AppendRequest,
     AppendResult,
+    AppendsOne,
     CommitObserver,
     GroupCommit,
-    NewEvent,
     RecordedEvent,
     TxHook,
 )
@@ -85,7 +85,7 @@ def apply_schema(conn: sqlite3.Connection) -> None:
         conn.executescript(f.read_text())
 
 
-class SqliteEventStore:
+class SqliteEventStore(AppendsOne):
     """The embedded event store. Open with `await SqliteEventStore.open(path)`."""
 
     def __init__(self, path: Path, writer: sqlite3.Connection, reader: aiosqlite.Connection):
@@ -121,23 +121,6 @@ class SqliteEventStore:
         return cls(p, writer, reader)
 
     # -- writes -------------------------------------------------------------------------------
-
-    async def append(
-        self,
-        stream_id: str,
-        expected_version: int | None,
-        events: Sequence[NewEvent],
-        idempotency_key: str | None = None,
-    ) -> AppendResult:
-        """Append `events` to `stream_id` durably.
-
-        Raises ConcurrencyError when the stream's last version is not `expected_version`
-        (0 for a stream that must be new; None skips the check). A reused `idempotency_key`
-        returns the first append's result with `duplicate=True` and writes nothing.
-        """
-        request = AppendRequest(stream_id, expected_version, events, idempotency_key)
-        (result,) = await self.append_atomic([request])
-        return result
 
     async def append_atomic(
         self,

@@ -81,6 +81,37 @@ class GroupCommit(msgspec.Struct, frozen=True):
 CommitObserver = Callable[[GroupCommit], None]
 
 
+class AppendsOne:
+    """`append` for a store whose `append_atomic` does the work: one request, one result
+    (both stores inherit it, so a single append means the same on each backend)."""
+
+    async def append_atomic(
+        self,
+        requests: Sequence[AppendRequest],
+        *,
+        expected_head: int | None = None,
+        tx_hook: Any = None,
+    ) -> list[AppendResult]:
+        raise NotImplementedError
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append `events` to `stream_id` durably.
+
+        Raises ConcurrencyError when the stream's last version is not `expected_version`
+        (0 for a stream that must be new; None skips the check). A reused `idempotency_key`
+        returns the first append's result with `duplicate=True` and writes nothing.
+        """
+        request = AppendRequest(stream_id, expected_version, events, idempotency_key)
+        (result,) = await self.append_atomic([request])
+        return result
+
+
 class EventStore(Protocol):
     """What every event store implementation offers (see tests/dcp_events/test_store_contract)."""
 
