@@ -10,20 +10,24 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import msgspec
+import structlog
 
 from dcp_worker import __version__
-from dcp_worker.errors import ApiError, ApiUnavailable
+from dcp_worker.errors import ApiError, ApiReplyInvalid, ApiUnavailable
+
+log = structlog.get_logger("dcp_worker")
 
 MAX_JOBS_PER_POLL = 256  # a reply listing more leases than this is cut (bounded work per poll)
 
 
 @dataclass(frozen=True, kw_only=True)
 class LeasedJob:
-    """A job leased to this provider, decoded from a poll reply."""
+    """A job leased to this provider, as the worker runs it (decoded from a `Lease`)."""
 
     job_id: str
     attempt: int
@@ -38,48 +42,107 @@ class LeasedJob:
         return (self.job_id, self.attempt)
 
 
-def parse_job(raw: object) -> LeasedJob:
-    """Decode one job of a poll reply; raises ValueError when it cannot be run as given."""
-    if not isinstance(raw, dict):
-        raise ValueError("a job must be an object")
-    spec = raw.get("container_spec") or {}
-    reqs = raw.get("gpu_requirements") or {}
-    if not isinstance(spec, dict) or not isinstance(reqs, dict):
-        raise ValueError("container_spec and gpu_requirements must be objects")
-    job_id = raw.get("job_id") or raw.get("id")
-    attempt = raw.get("attempt")
-    image = spec.get("image") or raw.get("image")
-    if not isinstance(job_id, str) or not job_id:
-        raise ValueError("job_id is missing")
-    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
-        raise ValueError("attempt is missing")
-    if not isinstance(image, str) or not image:
-        raise ValueError("image is missing")
-    command = spec.get("command", raw.get("command"))
-    if isinstance(command, str):
-        command = ["/bin/sh", "-c", command]
-    if command is not None and (
-        not isinstance(command, list) or not all(isinstance(c, str) for c in command)
-    ):
-        raise ValueError("command must be a list of strings or a string")
-    env = spec.get("env") or {}
-    if not isinstance(env, dict):
-        raise ValueError("env must be an object")
-    max_s = raw.get("max_duration_seconds", 1800)
-    gpu_count = reqs.get("gpu_count", raw.get("gpu_count", 1))
-    if not isinstance(max_s, int) or max_s <= 0:
-        raise ValueError("max_duration_seconds must be a positive integer")
-    if not isinstance(gpu_count, int) or gpu_count < 0:
-        raise ValueError("gpu_count must be a non-negative integer")
-    return LeasedJob(
-        job_id=job_id,
-        attempt=attempt,
-        image=image,
-        command=command or None,
-        env={str(k): str(v) for k, v in env.items()},
-        max_duration_seconds=max_s,
-        gpu_count=gpu_count,
-    )
+# ----- the replies, as msgspec Structs (SPEC section 5) --------------------------------------
+# Each names only the fields the worker reads; other fields are ignored, so the API may add
+# fields without breaking deployed workers. A reply that does not fit is ApiReplyInvalid.
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class ContainerSpec(msgspec.Struct, frozen=True):
+    image: NonEmpty
+    command: list[str] | str | None = None
+    env: dict[str, str] = {}
+
+
+class GpuRequirements(msgspec.Struct, frozen=True):
+    gpu_count: Annotated[int, msgspec.Meta(ge=0)] = 1
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """One job of `GET /api/providers/{key}/jobs`."""
+
+    job_id: NonEmpty
+    attempt: Annotated[int, msgspec.Meta(ge=0)]
+    container_spec: ContainerSpec
+    gpu_requirements: GpuRequirements = GpuRequirements()
+    max_duration_seconds: Annotated[int, msgspec.Meta(gt=0)] = 1800
+
+    def job(self) -> LeasedJob:
+        command = self.container_spec.command
+        if isinstance(command, str):
+            command = ["/bin/sh", "-c", command]
+        return LeasedJob(
+            job_id=self.job_id,
+            attempt=self.attempt,
+            image=self.container_spec.image,
+            command=command or None,
+            env=dict(self.container_spec.env),
+            max_duration_seconds=self.max_duration_seconds,
+            gpu_count=self.gpu_requirements.gpu_count,
+        )
+
+
+class LeaseList(msgspec.Struct, frozen=True):
+    # Raw: each job is decoded on its own, so one the worker cannot run spoils no other.
+    jobs: list[msgspec.Raw]
+
+
+class Registration(msgspec.Struct, frozen=True):
+    """`GET /api/providers/me` (also cached in the state directory for start-up)."""
+
+    provider_id: NonEmpty
+    gpu_count: Annotated[int, msgspec.Meta(ge=0)] = 0
+    approval_status: str | None = None
+    paused: bool = False
+    suspended: bool = False
+
+
+class HeartbeatAnswer(msgspec.Struct, frozen=True):
+    approval_status: str | None = None
+    paused: bool | None = None
+    suspended: bool | None = None
+    cancel_jobs: list[str] = []
+
+
+class AnsweredJob(msgspec.Struct, frozen=True):
+    job_id: str
+    status: str
+
+
+class Settlement(msgspec.Struct, frozen=True):
+    provider_earned_halala: int
+
+
+class ResultAnswer(msgspec.Struct, frozen=True):
+    """`POST /api/providers/job-result`: the job and, once settled, its settlement."""
+
+    job: AnsweredJob
+    settlement: Settlement | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """SPEC section 5's error body; `retry_after_seconds` comes with a 429."""
+
+    error: str = ""
+    code: str = "http_error"
+    retry_after_seconds: float | None = None
+
+
+T = TypeVar("T")
+
+
+def decode(data: bytes, into: type[T], what: str) -> T:
+    """Decode a reply into its Struct; ApiReplyInvalid says which reply and what was wrong."""
+    try:
+        return msgspec.json.decode(data, type=into)
+    except msgspec.DecodeError as e:  # ValidationError (wrong shape) is a DecodeError
+        raise ApiReplyInvalid(f"{what}: {e}") from e
+
+
+def parse_job(raw: bytes) -> LeasedJob:
+    """Decode one job of a poll reply; raises ApiReplyInvalid when it cannot be run as given."""
+    return decode(raw, Lease, "a leased job").job()
 
 
 def _encode(body: Any) -> bytes:
@@ -124,7 +187,7 @@ class ApiClient:
         body: Any = None,
         offload: bool = False,
         call: str = "other",
-    ) -> Any:
+    ) -> bytes:
         try:
             return await self._request(client, method, path, body, offload)
         except ApiUnavailable:
@@ -136,7 +199,7 @@ class ApiClient:
 
     async def _request(
         self, client: httpx.AsyncClient, method: str, path: str, body: Any, offload: bool
-    ) -> Any:
+    ) -> bytes:
         content = None
         headers = {}
         if body is not None:
@@ -151,61 +214,73 @@ class ApiClient:
             # segment, and httpx reports only the exception type and host.
             raise ApiUnavailable(f"{method} failed: {type(e).__name__}") from e
         if resp.status_code >= 300:
-            code, message, retry_after = "http_error", resp.reason_phrase, None
             try:
-                data = resp.json()
-                code = str(data.get("code", code))
-                message = str(data.get("error", message))
-                if isinstance(data.get("retry_after_seconds"), int | float):
-                    retry_after = min(float(data["retry_after_seconds"]), 300.0)
-            except (ValueError, AttributeError):
-                pass
-            raise ApiError(resp.status_code, code, message, retry_after)
-        if not resp.content:
-            return None
+                err = msgspec.json.decode(resp.content, type=ErrorBody)
+            except msgspec.DecodeError:  # a proxy's HTML page, say: the status still counts
+                err = ErrorBody(error=resp.reason_phrase)
+            retry_after = err.retry_after_seconds
+            if retry_after is not None:
+                retry_after = min(max(retry_after, 0.0), 300.0)
+            raise ApiError(resp.status_code, err.code, err.error or resp.reason_phrase, retry_after)
+        return resp.content
+
+    async def _decoded(
+        self, into: type[T], client: httpx.AsyncClient, method: str, path: str, **kw: Any
+    ) -> T:
+        """A call whose 2xx reply must decode into `into`. A reply of another shape is logged
+        here (the log line names the call) and raised as ApiReplyInvalid, which every caller
+        retries like an unreachable API."""
+        call = kw.get("call", "other")
+        data = await self._call(client, method, path, **kw)
         try:
-            return resp.json()
-        except ValueError as e:
-            raise ApiUnavailable(f"{method} answered {resp.status_code} without JSON") from e
+            return decode(data, into, f"{method} {call} reply")
+        except ApiReplyInvalid as e:
+            log.error("api_reply_invalid", call=call, error=str(e))
+            self._on_error(call, "invalid_reply")
+            raise
 
-    async def health(self) -> dict[str, Any]:
+    async def health(self) -> None:
         """GET /healthz: whether the platform answers at all (no credential)."""
-        data = await self._call(self._jobs, "GET", "/healthz", call="health")
-        return dict(data) if isinstance(data, dict) else {}
+        await self._call(self._jobs, "GET", "/healthz", call="health")
 
-    async def me(self) -> dict[str, Any]:
+    async def me(self) -> Registration:
         """GET /api/providers/me: the provider's registration, approval and flags."""
-        data = await self._call(self._jobs, "GET", "/api/providers/me", call="me")
-        if isinstance(data, dict) and isinstance(data.get("provider"), dict):
-            data = data["provider"]
-        return dict(data) if isinstance(data, dict) else {}
+        return await self._decoded(Registration, self._jobs, "GET", "/api/providers/me", call="me")
 
-    async def heartbeat(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def heartbeat(self, payload: dict[str, Any]) -> HeartbeatAnswer:
         """POST /api/providers/heartbeat; returns the reply (`cancel_jobs`, flags)."""
-        data = await self._call(
-            self._heartbeat, "POST", "/api/providers/heartbeat", payload, call="heartbeat"
+        return await self._decoded(
+            HeartbeatAnswer,
+            self._heartbeat,
+            "POST",
+            "/api/providers/heartbeat",
+            body=payload,
+            call="heartbeat",
         )
-        return data if isinstance(data, dict) else {}
 
-    async def leased_jobs(self) -> list[dict[str, Any]]:
-        """GET /api/providers/{key}/jobs: every job leased to this provider and not ended.
+    async def leased_jobs(self) -> list[msgspec.Raw]:
+        """GET /api/providers/{key}/jobs: every job leased to this provider and not ended, each
+        still encoded (`parse_job` decodes one).
 
         The call also lets the platform assign queued jobs up to the provider's free GPUs.
         """
-        data = await self._call(self._jobs, "GET", f"/api/providers/{self._key}/jobs", call="jobs")
-        jobs = data.get("jobs", []) if isinstance(data, dict) else data
-        if not isinstance(jobs, list):
-            raise ApiUnavailable("the job list is not a list")
-        return jobs[:MAX_JOBS_PER_POLL]
+        path = f"/api/providers/{self._key}/jobs"
+        reply = await self._decoded(LeaseList, self._jobs, "GET", path, call="jobs")
+        return reply.jobs[:MAX_JOBS_PER_POLL]
 
     async def report_started(self, job_id: str, attempt: int) -> None:
-        """POST /api/providers/jobs/{id}/started."""
+        """POST /api/providers/jobs/{id}/started; the reply's body is not needed."""
         path = f"/api/providers/jobs/{quote(job_id, safe='')}/started"
         await self._call(self._jobs, "POST", path, {"attempt": attempt}, call="started")
 
-    async def send_result(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def send_result(self, body: dict[str, Any]) -> ResultAnswer:
         """POST /api/providers/job-result; returns the job and its settlement."""
-        data = await self._call(
-            self._results, "POST", "/api/providers/job-result", body, offload=True, call="result"
+        return await self._decoded(
+            ResultAnswer,
+            self._results,
+            "POST",
+            "/api/providers/job-result",
+            body=body,
+            offload=True,
+            call="result",
         )
-        return data if isinstance(data, dict) else {}

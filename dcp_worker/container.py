@@ -27,6 +27,7 @@ LABEL_JOB = "sa.dcp.job_id"
 LABEL_ATTEMPT = "sa.dcp.attempt"
 LABEL_MAX_S = "sa.dcp.max_duration_s"
 LABEL_GPUS = "sa.dcp.gpu_ids"  # the devices handed to it, so a restart does not hand them twice
+LABEL_GPU_COUNT = "sa.dcp.gpu_count"
 WAIT_CHUNK_S = 60.0  # a wait on a container is split into calls no longer than this
 MAX_CONTAINERS_LISTED = 1000
 _HEADER = struct.Struct(">BxxxL")
@@ -188,7 +189,7 @@ class DockerRunner:
                 LABEL_ATTEMPT: str(job.attempt),
                 LABEL_MAX_S: str(job.max_duration_seconds),
                 LABEL_GPUS: ",".join(device_ids),
-                "sa.dcp.gpu_count": str(job.gpu_count),
+                LABEL_GPU_COUNT: str(job.gpu_count),
             },
             "HostConfig": host,
             "AttachStdin": False,

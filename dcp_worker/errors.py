@@ -38,6 +38,13 @@ class ApiUnavailable(WorkerError):
     """Raised when the API cannot be reached (connection refused, timeout, broken reply)."""
 
 
+class ApiReplyInvalid(ApiUnavailable):
+    """Raised when a 2xx reply is not the shape SPEC section 5 gives (not JSON, a field missing
+    or of the wrong type). It is an ApiUnavailable, so every loop retries it: a proxy's page or
+    a half-upgraded API is as good as no answer, and every call the worker retries is safe to
+    send again."""
+
+
 class JobRefused(WorkerError):
     """Raised before a container exists: the job cannot run here (image not allowed or absent)."""
 

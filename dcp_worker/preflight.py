@@ -162,15 +162,15 @@ async def _api_checks(api: ApiClient, url: str) -> list[Check]:
         return [*checks, Check("key", False, detail), Check("approval", False, "not checked")]
     except ApiUnavailable as e:
         return [*checks, Check("key", False, str(e)), Check("approval", False, "not checked")]
-    checks.append(Check("key", True, f"provider {me.get('provider_id', '?')}"))
-    if me.get("approval_status") != "approved":
+    checks.append(Check("key", True, f"provider {me.provider_id}"))
+    if me.approval_status != "approved":
         checks.append(
             Check("approval", False, "the provider is not approved yet: an admin must approve it")
         )
-    elif me.get("suspended"):
+    elif me.suspended:
         checks.append(Check("approval", False, "the provider is suspended by an admin"))
     else:
-        paused = " (paused: no new jobs until resumed)" if me.get("paused") else ""
+        paused = " (paused: no new jobs until resumed)" if me.paused else ""
         checks.append(Check("approval", True, "approved" + paused))
     return checks
 

@@ -26,7 +26,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -65,7 +65,7 @@ class Spool:
     def put(self, result: dict[str, Any]) -> Path:
         """Store a result durably; returns its path. Idempotent per (job_id, attempt)."""
         path = self.pending / self.name(result["job_id"], int(result["attempt"]))
-        _write_atomic(path, json.dumps(result, sort_keys=True).encode())
+        write_atomic(path, json.dumps(result, sort_keys=True).encode())
         with self._lock:
             self._job_ids[path.name] = str(result["job_id"])
         return path

@@ -10,11 +10,11 @@ import pytest
 
 from dcp_worker.api import parse_job
 from dcp_worker.container import _cut_tail, _TailBuffer, parse_docker_time
-from dcp_worker.errors import ApiError, ConfigError
+from dcp_worker.errors import ApiError, ApiReplyInvalid, ConfigError
 from dcp_worker.gpu import GpuDevice, GpuInventory, discover, parse_nvidia_smi
+from dcp_worker.jobs import build_result
 from dcp_worker.settings import image_allowed, parse_settings
 from dcp_worker.spool import Spool
-from dcp_worker.worker import build_result
 
 KEY = "dcp-provider-" + "a" * 32
 
@@ -77,20 +77,19 @@ def test_allowlist_matches_exact_digest_and_prefix():
 
 def test_parse_job_reads_the_lease_shape():
     """A leased job from the API decodes; a string command runs through /bin/sh -c."""
-    job = parse_job(
-        {
-            "job_id": "j1",
-            "attempt": 2,
-            "container_spec": {"image": "i:1", "command": "echo hi", "env": {"A": "1"}},
-            "gpu_requirements": {"gpu_count": 2},
-            "max_duration_seconds": 60,
-        }
-    )
+    lease = {
+        "job_id": "j1",
+        "attempt": 2,
+        "container_spec": {"image": "i:1", "command": "echo hi", "env": {"A": "1"}},
+        "gpu_requirements": {"gpu_count": 2},
+        "max_duration_seconds": 60,
+    }
+    job = parse_job(json.dumps(lease).encode())
     assert job.key == ("j1", 2)
     assert job.command == ["/bin/sh", "-c", "echo hi"]
     assert job.env == {"A": "1"} and job.gpu_count == 2
-    with pytest.raises(ValueError):
-        parse_job({"job_id": "j1", "container_spec": {"image": "i"}})
+    with pytest.raises(ApiReplyInvalid, match="attempt"):
+        parse_job(b'{"job_id": "j1", "container_spec": {"image": "i"}}')
 
 
 def test_api_error_definite():
