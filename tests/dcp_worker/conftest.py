@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dcp_worker.settings import WorkerSettings
@@ -90,6 +90,12 @@ class StubApi:
     result_posts: list[tuple[float, dict[str, Any], int]] = field(default_factory=list)
     polls: int = 0
     cancels: set[str] = field(default_factory=set)
+    # Route name (me, heartbeat, jobs, result) -> the 200 body it answers instead of its own,
+    # as a proxy or a half-upgraded API might: the worker must log it and retry, not crash.
+    garble: dict[str, bytes] = field(default_factory=dict)
+    garbled: dict[str, int] = field(default_factory=dict)  # route -> garbled answers given
+    # Appended to every poll's job list: leases the worker cannot run (it must skip them only).
+    unreadable_leases: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ----- what a test does -----
@@ -118,10 +124,18 @@ class StubApi:
     def _auth(self, request: Request) -> bool:
         return request.headers.get("x-provider-key") == self.key
 
+    def _garbled(self, route: str) -> Response | None:
+        with self.lock:
+            body = self.garble.get(route)
+            if body is None:
+                return None
+            self.garbled[route] = self.garbled.get(route, 0) + 1
+        return Response(body, media_type="application/json")
+
     async def me(self, request: Request) -> JSONResponse:
         if not self._auth(request):
             return _err(401, "unauthorized", "missing or wrong provider key")
-        return JSONResponse(
+        return self._garbled("me") or JSONResponse(
             {"provider_id": self.provider_id, "gpu_count": self.gpu_count, "paused": False}
         )
 
@@ -134,7 +148,7 @@ class StubApi:
             cancel = [
                 j for j in self.cancels if j in self.jobs and self.jobs[j].status == "running"
             ]
-        return JSONResponse(
+        return self._garbled("heartbeat") or JSONResponse(
             {
                 "timestamp": "now",
                 "approval_status": "approved",
@@ -157,7 +171,8 @@ class StubApi:
                     j.status, j.attempt = "assigned", j.attempt + 1
                     busy += j.gpu_count
             leased = [j.view() for j in self.jobs.values() if j.status in ("assigned", "running")]
-        return JSONResponse({"jobs": leased})
+            leased += self.unreadable_leases
+        return self._garbled("jobs") or JSONResponse({"jobs": leased})
 
     async def started(self, request: Request) -> JSONResponse:
         if not self._auth(request):
@@ -176,6 +191,9 @@ class StubApi:
     async def result(self, request: Request) -> JSONResponse:
         if not self._auth(request):
             return _err(401, "unauthorized", "missing or wrong provider key")
+        garbled = self._garbled("result")
+        if garbled is not None:  # never reached the API: nothing is recorded
+            return garbled
         body = await request.json()
         with self.lock:
             job = self.jobs.get(body.get("job_id"))
@@ -355,6 +373,7 @@ class Kit:
     until = staticmethod(until)
     managed_containers = staticmethod(managed_containers)
     free_port = staticmethod(free_port)
+    server = ServerThread
 
 
 @pytest.fixture
