@@ -3,7 +3,8 @@
 Each loop is its own task, so a slow Docker call or a busy job never delays a heartbeat, and
 each waits on the stop event with a bounded sleep. What the loops call lives beside this file:
 devices.py (slots and GPUs), jobs.py (one job), delivery.py (results out of the spool),
-intents.py (why a container was killed), recovery.py (containers found at start), backoff.py.
+intents.py (why a container was killed), recovery.py (containers found at start),
+readiness.py (Docker, disk and GPUs), backoff.py (the one retry delay).
 """
 
 from __future__ import annotations
@@ -26,19 +27,17 @@ from dcp_worker.container import DockerRunner
 from dcp_worker.delivery import Delivery
 from dcp_worker.devices import DevicePool
 from dcp_worker.errors import ApiError, ApiReplyInvalid, ApiUnavailable, NotReadyError
-from dcp_worker.gpu import NO_GPUS, GpuInventory, discover
+from dcp_worker.gpu import GpuInventory, discover
 from dcp_worker.intents import Intents
 from dcp_worker.jobs import KILL_WAIT_S, JobRunner, RunningJob
 from dcp_worker.metrics import WorkerMetrics
-from dcp_worker.preflight import GPU_DISCOVER_TIMEOUT_S, disk_problem, gpu_problem
+from dcp_worker.readiness import Readiness
 from dcp_worker.recovery import Recovery
 from dcp_worker.settings import WorkerSettings
 from dcp_worker.spool import Spool, write_atomic
 
 log = structlog.get_logger("dcp_worker")
 
-GPU_REFRESH_S = 15.0  # inventory is read in a thread at this pace, never inside a heartbeat
-READY_RECHECK_S = 30.0
 FLUSH_ON_EXIT_S = 10.0
 MAX_LISTED_JOBS = 1000  # the API refuses a heartbeat listing more
 FINISHED_MEMORY = 4096  # how many ended (job, attempt) pairs are remembered, to not rerun them
@@ -83,18 +82,19 @@ class Worker:
             delivery=self.delivery,
             metrics=self.metrics,
         )
-        self._discover_gpus = discover_gpus
-        self.inventory: GpuInventory = NO_GPUS
+        self.readiness = Readiness(settings, self.docker, self.metrics, discover_gpus)
         self.provider_id = ""
         self.running: dict[str, RunningJob] = {}
         self.finished: OrderedDict[tuple[str, int], None] = OrderedDict()
         self.draining = False
-        self.ready = False
-        self._ready_checked = 0.0
         self._stop = asyncio.Event()
         self.heartbeats: deque[float] = deque(maxlen=10_000)  # wall times of sent heartbeats
         self._provider_flags: tuple[object, ...] = ()
         self.metrics.watch(lambda: len(self.spool.list()), lambda: len(self.running))
+
+    @property
+    def ready(self) -> bool:
+        return self.readiness.ready
 
     # ----- the whole life -------------------------------------------------------------------
 
@@ -115,7 +115,7 @@ class Worker:
             if not await self._start_up():
                 return 0 if stop.is_set() else 1  # stopped while waiting, or refused
             hb = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
-            gpu = asyncio.create_task(self._gpu_loop(), name="gpu")
+            gpu = asyncio.create_task(self.readiness.gpu_loop(), name="gpu")
             delivery = asyncio.create_task(self.delivery.run(), name="delivery")
             poll = asyncio.create_task(self._poll_loop(), name="poll")
             await stop.wait()
@@ -141,8 +141,8 @@ class Worker:
         backoff = Backoff(1.0, 30.0, sleep=lambda s: _wait_event(self._stop, s))
         while not self._stop.is_set():
             try:
-                await self._refresh_gpus()
-                await self._check_ready(force=True)
+                await self.readiness.refresh_gpus()
+                await self.readiness.check(force=True)
                 me = await self._registration()
                 break
             except ApiError as e:
@@ -159,15 +159,14 @@ class Worker:
         if self.s.gpus == "none":
             self.pool.configure(max(1, me.gpu_count), None)
         else:
-            self.pool.configure(
-                len(self.inventory.devices), [d.uuid for d in self.inventory.devices]
-            )
+            devices = [d.uuid for d in self.readiness.inventory.devices]
+            self.pool.configure(len(devices), devices)
         log.info(
             "worker_started",
             provider_id=self.provider_id,
             gpus=self.s.gpus,
             capacity=self.pool.capacity,
-            gpu_source=self.inventory.source,
+            gpu_source=self.readiness.inventory.source,
             version=__version__,
         )
         recovered = await Recovery(self.docker, self.spool, self.intents, self.pool).run(
@@ -199,46 +198,6 @@ class Worker:
             write_atomic(cache, msgspec.json.encode(me))
         return me
 
-    # ----- readiness and GPUs ---------------------------------------------------------------
-
-    async def _refresh_gpus(self) -> None:
-        if self.s.gpus == "none":
-            self.inventory = NO_GPUS
-            return
-        async with asyncio.timeout(GPU_DISCOVER_TIMEOUT_S):
-            self.inventory = await asyncio.to_thread(self._discover_gpus)
-
-    async def _gpu_loop(self) -> None:
-        while True:
-            await asyncio.sleep(GPU_REFRESH_S)
-            try:
-                await self._refresh_gpus()
-            except Exception as e:  # keep the last inventory; the next round may work
-                log.warning("gpu_refresh_failed", error=f"{type(e).__name__}: {e}")
-
-    async def _check_ready(self, force: bool = False) -> bool:
-        """Docker answers, disk has room, GPU runtime present if GPUs are configured."""
-        now = time.monotonic()
-        if not force and now - self._ready_checked < READY_RECHECK_S:
-            return self.ready
-        self._ready_checked = now
-        try:
-            info = await self.docker.info()
-            problem = disk_problem(info, self.s) or gpu_problem(info, self.inventory, self.s)
-            if problem is not None:
-                raise NotReadyError(problem)
-        except NotReadyError:
-            self.ready = False
-            self.metrics.ready.set(0)
-            raise
-        except Exception as e:
-            self.ready = False
-            self.metrics.ready.set(0)
-            raise NotReadyError(f"docker does not answer: {type(e).__name__}: {e}") from e
-        self.ready = True
-        self.metrics.ready.set(1)
-        return True
-
     # ----- heartbeat ------------------------------------------------------------------------
 
     def heartbeat_payload(self) -> dict[str, Any]:
@@ -247,10 +206,10 @@ class Worker:
         # while delivery retries, or a finished job would be run again elsewhere.
         listed = sorted(set(self.running) | self.spool.pending_job_ids())
         return {
-            "gpus": self.inventory.as_payload(),
+            "gpus": self.readiness.inventory.as_payload(),
             "running_job_ids": listed[:MAX_LISTED_JOBS],
             "daemon_version": __version__,
-            "accepting_jobs": self.ready and not self.draining,
+            "accepting_jobs": self.readiness.ready and not self.draining,
         }
 
     async def _heartbeat_loop(self) -> None:
@@ -297,7 +256,7 @@ class Worker:
     async def _poll_loop(self) -> None:
         while not self.draining:
             try:
-                if await self._check_ready():
+                if await self.readiness.check():
                     raw = await self.api.leased_jobs()
                     self._on_leases(raw)
             except NotReadyError as e:
