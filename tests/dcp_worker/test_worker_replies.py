@@ -53,7 +53,7 @@ def canned(kit: Any) -> Iterator[tuple[Canned, str]]:
         server.stop()
 
 
-async def _call(url: str, call: str, errors: list[tuple[str, str]]) -> object:
+async def _call(url: str, call: str, errors: list[tuple[str, str]]) -> Any:
     api = ApiClient(url, KEY, 5.0, on_error=lambda c, kind: errors.append((c, kind)))
     try:
         if call == "me":
@@ -112,7 +112,7 @@ async def test_the_platforms_shapes_decode_and_extra_fields_are_ignored(canned):
         {"provider_id": "prov_1", "gpu_count": 2, "approval_status": "approved", "name": "x"}
     ).encode()
     me = await _call(url, "me", errors)
-    assert (me.provider_id, me.gpu_count, me.paused) == ("prov_1", 2, False)  # type: ignore[attr-defined]
+    assert (me.provider_id, me.gpu_count, me.paused) == ("prov_1", 2, False)
     c.body = json.dumps(
         {
             "timestamp": "2026-12-02T00:00:00Z",
@@ -123,7 +123,7 @@ async def test_the_platforms_shapes_decode_and_extra_fields_are_ignored(canned):
         }
     ).encode()
     hb = await _call(url, "heartbeat", errors)
-    assert hb.cancel_jobs == ["job_a", "job_b"] and hb.paused is True  # type: ignore[attr-defined]
+    assert hb.cancel_jobs == ["job_a", "job_b"] and hb.paused is True
     lease = {
         "job_id": "job_a",
         "status": "assigned",
@@ -135,9 +135,9 @@ async def test_the_platforms_shapes_decode_and_extra_fields_are_ignored(canned):
     }
     c.body = json.dumps({"jobs": [lease, {"job_id": 7}]}).encode()
     raw = await _call(url, "jobs", errors)
-    assert parse_job(raw[0]).key == ("job_a", 1)  # type: ignore[index]
+    assert parse_job(raw[0]).key == ("job_a", 1)
     with pytest.raises(ApiReplyInvalid):  # decoded one by one: the bad one spoils only itself
-        parse_job(raw[1])  # type: ignore[index]
+        parse_job(raw[1])
     c.body = json.dumps(
         {
             "job": {"job_id": "j", "status": "completed", "cost_halala": 5},
@@ -146,7 +146,7 @@ async def test_the_platforms_shapes_decode_and_extra_fields_are_ignored(canned):
         }
     ).encode()
     answer = await _call(url, "result", errors)
-    assert answer.settlement.provider_earned_halala == 85  # type: ignore[attr-defined]
+    assert answer.settlement.provider_earned_halala == 85
     assert errors == []
 
 

@@ -1,4 +1,5 @@
-"""Unit tests of the worker's pure parts: settings, allowlist, GPU parsing, spool, output cuts."""
+"""Unit tests of the worker's pure parts: settings, allowlist, GPU parsing, spool, output cuts,
+the device pool."""
 
 from __future__ import annotations
 
@@ -227,3 +228,41 @@ def test_worker_output_hash_is_the_platforms(stdout, stderr):
     from dcp_worker.container import output_sha256
 
     assert output_sha256(stdout, stderr) == platform_hash(stdout, stderr)
+
+
+def test_device_pool_hands_out_slots_and_devices_and_takes_them_back():
+    """A job takes max(1, gpu_count) slots and gpu_count devices; what does not fit waits;
+    a release makes room again; a CPU job (gpu_count 0) takes a slot and no device."""
+    from dcp_worker.devices import DevicePool
+
+    pool = DevicePool()
+    pool.configure(3, ["GPU-a", "GPU-b", "GPU-c"])
+    two = pool.acquire(2)
+    assert two is not None and (two.slots, two.devices) == (2, ["GPU-a", "GPU-b"])
+    assert pool.acquire(2) is None and pool.free_slots == 1  # refused: nothing taken
+    cpu = pool.acquire(0)
+    assert cpu is not None and (cpu.slots, cpu.devices) == (1, [])
+    assert pool.acquire(1) is None
+    pool.release(two)
+    assert pool.free_slots == 2 and sorted(pool.free_devices) == ["GPU-a", "GPU-b", "GPU-c"]
+    pool.release(cpu)
+    assert pool.free_slots == 3
+
+
+def test_device_pool_without_devices_and_at_recovery():
+    """`--gpus none` hands out slots only; an adopted container keeps only devices still free,
+    and holds its slots even past the capacity."""
+    from dcp_worker.devices import DevicePool
+
+    pool = DevicePool()
+    pool.configure(2, None)
+    grant = pool.acquire(2)
+    assert grant is not None and grant.devices == [] and pool.free_slots == 0
+    pool.configure(1, ["GPU-a"])
+    first = pool.adopt(1, ["GPU-a"])
+    second = pool.adopt(1, ["GPU-a", "GPU-gone"])  # the same device claimed twice: once only
+    assert (first.devices, second.devices) == (["GPU-a"], [])
+    assert pool.free_slots == -1 and pool.acquire(0) is None
+    pool.release(second)
+    pool.release(first)
+    assert (pool.free_slots, pool.free_devices) == (1, ["GPU-a"])
