@@ -6,8 +6,8 @@ command and a later read are the same type with the same fields. They are the AP
 they go on the wire: the HTTP layer encodes them as they are (SPEC: amounts in integer
 halala, times as RFC 3339 strings in UTC with microseconds, `*_at`).
 
-The `*_from_state` builders here read the domain's state; `dcp_app.queries` builds the same
-Structs from rows.
+The builders at the end (`job_view`, `lease_view`, `provider_view`, ...) read the domain's
+state; `dcp_app.queries` builds the same Structs from rows.
 """
 
 from __future__ import annotations

@@ -281,22 +281,19 @@ class ServiceAdapter:
 
     async def withdrawals(self, q: inp.WithdrawalsQuery) -> out.WithdrawalsPage:
         offset = _int_cursor(q.cursor) or 0
-        rows = await self.queries.withdrawals(q.status, limit=q.limit + 1, offset=offset)
-        more = len(rows) > q.limit
-        rows = rows[: q.limit]
+        found = await self.queries.withdrawals(q.status, limit=q.limit + 1, offset=offset)
+        page = found[: q.limit]
+        more = len(found) > q.limit
         return out.WithdrawalsPage(
-            withdrawals=rows,
-            next_cursor=str(offset + len(rows)) if more else None,
+            withdrawals=page, next_cursor=str(offset + len(page)) if more else None
         )
 
     async def decide_withdrawal(
         self, withdrawal_id: str, action: str, reason: str
     ) -> out.WithdrawalView:
         if action == "complete":
-            w = await self.ledger.complete_withdrawal(withdrawal_id)
-        else:
-            w = await self.ledger.reject_withdrawal(withdrawal_id, reason)
-        return w
+            return await self.ledger.complete_withdrawal(withdrawal_id)
+        return await self.ledger.reject_withdrawal(withdrawal_id, reason)
 
     async def set_price(self, gpu_model: str, halala_per_gpu_hour: int) -> out.PriceView:
         return await self.ledger.set_price(gpu_model, halala_per_gpu_hour)

@@ -341,3 +341,20 @@ async def test_close_finishes_queued_commands(env: Env):
     assert not env.svc.ready
     with pytest.raises(StoreError):
         await env.submit(rid)
+
+
+async def test_a_command_and_a_read_answer_with_the_same_view(env: Env):
+    """A command's answer (from memory) and a later read (from the read models) are the same
+    Struct with the same fields: queue positions, times and presence included."""
+    rid, pid = await env.renter(), await env.provider()
+    submitted = [await env.submit(rid) for _ in range(3)]
+    assert [j.queue_position for j in submitted] == [1, 2, 3]
+    submitted = [env.svc.job(j.job_id) for j in submitted]  # the later ones moved nothing
+    assert [await env.queries.job(j.job_id) for j in submitted] == submitted
+    page = await env.queries.jobs_of_renter(rid)  # one query for every queued job's place
+    by_id = {j.job_id: j for j in page.jobs}
+    assert [by_id[j.job_id] for j in submitted] == submitted
+    paused = await env.svc.pause_provider(pid)
+    assert paused.paused and await env.queries.provider(pid, env.clock(), SETTINGS) == paused
+    credited = await env.svc.credit(rid, 10, "view-test")
+    assert credited.available_halala == (await env.queries.balance(rid)).available_halala
