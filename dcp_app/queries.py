@@ -1,8 +1,9 @@
 """Read-side queries over the read-model tables, through their own aiosqlite connection.
 
 Reads never see undurable state: the tables are written in the same transaction as the events
-they come from. Every list is paginated with a bounded `limit` (at most MAX_LIMIT). Results
-are plain dicts shaped like `dcp_app.views` builds them.
+they come from. Every list is paginated with a bounded `limit` (at most MAX_LIMIT). Results are
+the `dcp_app.views` Structs a command answers with (the same type from both paths); the gateway
+top-ups and the operator's gauges are still plain dicts.
 """
 
 from __future__ import annotations
@@ -13,16 +14,23 @@ from typing import Any
 import aiosqlite
 import msgspec
 
+from dcp_app import views as v
 from dcp_app.readmodel import PROJECTION
+from dcp_app.views import rfc3339
 from dcp_projections import ledger
+from dcp_projections.presence import heartbeat_bounds, presence
+from dcp_projections.priorities import PRIORITY_RANK
 from dcp_projections.settings import Settings
-from dcp_projections.settlement import US_PER_S
 from dcp_projections.state import DEFAULT_PRICE_KEY, SEED_PRICES, gpu_key
 from dcp_projections.streams import renter_stream
 
 MAX_LIMIT = 500
-_RANK = "CASE priority WHEN 'priority' THEN 0 WHEN 'standard' THEN 1 ELSE 2 END"
 _json = msgspec.json.Decoder()
+_gpus = msgspec.json.Decoder(list[v.GpuInfoOut])
+# The domain's queue order (dcp_projections.state.State.enqueue): priority rank, then the
+# sequence of the job's submit event, which the `jobs` table stores as `submit_seq`.
+_RANK = "CASE priority " + " ".join(f"WHEN '{n}' THEN {r}" for n, r in PRIORITY_RANK.items())
+_RANK += " END"
 
 
 # Account kinds summed for the operator's gauges (dcp_projections.ledger names the accounts).
@@ -67,25 +75,39 @@ class Queries:
 
     # --- jobs --------------------------------------------------------------------------------
 
-    async def _job_view(self, row: dict[str, Any]) -> dict[str, Any]:
-        row["command"] = _json.decode(row.pop("command_json"))
-        row["queue_position"] = None
-        if row["status"] == "queued":
-            pos = await self._one(
-                f"SELECT count(*) AS n FROM jobs WHERE status = 'queued' AND "
-                f"({_RANK}, submitted_at_us, job_id) < (?, ?, ?)",
-                (
-                    {"priority": 0, "standard": 1}.get(row["priority"], 2),
-                    row["submitted_at_us"],
-                    row["job_id"],
-                ),
-            )
-            row["queue_position"] = (pos["n"] if pos else 0) + 1
-        return row
+    async def _queue_position(self, row: dict[str, Any]) -> int:
+        """1-based place of a queued job: the queued jobs of a higher priority, and those of
+        its own submitted before it, come first (one count over the queued rows, by the
+        `jobs_status` index)."""
+        ahead = [n for n, r in PRIORITY_RANK.items() if r < PRIORITY_RANK[row["priority"]]]
+        found = await self._one(
+            "SELECT count(*) AS n FROM jobs WHERE status = 'queued' AND"
+            f" (priority IN ({', '.join('?' * len(ahead)) or 'NULL'})"
+            " OR (priority = ? AND submit_seq < ?))",
+            (*ahead, row["priority"], row["submit_seq"]),
+        )
+        return (found["n"] if found else 0) + 1
+
+    async def _queue_positions(self, rows: list[dict[str, Any]]) -> dict[str, int]:
+        """The place of every queued job among `rows`, in one query whatever their number."""
+        queued = [r for r in rows if r["status"] == "queued"]
+        if len(queued) <= 1:
+            return {r["job_id"]: await self._queue_position(r) for r in queued}
+        found = await self._all(
+            "SELECT job_id, n FROM (SELECT job_id, row_number() OVER"
+            f" (ORDER BY {_RANK}, submit_seq) AS n FROM jobs WHERE status = 'queued')"
+            f" WHERE job_id IN ({', '.join('?' * len(queued))})",
+            tuple(r["job_id"] for r in queued),
+        )
+        return {r["job_id"]: r["n"] for r in found}
+
+    async def _job_views(self, rows: list[dict[str, Any]]) -> list[v.JobView]:
+        positions = await self._queue_positions(rows)
+        return [_job_view(r, positions.get(r["job_id"])) for r in rows]
 
     async def job(
         self, job_id: str, *, renter_id: str | None = None, provider_id: str | None = None
-    ) -> dict[str, Any] | None:
+    ) -> v.JobView | None:
         """The job view (as `dcp_app.views.job_view`), or None if unknown or, when `renter_id`
         or `provider_id` is given, not that renter's or provider's job.
 
@@ -101,7 +123,10 @@ class Queries:
                 sql += f" AND {column} = ?"
                 params.append(value)
         row = await self._one(sql, tuple(params))
-        return await self._job_view(row) if row is not None else None
+        if row is None:
+            return None
+        queued = row["status"] == "queued"
+        return _job_view(row, await self._queue_position(row) if queued else None)
 
     async def job_owner(self, job_id: str) -> str | None:
         """The renter of a job, or None if unknown: how the service finds the stream of an
@@ -111,8 +136,8 @@ class Queries:
 
     async def jobs_of_renter(
         self, renter_id: str, status: str | None = None, limit: int = 50, cursor: str | None = None
-    ) -> dict[str, Any]:
-        """A renter's jobs, newest first: {jobs: [...], next_cursor: str | None}. Pass
+    ) -> v.JobsPage:
+        """A renter's jobs, newest first, and the cursor of the next page (None: none). Pass
         `next_cursor` back as `cursor` for the next page; `status` filters."""
         sql = "SELECT * FROM jobs WHERE renter_id = ?"
         params: list[Any] = [renter_id]
@@ -128,33 +153,39 @@ class Queries:
         rows = await self._all(sql, (*params, n + 1))
         more = len(rows) > n
         rows = rows[:n]
-        jobs = [await self._job_view(r) for r in rows]
         nxt = f"{rows[-1]['submitted_at_us']}:{rows[-1]['job_id']}" if more and rows else None
-        return {"jobs": jobs, "next_cursor": nxt}
+        return v.JobsPage(jobs=await self._job_views(rows), next_cursor=nxt)
 
-    async def jobs_of_provider(self, provider_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def jobs_of_provider(self, provider_id: str, limit: int = 50) -> list[v.JobView]:
         """The jobs a provider holds or held last, newest first."""
         rows = await self._all(
             "SELECT * FROM jobs WHERE provider_id = ? ORDER BY submitted_at_us DESC LIMIT ?",
             (provider_id, _limit(limit)),
         )
-        return [await self._job_view(r) for r in rows]
+        return await self._job_views(rows)
 
-    async def job_output(self, job_id: str) -> dict[str, Any] | None:
-        """{job_id, exit_code, stdout, stderr, truncated (bool), sha256}, or None."""
+    async def job_output(self, job_id: str) -> v.JobOutputView | None:
+        """The job's output, or None."""
         row = await self._one(
             "SELECT job_id, exit_code, stdout, stderr, truncated, sha256 FROM job_outputs"
             " WHERE job_id = ?",
             (job_id,),
         )
-        if row is not None:
-            row["truncated"] = bool(row["truncated"])
-        return row
+        if row is None:
+            return None
+        return v.JobOutputView(
+            job_id=row["job_id"],
+            exit_code=row["exit_code"],
+            stdout=row["stdout"],
+            stderr=row["stderr"],
+            truncated=bool(row["truncated"]),
+            sha256=row["sha256"],
+        )
 
     # --- renters -----------------------------------------------------------------------------
 
-    async def balance(self, renter_id: str) -> dict[str, Any]:
-        """{balance_halala, held_halala, available_halala} (zeros for an unknown renter)."""
+    async def balance(self, renter_id: str) -> v.Balance:
+        """The renter's balances (zeros for an unknown renter)."""
         rows = await self._all(
             "SELECT account_id, balance_halala FROM accounts WHERE account_id IN (?, ?)",
             (ledger.renter_available(renter_id), ledger.renter_held(renter_id)),
@@ -162,27 +193,35 @@ class Queries:
         by = {r["account_id"]: r["balance_halala"] for r in rows}
         available = by.get(ledger.renter_available(renter_id), 0)
         held = by.get(ledger.renter_held(renter_id), 0)
-        return {
-            "balance_halala": available + held,
-            "held_halala": held,
-            "available_halala": available,
-        }
+        return v.Balance(
+            balance_halala=available + held, held_halala=held, available_halala=available
+        )
 
-    async def renter(self, renter_id: str) -> dict[str, Any] | None:
+    async def _renter_view(self, row: dict[str, Any]) -> v.RenterProfile:
+        b = await self.balance(row["renter_id"])
+        return v.RenterProfile(
+            renter_id=row["renter_id"],
+            name=row["name"],
+            email=row["email"],
+            created_at=rfc3339(row["created_at_us"]),
+            balance_halala=b.balance_halala,
+            held_halala=b.held_halala,
+            available_halala=b.available_halala,
+        )
+
+    async def renter(self, renter_id: str) -> v.RenterProfile | None:
         """The renter's profile with its balances, or None."""
         row = await self._one(
             "SELECT renter_id, name, email, created_at_us FROM renters WHERE renter_id = ?",
             (renter_id,),
         )
-        if row is None:
-            return None
-        return {**row, **await self.balance(renter_id)}
+        return None if row is None else await self._renter_view(row)
 
     async def ledger(
         self, renter_id: str, limit: int = 50, before_seq: int | None = None
-    ) -> dict[str, Any]:
-        """The renter's postings, newest first: {entries: [{seq, idx, account_id,
-        amount_halala, event_type, job_id, recorded_at_us}], next_before_seq}."""
+    ) -> v.LedgerPage:
+        """The renter's postings, newest first, before the event `before_seq`; the page's
+        `next_cursor` is the `before_seq` of the next page (None: none)."""
         n = _limit(limit)
         rows = await self._all(
             "SELECT seq, idx, account_id, amount_halala, event_type, job_id, recorded_at_us"
@@ -202,57 +241,77 @@ class Queries:
             whole = [r for r in rows if r["seq"] != rows[-1]["seq"]]
             rows = whole or rows
         nxt = rows[-1]["seq"] if more and rows else None
-        return {"entries": rows, "next_before_seq": nxt}
+        entries = [
+            v.LedgerEntry(
+                seq=r["seq"],
+                account=r["account_id"],
+                amount_halala=r["amount_halala"],
+                event_type=r["event_type"],
+                job_id=r["job_id"],
+                recorded_at=rfc3339(r["recorded_at_us"]),
+            )
+            for r in rows
+        ]
+        return v.LedgerPage(entries=entries, next_cursor=None if nxt is None else str(nxt))
 
     # --- providers ---------------------------------------------------------------------------
 
-    def _presence(self, last_heartbeat_us: int | None, now_us: int, settings: Settings) -> str:
-        if last_heartbeat_us is None:
-            return "offline"
-        age = now_us - last_heartbeat_us
-        if age <= settings.online_s * US_PER_S:
-            return "online"
-        return "stale" if age <= settings.stale_s * US_PER_S else "offline"
-
     async def provider(
         self, provider_id: str, now_us: int, settings: Settings
-    ) -> dict[str, Any] | None:
-        """The provider's row with `state` (online/stale/offline), `gpus` (parsed),
-        `earnings_halala` and `payout_pending_halala`, or None."""
+    ) -> v.ProviderProfile | None:
+        """The provider's view (presence, earnings and payout_pending included), or None."""
         row = await self._one("SELECT * FROM providers WHERE provider_id = ?", (provider_id,))
         if row is None:
             return None
-        row["gpus"] = _json.decode(row.pop("gpus_json"))
-        for flag in ("paused", "suspended", "accepting_jobs"):
-            row[flag] = bool(row[flag])
-        row["state"] = self._presence(row["last_heartbeat_us"], now_us, settings)
         accounts = await self._all(
             "SELECT account_id, balance_halala FROM accounts WHERE account_id IN (?, ?)",
             (ledger.provider_earnings(provider_id), ledger.provider_payout_pending(provider_id)),
         )
         by = {r["account_id"]: r["balance_halala"] for r in accounts}
-        row["earnings_halala"] = by.get(ledger.provider_earnings(provider_id), 0)
-        row["payout_pending_halala"] = by.get(ledger.provider_payout_pending(provider_id), 0)
-        return row
+        return v.ProviderProfile(
+            provider_id=row["provider_id"],
+            name=row["name"],
+            email=row["email"],
+            gpu_model=row["gpu_model"],
+            gpu_count=row["gpu_count"],
+            vram_gb=row["vram_gb"],
+            approval_status=row["approval_status"],
+            paused=bool(row["paused"]),
+            suspended=bool(row["suspended"]),
+            state=presence(row["last_heartbeat_us"], now_us, settings),
+            accepting_jobs=bool(row["accepting_jobs"]),
+            daemon_version=row["daemon_version"],
+            last_heartbeat_at=rfc3339(row["last_heartbeat_us"]),
+            gpus=_gpus.decode(row["gpus_json"]),
+            created_at=rfc3339(row["created_at_us"]),
+            earnings_halala=by.get(ledger.provider_earnings(provider_id), 0),
+            payout_pending_halala=by.get(ledger.provider_payout_pending(provider_id), 0),
+        )
 
-    async def marketplace(self, now_us: int, settings: Settings) -> list[dict[str, Any]]:
-        """Online, approved, unsuspended providers: {provider_id, name, gpu_model, gpu_count,
-        vram_gb, halala_per_gpu_hour, paused}. At most MAX_LIMIT, most recent heartbeat
-        first."""
-        since = now_us - settings.online_s * US_PER_S
+    async def marketplace(self, now_us: int, settings: Settings) -> list[v.MarketplaceEntry]:
+        """Online, approved, unsuspended providers with the price of their GPU. At most
+        MAX_LIMIT, most recent heartbeat first."""
+        since, _ = heartbeat_bounds(now_us, settings)
         rows = await self._all(
             "SELECT provider_id, name, gpu_model, gpu_count, vram_gb, paused FROM providers"
             " WHERE approval_status = 'approved' AND suspended = 0 AND last_heartbeat_us >= ?"
             " ORDER BY last_heartbeat_us DESC LIMIT ?",
             (since, MAX_LIMIT),
         )
-        prices = {gpu_key(p["gpu_model"]): p["halala_per_gpu_hour"] for p in await self.pricing()}
-        for r in rows:
-            r["paused"] = bool(r["paused"])
-            r["halala_per_gpu_hour"] = prices.get(
-                gpu_key(r["gpu_model"]), prices[DEFAULT_PRICE_KEY]
+        prices = {gpu_key(p.gpu_model): p.halala_per_gpu_hour for p in await self.pricing()}
+        return [
+            v.MarketplaceEntry(
+                provider_id=r["provider_id"],
+                name=r["name"],
+                gpu_model=r["gpu_model"],
+                gpu_count=r["gpu_count"],
+                vram_gb=r["vram_gb"],
+                halala_per_gpu_hour=prices.get(gpu_key(r["gpu_model"]), prices[DEFAULT_PRICE_KEY]),
+                state="online",
+                paused=bool(r["paused"]),
             )
-        return rows
+            for r in rows
+        ]
 
     async def withdrawals(
         self,
@@ -260,7 +319,7 @@ class Queries:
         provider_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[v.WithdrawalView]:
         """Withdrawals, oldest request first, filtered by status and/or provider."""
         sql, params = "SELECT * FROM withdrawals WHERE 1 = 1", []
         if status is not None:
@@ -270,7 +329,19 @@ class Queries:
             sql += " AND provider_id = ?"
             params.append(provider_id)
         sql += " ORDER BY requested_at_us, withdrawal_id LIMIT ? OFFSET ?"
-        return await self._all(sql, (*params, _limit(limit), max(0, int(offset))))
+        rows = await self._all(sql, (*params, _limit(limit), max(0, int(offset))))
+        return [
+            v.WithdrawalView(
+                withdrawal_id=r["withdrawal_id"],
+                provider_id=r["provider_id"],
+                amount_halala=r["amount_halala"],
+                iban=r["iban"],
+                status=r["status"],
+                requested_at=rfc3339(r["requested_at_us"]),
+                decided_at=rfc3339(r["decided_at_us"]),
+            )
+            for r in rows
+        ]
 
     # --- gateway top-ups ---------------------------------------------------------------------
 
@@ -316,8 +387,8 @@ class Queries:
 
     # --- platform ----------------------------------------------------------------------------
 
-    async def pricing(self) -> list[dict[str, Any]]:
-        """[{gpu_model, halala_per_gpu_hour}], by model name."""
+    async def pricing(self) -> list[v.PriceView]:
+        """The price of each GPU model, by model name."""
         rows = await self._all(
             "SELECT gpu_model, halala_per_gpu_hour FROM pricing ORDER BY gpu_model"
         )
@@ -329,7 +400,7 @@ class Queries:
                 for m, p in SEED_PRICES
                 if gpu_key(m) not in have
             ]
-        return rows
+        return [v.PriceView(**r) for r in rows]
 
     async def images(self) -> list[str]:
         """The image allowlist, sorted."""
@@ -341,10 +412,10 @@ class Queries:
         row = await self._one("SELECT last_seq FROM projection_state WHERE name = ?", (PROJECTION,))
         return int(row["last_seq"]) if row else 0
 
-    async def reconciliation(self) -> dict[str, Any]:
-        """{sum_halala, accounts, events, head_seq, head_hash, invariants_ok} from the read
-        models and the log's head. invariants_ok: the sum is 0, no renter or provider
-        account is negative, and the read models have caught up with the log."""
+    async def reconciliation(self) -> v.Reconciliation:
+        """The ledger's sum and accounts from the read models, and the log's head.
+        invariants_ok: the sum is 0, no renter or provider account is negative, and the read
+        models have caught up with the log."""
         accounts = await self._all(
             "SELECT account_id, balance_halala FROM accounts ORDER BY account_id"
         )
@@ -354,14 +425,14 @@ class Queries:
         seq = await self.projection_seq()
         total = sum(by.values())
         negative = [a for a, b in by.items() if b < 0 and ledger.must_not_go_negative(a)]
-        return {
-            "sum_halala": total,
-            "accounts": by,
-            "events": seq,
-            "head_seq": head_seq,
-            "head_hash": head["hash"] if head else "0" * 64,
-            "invariants_ok": total == 0 and not negative and seq == head_seq,
-        }
+        return v.Reconciliation(
+            sum_halala=total,
+            accounts=[v.AccountBalance(account=a, balance_halala=b) for a, b in by.items()],
+            events=seq,
+            head_seq=head_seq,
+            head_hash=head["hash"] if head else "0" * 64,
+            invariants_ok=total == 0 and not negative and seq == head_seq,
+        )
 
     # --- operations --------------------------------------------------------------------------
 
@@ -371,8 +442,7 @@ class Queries:
         ledger's sum and its negative must-stay-positive accounts, and the log's head against
         what the read models include. Sums only: no renter or provider is named."""
         jobs = await self._all("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
-        online = now_us - settings.online_s * US_PER_S
-        stale = now_us - settings.stale_s * US_PER_S
+        online, stale = heartbeat_bounds(now_us, settings)  # presence(), as SQL
         providers = await self._all(
             "SELECT CASE WHEN last_heartbeat_us >= ? THEN 'online'"
             " WHEN last_heartbeat_us >= ? THEN 'stale' ELSE 'offline' END AS state,"
@@ -432,7 +502,7 @@ class Queries:
 
     async def jobs(
         self, status: str | None = None, limit: int = 50, offset: int = 0
-    ) -> list[dict[str, Any]]:
+    ) -> list[v.JobView]:
         """Every renter's jobs, newest first, optionally by status (admins only)."""
         sql, params = "SELECT * FROM jobs", []
         if status is not None:
@@ -440,20 +510,20 @@ class Queries:
             params.append(status)
         sql += " ORDER BY submitted_at_us DESC, job_id DESC LIMIT ? OFFSET ?"
         rows = await self._all(sql, (*params, _limit(limit), max(0, int(offset))))
-        return [await self._job_view(r) for r in rows]
+        return await self._job_views(rows)
 
-    async def renters(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    async def renters(self, limit: int = 50, offset: int = 0) -> list[v.RenterProfile]:
         """Renters with their balances, newest first."""
         rows = await self._all(
             "SELECT renter_id, name, email, created_at_us FROM renters"
             " ORDER BY created_at_us DESC, renter_id LIMIT ? OFFSET ?",
             (_limit(limit), max(0, int(offset))),
         )
-        return [{**r, **await self.balance(r["renter_id"])} for r in rows]
+        return [await self._renter_view(r) for r in rows]
 
     async def providers(
         self, now_us: int, settings: Settings, limit: int = 50, offset: int = 0
-    ) -> list[dict[str, Any]]:
+    ) -> list[v.ProviderProfile]:
         """Providers as `provider()` returns them, pending approval first, then by name."""
         rows = await self._all(
             "SELECT provider_id FROM providers ORDER BY approval_status = 'approved', name,"
@@ -463,14 +533,55 @@ class Queries:
         found = [await self.provider(r["provider_id"], now_us, settings) for r in rows]
         return [p for p in found if p is not None]
 
-    async def job_events(
-        self, renter_id: str, job_id: str, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        """The log's events of one job, in order: [{seq, type, recorded_at_us, actor,
-        attempt}]. A job's events live in its renter's stream; at most `limit` of them."""
-        return await self._all(
+    async def job_events(self, renter_id: str, job_id: str, limit: int = 100) -> list[v.JobEvent]:
+        """The log's events of one job, in order. A job's events live in its renter's stream;
+        at most `limit` of them."""
+        rows = await self._all(
             "SELECT seq, type, recorded_at_us, actor, json_extract(payload, '$.attempt')"
             " AS attempt FROM events WHERE stream_id = ? AND type LIKE 'job.%'"
             " AND json_extract(payload, '$.job_id') = ? ORDER BY seq LIMIT ?",
             (renter_stream(renter_id), job_id, _limit(limit)),
         )
+        return [
+            v.JobEvent(
+                seq=r["seq"],
+                type=r["type"],
+                recorded_at=rfc3339(r["recorded_at_us"]),
+                actor=r["actor"],
+                attempt=r["attempt"],
+            )
+            for r in rows
+        ]
+
+
+def _job_view(row: dict[str, Any], queue_position: int | None) -> v.JobView:
+    """A `jobs` row as the job view `dcp_app.views.job_view` builds from the state."""
+    return v.JobView(
+        job_id=row["job_id"],
+        renter_id=row["renter_id"],
+        status=row["status"],
+        provider_id=row["provider_id"],
+        requested_provider_id=row["requested_provider_id"],
+        image=row["image"],
+        command=_json.decode(row["command_json"]),
+        gpu_type=row["gpu_type"],
+        min_vram_gb=row["min_vram_gb"],
+        gpu_count=row["gpu_count"],
+        priority=row["priority"],
+        max_duration_seconds=row["max_duration_seconds"],
+        rate_halala_per_hour=row["rate_halala_per_hour"],
+        cost_halala=row["cost_halala"],
+        actual_cost_halala=row["actual_cost_halala"],
+        refunded_halala=row["refunded_halala"],
+        provider_earned_halala=row["provider_earned_halala"],
+        platform_fee_halala=row["platform_fee_halala"],
+        attempt=row["attempt"],
+        queue_position=queue_position,
+        lease_expires_at=rfc3339(row["lease_expires_us"]),
+        submitted_at=rfc3339(row["submitted_at_us"]),
+        assigned_at=rfc3339(row["assigned_at_us"]),
+        started_at=rfc3339(row["started_at_us"]),
+        ended_at=rfc3339(row["ended_at_us"]),
+        exit_code=row["exit_code"],
+        error=row["error"],
+    )

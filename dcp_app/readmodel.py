@@ -281,10 +281,26 @@ def behind(db_path: str | Path) -> str | None:
     if head == 0:
         return None
     if marks.get(SCHEMA_ROW) != tables_fingerprint():
-        return "written for other tables"
+        return _OTHER_TABLES
     if marks.get(PROJECTION, 0) != head:
         return f"at {marks.get(PROJECTION, 0)} of {head} events"
     return None
+
+
+_OTHER_TABLES = "written for other tables"
+
+
+def _drop_tables(db_path: str | Path) -> None:
+    """Drop the read-model tables, so the rebuild creates them with today's columns: `CREATE
+    TABLE IF NOT EXISTS` keeps an existing table as it is, and SQLite has no `ADD COLUMN IF
+    NOT EXISTS` a rerun schema file could use. They hold nothing the log does not; until the
+    rebuild commits, the old fingerprint says they must be rebuilt (a crash just rebuilds)."""
+    conn = open_connection(db_path)
+    try:
+        for table in ALL_TABLES:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+    finally:
+        conn.close()
 
 
 def catch_up(db_path: str | Path) -> RebuildReport | None:
@@ -295,6 +311,8 @@ def catch_up(db_path: str | Path) -> RebuildReport | None:
     if reason is None:
         return None
     log.warning("read_models_rebuilding", reason=reason)
+    if reason == _OTHER_TABLES:
+        _drop_tables(db_path)
     report = rebuild(db_path)
     log.info(
         "read_models_rebuilt",

@@ -9,7 +9,8 @@ is durable. Before each batch it folds what other processes appended meanwhile; 
 still fails (another process appended in between, a fault), the state is folded again from
 the log and each command of the batch is decided again on its own, once.
 
-Every command method is a coroutine returning plain dicts (JSON-ready) and raising a
+Every command method is a coroutine returning a `dcp_app.views` Struct (the same types the
+read queries return, encoded as they are by the HTTP layer) and raising a
 `dcp_projections.errors.DomainError` (with `code` and `status`) when the domain refuses, or
 `dcp_events.errors.StoreError` when the log cannot be written. `authenticate`, `job` and
 `leases_of` read the in-memory state synchronously.
@@ -31,8 +32,17 @@ import msgspec
 import structlog
 
 from dcp_app import readmodel, snapshots
+from dcp_app import views as v
 from dcp_app.observer import NullObserver, ServiceObserver
-from dcp_app.views import job_view, lease_view, provider_view, withdrawal_view
+from dcp_app.views import (
+    balance_view,
+    job_view,
+    lease_view,
+    price_view,
+    provider_view,
+    rfc3339,
+    withdrawal_view,
+)
 from dcp_events import catalogue as ev
 from dcp_events.codec import Codec, default_codec
 from dcp_events.errors import DcpError, StoreError
@@ -44,7 +54,7 @@ from dcp_projections.errors import DomainError, NotFound
 from dcp_projections.fold import apply, check_all
 from dcp_projections.history import job_from_stream, jobs_to_recall, renter_named
 from dcp_projections.jobs import jobs_to_cancel
-from dcp_projections.rows import changed_rows, price_row
+from dcp_projections.rows import changed_rows
 from dcp_projections.settings import Settings
 from dcp_projections.state import LEASED, State, gpu_key
 from dcp_projections.streams import renter_stream, stream_of
@@ -506,52 +516,43 @@ class LedgerService:
 
     # --- renters -----------------------------------------------------------------------------
 
-    async def register_renter(self, name: str, email: str) -> dict[str, Any]:
-        """Register a renter. Returns {renter_id, api_key} (the key is shown only here).
+    async def register_renter(self, name: str, email: str) -> v.RenterCreated:
+        """Register a renter. Returns its id and API key (the key is shown only here).
         Raises ValidationError."""
         key = new_api_key("renter")
         renter_id = self.new_id("r")
         c = cmd.RegisterRenter(renter_id=renter_id, name=name, email=email, key_hash=hash_key(key))
         await self._execute(c, lambda s, e: None, "anonymous")
-        return {"renter_id": renter_id, "api_key": key}
-
-    def _balance(self, state: State, renter_id: str) -> dict[str, Any]:
-        available, held = state.available(renter_id), state.held(renter_id)
-        return {
-            "renter_id": renter_id,
-            "balance_halala": available + held,
-            "held_halala": held,
-            "available_halala": available,
-        }
+        return v.RenterCreated(renter_id=renter_id, api_key=key)
 
     async def credit(
         self, renter_id: str, amount_halala: int, reference: str, reason: str = ""
-    ) -> dict[str, Any]:
-        """Admin credit, idempotent by `reference`. Returns {renter_id, reference,
-        amount_halala, credited (False for a repeat), balance_halala, held_halala,
-        available_halala}. Raises NotFound, ValidationError, Conflict (reference reused for
-        another deposit)."""
+    ) -> v.CreditReply:
+        """Admin credit, idempotent by `reference`: a repeat changes nothing and answers
+        `duplicate`. Raises NotFound, ValidationError, Conflict (reference reused for another
+        deposit)."""
         c = cmd.CreditDeposit(
             renter_id=renter_id, amount_halala=amount_halala, reference=reference, reason=reason
         )
 
-        def answer(s: State, new: list[Event]) -> dict[str, Any]:
-            return {
-                **self._balance(s, renter_id),
-                "reference": reference,
-                "amount_halala": amount_halala,
-                "credited": bool(new),
-            }
+        def answer(s: State, new: list[Event]) -> v.CreditReply:
+            return v.CreditReply(
+                renter_id=renter_id,
+                amount_halala=amount_halala,
+                reference=reference,
+                duplicate=not new,
+                available_halala=s.available(renter_id),
+            )
 
-        result: dict[str, Any] = await self._execute(c, answer, "admin")
+        result: v.CreditReply = await self._execute(c, answer, "admin")
         return result
 
-    async def topup(self, renter_id: str, amount_halala: int) -> dict[str, Any]:
-        """Sandbox self top-up. Returns the balance dict. Raises Forbidden (not sandbox),
+    async def topup(self, renter_id: str, amount_halala: int) -> v.Balance:
+        """Sandbox self top-up. Returns the balance. Raises Forbidden (not sandbox),
         ValidationError, NotFound."""
         c = cmd.TopUp(renter_id=renter_id, amount_halala=amount_halala)
-        result: dict[str, Any] = await self._execute(
-            c, lambda s, e: self._balance(s, renter_id), f"renter:{renter_id}"
+        result: v.Balance = await self._execute(
+            c, lambda s, e: balance_view(s, renter_id), f"renter:{renter_id}"
         )
         return result
 
@@ -564,13 +565,12 @@ class LedgerService:
         gpu_requirements: ev.GpuRequirements | None = None,
         *,
         max_duration_seconds: int = 1800,
-        priority: str = "standard",
+        priority: ev.Priority = "standard",
         provider_id: str | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
-        """Submit a job and hold its reserve. Returns the job view (job_id, status,
-        cost_halala, rate_halala_per_hour, max_duration_seconds, queue_position, ...); a
-        repeated idempotency key returns the first job's current view. Raises
+    ) -> v.JobView:
+        """Submit a job and hold its reserve. Returns the job view (queue_position included);
+        a repeated idempotency key returns the first job's current view. Raises
         InsufficientFunds (402, shortfall_halala), ValidationError / ImageNotAllowed (400),
         NotFound."""
         c = cmd.SubmitJob(
@@ -578,37 +578,35 @@ class LedgerService:
             renter_id=renter_id,
             container_spec=container_spec,
             gpu_requirements=gpu_requirements or ev.GpuRequirements(),
-            priority=priority,  # type: ignore[arg-type]
+            priority=priority,
             max_duration_seconds=max_duration_seconds,
             provider_id=provider_id,
             idempotency_key=idempotency_key,
         )
 
-        def answer(s: State, new: list[Event]) -> dict[str, Any]:
+        def answer(s: State, new: list[Event]) -> v.JobView:
             job_id = c.job_id
             if not new and idempotency_key is not None:
                 job_id = s.submit_keys[(renter_id, idempotency_key)].job_id
             return job_view(s, s.jobs[job_id])
 
-        result: dict[str, Any] = await self._execute(c, answer, f"renter:{renter_id}")
+        result: v.JobView = await self._execute(c, answer, f"renter:{renter_id}")
         return result
 
-    async def cancel_job(self, job_id: str, renter_id: str | None = None) -> dict[str, Any]:
+    async def cancel_job(self, job_id: str, renter_id: str | None = None) -> v.JobView:
         """Cancel a job: by its renter (`renter_id`), or by an admin (None). Returns the job
         view with its settlement. Raises NotFound (unknown or not the renter's),
         InvalidTransition (ended otherwise); cancelling a cancelled job returns it."""
         c = cmd.CancelJob(job_id=job_id, renter_id=renter_id)
         actor = f"renter:{renter_id}" if renter_id else "admin"
-        result: dict[str, Any] = await self._execute(
-            c, lambda s, e: job_view(s, s.jobs[job_id]), actor
-        )
+        result: v.JobView = await self._execute(c, lambda s, e: job_view(s, s.jobs[job_id]), actor)
         return result
 
-    async def requeue_job(self, job_id: str) -> dict[str, Any]:
+    async def requeue_job(self, job_id: str) -> v.JobView:
         """Admin: requeue a failed job with a new hold at its own rate. Returns the job view.
         Raises NotFound, InvalidTransition (not failed), InsufficientFunds."""
         c = cmd.RequeueJob(job_id=job_id)
-        result: dict[str, Any] = await self._execute(
+        result: v.JobView = await self._execute(
             c, lambda s, e: job_view(s, s.jobs[job_id]), "admin"
         )
         return result
@@ -617,9 +615,9 @@ class LedgerService:
 
     async def register_provider(
         self, name: str, email: str, gpu_model: str, gpu_count: int, vram_gb: int
-    ) -> dict[str, Any]:
-        """Register a provider. Returns {provider_id, api_key, approval_status} (the key is
-        shown only here). Raises ValidationError."""
+    ) -> v.ProviderCreated:
+        """Register a provider. Returns its id, API key (shown only here) and approval
+        status. Raises ValidationError."""
         key = new_api_key("provider")
         provider_id = self.new_id("p")
         c = cmd.RegisterProvider(
@@ -632,43 +630,45 @@ class LedgerService:
             key_hash=hash_key(key),
         )
 
-        def answer(s: State, new: list[Event]) -> dict[str, Any]:
+        def answer(s: State, new: list[Event]) -> v.ProviderCreated:
             approved = s.providers[provider_id].approved
-            return {
-                "provider_id": provider_id,
-                "api_key": key,
-                "approval_status": "approved" if approved else "pending",
-            }
+            return v.ProviderCreated(
+                provider_id=provider_id,
+                api_key=key,
+                approval_status="approved" if approved else "pending",
+            )
 
-        result: dict[str, Any] = await self._execute(c, answer, "anonymous")
+        result: v.ProviderCreated = await self._execute(c, answer, "anonymous")
         return result
 
-    async def _flag(self, provider_id: str, flag: cmd.ProviderFlag, actor: str) -> dict[str, Any]:
+    async def _flag(
+        self, provider_id: str, flag: cmd.ProviderFlag, actor: str
+    ) -> v.ProviderProfile:
         c = cmd.SetProviderFlag(provider_id=provider_id, flag=flag)
-        result: dict[str, Any] = await self._execute(
+        result: v.ProviderProfile = await self._execute(
             c,
             lambda s, e: provider_view(s, s.providers[provider_id], self.clock(), self.settings),
             actor,
         )
         return result
 
-    async def approve_provider(self, provider_id: str) -> dict[str, Any]:
+    async def approve_provider(self, provider_id: str) -> v.ProviderProfile:
         """Admin: approve. Returns the provider view. Raises NotFound."""
         return await self._flag(provider_id, "approve", "admin")
 
-    async def suspend_provider(self, provider_id: str) -> dict[str, Any]:
+    async def suspend_provider(self, provider_id: str) -> v.ProviderProfile:
         """Admin: suspend (no new jobs). Returns the provider view. Raises NotFound."""
         return await self._flag(provider_id, "suspend", "admin")
 
-    async def unsuspend_provider(self, provider_id: str) -> dict[str, Any]:
+    async def unsuspend_provider(self, provider_id: str) -> v.ProviderProfile:
         """Admin: lift a suspension. Returns the provider view. Raises NotFound."""
         return await self._flag(provider_id, "unsuspend", "admin")
 
-    async def pause_provider(self, provider_id: str) -> dict[str, Any]:
+    async def pause_provider(self, provider_id: str) -> v.ProviderProfile:
         """The provider stops taking new jobs. Returns the provider view. Raises NotFound."""
         return await self._flag(provider_id, "pause", f"provider:{provider_id}")
 
-    async def resume_provider(self, provider_id: str) -> dict[str, Any]:
+    async def resume_provider(self, provider_id: str) -> v.ProviderProfile:
         """The provider takes jobs again. Returns the provider view. Raises NotFound."""
         return await self._flag(provider_id, "resume", f"provider:{provider_id}")
 
@@ -679,11 +679,10 @@ class LedgerService:
         running_job_ids: Sequence[str] = (),
         daemon_version: str = "",
         accepting_jobs: bool = True,
-    ) -> dict[str, Any]:
-        """Record a heartbeat and renew the leases of the listed jobs it holds. Returns
-        {timestamp_us, approval_status, paused, suspended, cancel_jobs}: `cancel_jobs` are the
-        listed jobs the provider should stop (ended, or no longer its lease). Raises NotFound,
-        ValidationError."""
+    ) -> v.HeartbeatReply:
+        """Record a heartbeat and renew the leases of the listed jobs it holds. Returns its
+        time, the provider's flags and `cancel_jobs`: the listed jobs the provider should stop
+        (ended, or no longer its lease). Raises NotFound, ValidationError."""
         c = cmd.Heartbeat(
             provider_id=provider_id,
             gpus=tuple(gpus),
@@ -692,41 +691,41 @@ class LedgerService:
             accepting_jobs=accepting_jobs,
         )
 
-        def answer(s: State, new: list[Event]) -> dict[str, Any]:
+        def answer(s: State, new: list[Event]) -> v.HeartbeatReply:
             p = s.providers[provider_id]
             beat = new[0]
             assert isinstance(beat, ev.ProviderHeartbeat)
-            return {
-                "timestamp_us": beat.at_us,
-                "approval_status": "approved" if p.approved else "pending",
-                "paused": p.paused,
-                "suspended": p.suspended,
-                "cancel_jobs": jobs_to_cancel(s, provider_id, c.running_job_ids),
-            }
+            return v.HeartbeatReply(
+                timestamp=rfc3339(beat.at_us),
+                approval_status="approved" if p.approved else "pending",
+                paused=p.paused,
+                suspended=p.suspended,
+                cancel_jobs=jobs_to_cancel(s, provider_id, c.running_job_ids),
+            )
 
-        result: dict[str, Any] = await self._execute(c, answer, f"provider:{provider_id}")
+        result: v.HeartbeatReply = await self._execute(c, answer, f"provider:{provider_id}")
         return result
 
-    async def claim_jobs(self, provider_id: str) -> list[dict[str, Any]]:
+    async def claim_jobs(self, provider_id: str) -> list[v.LeasedJob]:
         """Poll for work: lease queued jobs up to the provider's free GPUs (if it takes new
         jobs), then return every job leased to it and not ended, oldest lease first, each as
-        a lease view (job_id, attempt, lease_expires_us, container_spec with env, ...).
+        a lease view (container_spec with env included).
         Raises NotFound."""
         c = cmd.ClaimJobs(provider_id=provider_id)
 
-        def answer(s: State, new: list[Event]) -> list[dict[str, Any]]:
+        def answer(s: State, new: list[Event]) -> list[v.LeasedJob]:
             jobs = [s.jobs[j] for j in s.providers[provider_id].leased]
             jobs.sort(key=lambda j: (j.assigned_at_us or 0, j.submit_seq))
             return [lease_view(j) for j in jobs]
 
-        result: list[dict[str, Any]] = await self._execute(c, answer, f"provider:{provider_id}")
+        result: list[v.LeasedJob] = await self._execute(c, answer, f"provider:{provider_id}")
         return result
 
-    async def start_job(self, provider_id: str, job_id: str, attempt: int) -> dict[str, Any]:
+    async def start_job(self, provider_id: str, job_id: str, attempt: int) -> v.LeasedJob:
         """The provider started the container. Returns the lease view. Raises NotFound,
         LeaseLost (old attempt), InvalidTransition (the job ended)."""
         c = cmd.StartJob(provider_id=provider_id, job_id=job_id, attempt=attempt)
-        result: dict[str, Any] = await self._execute(
+        result: v.LeasedJob = await self._execute(
             c, lambda s, e: lease_view(s.jobs[job_id]), f"provider:{provider_id}"
         )
         return result
@@ -736,7 +735,7 @@ class LedgerService:
         provider_id: str,
         job_id: str,
         attempt: int,
-        outcome: str,
+        outcome: ev.Outcome,
         *,
         exit_code: int | None = None,
         runtime_seconds: float = 0,
@@ -744,7 +743,7 @@ class LedgerService:
         stderr: str = "",
         truncated: bool = False,
         error: str = "",
-    ) -> dict[str, Any]:
+    ) -> v.JobView:
         """A job's result (`outcome`: completed, timed_out, cancelled, failed). Returns the
         job view with its settlement; the same result again returns the same view. Raises
         NotFound, LeaseLost (old attempt), Conflict (a different result for an attempt already
@@ -753,7 +752,7 @@ class LedgerService:
             provider_id=provider_id,
             job_id=job_id,
             attempt=attempt,
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
             exit_code=exit_code,
             runtime_seconds=runtime_seconds,
             stdout=stdout,
@@ -761,14 +760,14 @@ class LedgerService:
             truncated=truncated,
             error=error,
         )
-        result: dict[str, Any] = await self._execute(
+        result: v.JobView = await self._execute(
             c, lambda s, e: job_view(s, s.jobs[job_id]), f"provider:{provider_id}"
         )
         return result
 
     # --- withdrawals -------------------------------------------------------------------------
 
-    async def withdraw(self, provider_id: str, amount_halala: int, iban: str) -> dict[str, Any]:
+    async def withdraw(self, provider_id: str, amount_halala: int, iban: str) -> v.WithdrawalView:
         """Request a payout of earnings to a Saudi IBAN. Returns the withdrawal view
         (withdrawal_id, status "pending", ...). Raises ValidationError (under the minimum,
         bad IBAN), InsufficientFunds, NotFound."""
@@ -776,36 +775,36 @@ class LedgerService:
         c = cmd.RequestWithdrawal(
             withdrawal_id=wid, provider_id=provider_id, amount_halala=amount_halala, iban=iban
         )
-        result: dict[str, Any] = await self._execute(
+        result: v.WithdrawalView = await self._execute(
             c, lambda s, e: withdrawal_view(s.withdrawals[wid]), f"provider:{provider_id}"
         )
         return result
 
-    async def complete_withdrawal(self, withdrawal_id: str) -> dict[str, Any]:
+    async def complete_withdrawal(self, withdrawal_id: str) -> v.WithdrawalView:
         """Admin: the payout was made. Returns the withdrawal view. Raises NotFound,
         InvalidTransition (already rejected)."""
         return await self._decide_withdrawal(withdrawal_id, True, "")
 
-    async def reject_withdrawal(self, withdrawal_id: str, reason: str = "") -> dict[str, Any]:
+    async def reject_withdrawal(self, withdrawal_id: str, reason: str = "") -> v.WithdrawalView:
         """Admin: refuse the payout; the amount goes back to earnings. Returns the withdrawal
         view. Raises NotFound, InvalidTransition (already completed)."""
         return await self._decide_withdrawal(withdrawal_id, False, reason)
 
-    async def _decide_withdrawal(self, wid: str, approve: bool, reason: str) -> dict[str, Any]:
+    async def _decide_withdrawal(self, wid: str, approve: bool, reason: str) -> v.WithdrawalView:
         c = cmd.DecideWithdrawal(withdrawal_id=wid, approve=approve, reason=reason)
-        result: dict[str, Any] = await self._execute(
+        result: v.WithdrawalView = await self._execute(
             c, lambda s, e: withdrawal_view(s.withdrawals[wid]), "admin"
         )
         return result
 
     # --- platform ----------------------------------------------------------------------------
 
-    async def set_price(self, gpu_model: str, halala_per_gpu_hour: int) -> dict[str, Any]:
-        """Admin: the price of a GPU model for jobs submitted afterwards. Returns
-        {gpu_model, halala_per_gpu_hour, last_seq}. Raises ValidationError."""
+    async def set_price(self, gpu_model: str, halala_per_gpu_hour: int) -> v.PriceView:
+        """Admin: the price of a GPU model for jobs submitted afterwards. Raises
+        ValidationError."""
         c = cmd.SetPrice(gpu_model=gpu_model, halala_per_gpu_hour=halala_per_gpu_hour)
-        result: dict[str, Any] = await self._execute(
-            c, lambda s, e: price_row(s.pricing[gpu_key(gpu_model)]), "admin"
+        result: v.PriceView = await self._execute(
+            c, lambda s, e: price_view(s.pricing[gpu_key(gpu_model)]), "admin"
         )
         return result
 
@@ -857,7 +856,7 @@ class LedgerService:
 
     # --- reads from memory (for tools and tests; the API reads dcp_app.queries) --------------
 
-    def job(self, job_id: str) -> dict[str, Any]:
+    def job(self, job_id: str) -> v.JobView:
         """The job view from memory (may be one batch ahead of disk). Raises NotFound, also
         for an ended job that has left memory (the read models still hold it)."""
         j = self.state.jobs.get(job_id)
@@ -872,20 +871,22 @@ class LedgerService:
             raise NotFound(f"provider {provider_id} not found")
         return sorted(j for j in p.leased if self.state.jobs[j].status in LEASED)
 
-    async def reconciliation(self) -> dict[str, Any]:
-        """{sum_halala, accounts, events, head_seq, head_hash, invariants_ok} from memory and
-        the log's head."""
+    async def reconciliation(self) -> v.Reconciliation:
+        """The ledger's sum and accounts from memory, and the log's head."""
         head_seq, head_hash = await self.store.head()
         try:
             check_all(self.state)
             ok = True
         except DcpError:
             ok = False
-        return {
-            "sum_halala": sum(self.state.balances.values()),
-            "accounts": dict(sorted(self.state.balances.items())),
-            "events": self.state.seq,
-            "head_seq": head_seq,
-            "head_hash": head_hash,
-            "invariants_ok": ok and head_seq == self.state.seq,
-        }
+        return v.Reconciliation(
+            sum_halala=sum(self.state.balances.values()),
+            accounts=[
+                v.AccountBalance(account=a, balance_halala=b)
+                for a, b in sorted(self.state.balances.items())
+            ],
+            events=self.state.seq,
+            head_seq=head_seq,
+            head_hash=head_hash,
+            invariants_ok=ok and head_seq == self.state.seq,
+        )

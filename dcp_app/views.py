@@ -1,65 +1,381 @@
-"""The JSON-ready shapes the service answers with (built from the in-memory state).
+"""The typed answers of `dcp_app`: one msgspec Struct per thing a caller is shown.
 
-`job_view` has the same keys as `dcp_app.queries` returns for a job, so an answer right after
-a command and a later read look alike.
+The same Struct comes from a command (`dcp_app.service`, built from the in-memory state) and
+from a read (`dcp_app.queries`, built from the read-model rows), so an answer right after a
+command and a later read are the same type with the same fields. They are the API's bodies as
+they go on the wire: the HTTP layer encodes them as they are (SPEC: amounts in integer
+halala, times as RFC 3339 strings in UTC with microseconds, `*_at`).
+
+The builders at the end (`job_view`, `lease_view`, `provider_view`, ...) read the domain's
+state; `dcp_app.queries` builds the same Structs from rows.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Literal, overload
 
-from dcp_projections.presence import presence
-from dcp_projections.rows import job_row, provider_row, withdrawal_row
+import msgspec
+
+from dcp_events.catalogue import Priority
+from dcp_projections.presence import Presence, presence
 from dcp_projections.settings import Settings
-from dcp_projections.state import Job, Provider, State, Withdrawal
+from dcp_projections.state import Job, JobStatus, Price, Provider, State, Withdrawal
+
+ApprovalStatus = Literal["pending", "approved"]
+WithdrawalStatus = Literal["pending", "completed", "rejected"]
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def job_view(state: State, job: Job) -> dict[str, Any]:
-    """A job with its money: the `jobs` read-model row, `command` as a list instead of
-    `command_json`, and `queue_position` (1-based, None unless queued)."""
-    row = job_row(job)
-    row.pop("command_json")
-    row["command"] = list(job.container_spec.command)
-    row["queue_position"] = state.queue_position(job)
-    return row
+@overload
+def rfc3339(us: int) -> str: ...
+@overload
+def rfc3339(us: None) -> None: ...
+@overload
+def rfc3339(us: int | None) -> str | None: ...
+def rfc3339(us: int | None) -> str | None:
+    """Integer microseconds since the epoch (UTC) -> `2026-01-01T00:00:00.000000Z`.
+
+    Always with six fraction digits (msgspec's own datetime encoding drops a zero fraction,
+    which would change the wire for times on a whole second)."""
+    if us is None:
+        return None
+    return (_EPOCH + dt.timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def lease_view(job: Job) -> dict[str, Any]:
-    """What a provider needs to run a leased job, env included."""
+# The class names and docstrings are the OpenAPI document's component names and descriptions
+# (dcp_http.openapi): renaming one changes the published schema.
+class View(msgspec.Struct, kw_only=True):
+    """Base of the answers."""
+
+
+# --- renters -------------------------------------------------------------------------------
+
+
+class RenterCreated(View):
+    renter_id: str
+    api_key: str
+
+
+class Balance(View):
+    balance_halala: int
+    held_halala: int
+    available_halala: int
+
+
+class RenterProfile(View):
+    renter_id: str
+    name: str
+    email: str
+    created_at: str | None
+    balance_halala: int
+    held_halala: int
+    available_halala: int
+
+
+class CreditReply(View):
+    renter_id: str
+    amount_halala: int
+    reference: str
+    duplicate: bool  # the reference was credited before: nothing changed
+    available_halala: int
+
+
+class LedgerEntry(View):
+    seq: int
+    account: str
+    amount_halala: int
+    event_type: str
+    job_id: str | None
+    recorded_at: str | None
+
+
+class LedgerPage(View):
+    entries: list[LedgerEntry]
+    next_cursor: str | None
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+class JobView(View):
+    """A job with its money. The settlement fields are null until the job is settled."""
+
+    job_id: str
+    renter_id: str
+    status: JobStatus
+    provider_id: str | None
+    requested_provider_id: str | None
+    image: str
+    command: list[str]
+    gpu_type: str
+    min_vram_gb: int
+    gpu_count: int
+    priority: Priority
+    max_duration_seconds: int
+    rate_halala_per_hour: int
+    cost_halala: int
+    actual_cost_halala: int | None
+    refunded_halala: int | None
+    provider_earned_halala: int | None
+    platform_fee_halala: int | None
+    attempt: int
+    queue_position: int | None  # 1-based, null unless queued
+    lease_expires_at: str | None
+    submitted_at: str | None
+    assigned_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    exit_code: int | None
+    error: str | None
+
+
+class JobsPage(View):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+class JobEvent(View):
+    """One event of a job's timeline, from the log."""
+
+    seq: int
+    type: str
+    recorded_at: str | None
+    actor: str
+    attempt: int | None
+
+
+class JobOutputView(View):
+    job_id: str
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    truncated: bool
+    sha256: str
+
+    @property
+    def empty(self) -> bool:
+        """The result carried nothing: no exit code and both streams empty."""
+        return self.exit_code is None and not self.stdout and not self.stderr
+
+
+class ContainerSpecOut(View):
+    image: str
+    command: list[str]
+    env: dict[str, str]
+
+
+class GpuRequirementsOut(View):
+    gpu_type: str
+    min_vram_gb: int
+    gpu_count: int
+
+
+class LeasedJob(View):
+    """A job leased to the calling provider: everything its worker needs to run it."""
+
+    job_id: str
+    status: JobStatus
+    attempt: int
+    lease_expires_at: str | None
+    container_spec: ContainerSpecOut
+    gpu_requirements: GpuRequirementsOut
+    max_duration_seconds: int
+    rate_halala_per_hour: int
+    cost_halala: int
+    assigned_at: str | None
+    started_at: str | None
+
+
+# --- providers -----------------------------------------------------------------------------
+
+
+class ProviderCreated(View):
+    provider_id: str
+    api_key: str
+    approval_status: ApprovalStatus
+
+
+class HeartbeatReply(View):
+    timestamp: str
+    approval_status: ApprovalStatus
+    paused: bool
+    suspended: bool
+    cancel_jobs: list[str]  # listed jobs the provider should stop (ended, or not its lease)
+
+
+class GpuInfoOut(View):
+    model: str
+    count: int
+    vram_total_mb: int
+    vram_free_mb: int
+    utilization_pct: int
+    temperature_c: int
+    driver_version: str
+    cuda_version: str
+
+
+class ProviderProfile(View):
+    provider_id: str
+    name: str
+    email: str
+    gpu_model: str
+    gpu_count: int
+    vram_gb: int
+    approval_status: ApprovalStatus
+    paused: bool
+    suspended: bool
+    state: Presence
+    accepting_jobs: bool
+    daemon_version: str
+    last_heartbeat_at: str | None
+    gpus: list[GpuInfoOut]
+    created_at: str | None
+    earnings_halala: int
+    payout_pending_halala: int
+
+
+class MarketplaceEntry(View):
+    provider_id: str
+    name: str
+    gpu_model: str
+    gpu_count: int
+    vram_gb: int
+    halala_per_gpu_hour: int
+    state: Presence
+    paused: bool
+
+
+class WithdrawalView(View):
+    withdrawal_id: str
+    provider_id: str
+    amount_halala: int
+    iban: str
+    status: WithdrawalStatus
+    requested_at: str | None
+    decided_at: str | None
+
+
+# --- platform ------------------------------------------------------------------------------
+
+
+class PriceView(View):
+    gpu_model: str
+    halala_per_gpu_hour: int
+
+
+class AccountBalance(View):
+    account: str
+    balance_halala: int
+
+
+class Reconciliation(View):
+    sum_halala: int
+    accounts: list[AccountBalance]
+    events: int
+    head_seq: int
+    head_hash: str
+    invariants_ok: bool
+
+
+# --- from the in-memory state (the command answers) ----------------------------------------
+
+
+def job_view(state: State, job: Job) -> JobView:
+    """A job as the read model holds it, with its place in the queue."""
+    s, spec, req = job.settlement, job.container_spec, job.gpu_requirements
+    return JobView(
+        job_id=job.job_id,
+        renter_id=job.renter_id,
+        status=job.status,
+        provider_id=job.provider_id,
+        requested_provider_id=job.requested_provider_id,
+        image=spec.image,
+        command=list(spec.command),
+        gpu_type=req.gpu_type,
+        min_vram_gb=req.min_vram_gb,
+        gpu_count=req.gpu_count,
+        priority=job.priority,
+        max_duration_seconds=job.max_duration_seconds,
+        rate_halala_per_hour=job.rate_halala_per_hour,
+        cost_halala=job.cost_halala,
+        actual_cost_halala=s.actual_cost_halala if s else None,
+        refunded_halala=s.refunded_halala if s else None,
+        provider_earned_halala=s.provider_earned_halala if s else None,
+        platform_fee_halala=s.platform_fee_halala if s else None,
+        attempt=job.attempt,
+        queue_position=state.queue_position(job),
+        lease_expires_at=rfc3339(job.lease_expires_us),
+        submitted_at=rfc3339(job.submitted_at_us),
+        assigned_at=rfc3339(job.assigned_at_us),
+        started_at=rfc3339(job.started_at_us),
+        ended_at=rfc3339(job.ended_at_us),
+        exit_code=job.output.exit_code if job.output else None,
+        error=job.error,
+    )
+
+
+def lease_view(job: Job) -> LeasedJob:
     spec, req = job.container_spec, job.gpu_requirements
-    return {
-        "job_id": job.job_id,
-        "status": job.status,
-        "attempt": job.attempt,
-        "lease_expires_us": job.lease_expires_us,
-        "container_spec": {
-            "image": spec.image,
-            "command": list(spec.command),
-            "env": dict(spec.env),
-        },
-        "gpu_requirements": {
-            "gpu_type": req.gpu_type,
-            "min_vram_gb": req.min_vram_gb,
-            "gpu_count": req.gpu_count,
-        },
-        "max_duration_seconds": job.max_duration_seconds,
-        "rate_halala_per_hour": job.rate_halala_per_hour,
-        "cost_halala": job.cost_halala,
-        "assigned_at_us": job.assigned_at_us,
-        "started_at_us": job.started_at_us,
-    }
+    return LeasedJob(
+        job_id=job.job_id,
+        status=job.status,
+        attempt=job.attempt,
+        lease_expires_at=rfc3339(job.lease_expires_us),
+        container_spec=ContainerSpecOut(
+            image=spec.image, command=list(spec.command), env=dict(spec.env)
+        ),
+        gpu_requirements=GpuRequirementsOut(
+            gpu_type=req.gpu_type, min_vram_gb=req.min_vram_gb, gpu_count=req.gpu_count
+        ),
+        max_duration_seconds=job.max_duration_seconds,
+        rate_halala_per_hour=job.rate_halala_per_hour,
+        cost_halala=job.cost_halala,
+        assigned_at=rfc3339(job.assigned_at_us),
+        started_at=rfc3339(job.started_at_us),
+    )
 
 
-def provider_view(state: State, p: Provider, now_us: int, settings: Settings) -> dict[str, Any]:
-    """A provider's own view: its read-model row, `state` (online/stale/offline), earnings
-    and payout_pending."""
-    row = provider_row(p)
-    row["state"] = presence(p, now_us, settings)
-    row["earnings_halala"] = state.earnings(p.provider_id)
-    row["payout_pending_halala"] = state.payout_pending(p.provider_id)
-    return row
+def provider_view(state: State, p: Provider, now_us: int, settings: Settings) -> ProviderProfile:
+    """A provider's own view: presence, earnings and payout_pending included."""
+    return ProviderProfile(
+        provider_id=p.provider_id,
+        name=p.name,
+        email=p.email,
+        gpu_model=p.gpu_model,
+        gpu_count=p.gpu_count,
+        vram_gb=p.vram_gb,
+        approval_status="approved" if p.approved else "pending",
+        paused=p.paused,
+        suspended=p.suspended,
+        state=presence(p.last_heartbeat_us, now_us, settings),
+        accepting_jobs=p.accepting_jobs,
+        daemon_version=p.daemon_version,
+        last_heartbeat_at=rfc3339(p.last_heartbeat_us),
+        gpus=[GpuInfoOut(**msgspec.structs.asdict(g)) for g in p.gpus],
+        created_at=rfc3339(p.created_at_us),
+        earnings_halala=state.earnings(p.provider_id),
+        payout_pending_halala=state.payout_pending(p.provider_id),
+    )
 
 
-def withdrawal_view(w: Withdrawal) -> dict[str, Any]:
-    """A withdrawal: its read-model row."""
-    return withdrawal_row(w)
+def withdrawal_view(w: Withdrawal) -> WithdrawalView:
+    return WithdrawalView(
+        withdrawal_id=w.withdrawal_id,
+        provider_id=w.provider_id,
+        amount_halala=w.amount_halala,
+        iban=w.iban,
+        status=w.status,
+        requested_at=rfc3339(w.requested_at_us),
+        decided_at=rfc3339(w.decided_at_us),
+    )
+
+
+def balance_view(state: State, renter_id: str) -> Balance:
+    available, held = state.available(renter_id), state.held(renter_id)
+    return Balance(balance_halala=available + held, held_halala=held, available_halala=available)
+
+
+def price_view(p: Price) -> PriceView:
+    return PriceView(gpu_model=p.gpu_model, halala_per_gpu_hour=p.halala_per_gpu_hour)

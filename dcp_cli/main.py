@@ -1,8 +1,8 @@
 """`dcp`: one console script for the server, the worker, the replicator and the auditors.
 
 `dcp serve` lives here (it is the HTTP package's command). The other sub-commands hand their
-arguments to their own package's `main(argv) -> int`, imported only when asked for, so a
-missing or broken package affects only its own command: it says "not built yet" and exits 2.
+arguments to their own package's `main(argv) -> int`, imported only when asked for, so one
+command's imports never slow down or break another's.
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-EXIT_NOT_BUILT = 2
-
-# sub-command -> candidate modules with `main(argv: list[str]) -> int`, first found wins.
-DELEGATES: dict[str, tuple[str, ...]] = {
-    "worker": ("dcp_worker.cli",),
-    "replicate": ("dcp_replicator.cli",),
-    "audit": ("dcp_audit.cli", "dcp_audit", "dcp_app.audit"),
+# sub-command -> the module whose `main(argv: list[str]) -> int` runs it.
+DELEGATES: dict[str, str] = {
+    "worker": "dcp_worker.cli",
+    "replicate": "dcp_replicator.cli",
+    "audit": "dcp_audit.cli",
 }
 
 HELP = {
@@ -100,24 +98,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def delegate(command: str, argv: list[str]) -> int:
-    """Hand `argv` to the first importable entry point of `command`."""
-    for module_name in DELEGATES[command]:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            # Only "this module is not there" means not built; a missing dependency inside an
-            # existing module is a real fault and is reported as such.
-            if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-                continue
-            raise
-        entry = getattr(module, "main", None)
-        if entry is not None:
-            return int(entry(argv) or 0)
-    print(
-        f"dcp {command}: not built yet (none of {', '.join(DELEGATES[command])} is installed)",
-        file=sys.stderr,
-    )
-    return EXIT_NOT_BUILT
+    """Hand `argv` to the entry point of `command`."""
+    return int(importlib.import_module(DELEGATES[command]).main(argv) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,28 +1,70 @@
 """Response bodies, as msgspec types: what the handlers encode and what OpenAPI documents.
 
 Amounts are integer halala (`*_halala`); times are RFC 3339 strings in UTC with microseconds
-(`*_at`), rendered from the domain's integer microseconds by `rfc3339`.
+(`*_at`), rendered from the domain's integer microseconds by `rfc3339`. What dcp_app answers
+with (jobs, providers, balances, ...) is defined once, in `dcp_app.views`; the wrappers and
+the bodies only this layer builds are here.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
 import msgspec
 
-from dcp_http.requests import JobStatus, Outcome, Priority, WithdrawalStatus
+# The bodies dcp_app answers with are its own view Structs, encoded as they are.
+from dcp_app.views import (
+    AccountBalance,
+    Balance,
+    ContainerSpecOut,
+    CreditReply,
+    GpuInfoOut,
+    GpuRequirementsOut,
+    HeartbeatReply,
+    JobEvent,
+    JobOutputView,
+    JobsPage,
+    JobView,
+    LeasedJob,
+    LedgerEntry,
+    LedgerPage,
+    MarketplaceEntry,
+    PriceView,
+    ProviderCreated,
+    ProviderProfile,
+    Reconciliation,
+    RenterCreated,
+    RenterProfile,
+    WithdrawalView,
+    rfc3339,
+)
+from dcp_http.requests import JobStatus, Outcome
 
-ApprovalStatus = Literal["pending", "approved"]
-ProviderState = Literal["online", "stale", "offline"]
-
-
-def rfc3339(us: int | None) -> str | None:
-    """Integer microseconds since the epoch (UTC) -> `2026-01-01T00:00:00.000000Z`."""
-    if us is None:
-        return None
-    t = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+__all__ = [
+    "AccountBalance",
+    "Balance",
+    "ContainerSpecOut",
+    "CreditReply",
+    "GpuInfoOut",
+    "GpuRequirementsOut",
+    "HeartbeatReply",
+    "JobEvent",
+    "JobOutputView",
+    "JobView",
+    "JobsPage",
+    "LeasedJob",
+    "LedgerEntry",
+    "LedgerPage",
+    "MarketplaceEntry",
+    "PriceView",
+    "ProviderCreated",
+    "ProviderProfile",
+    "Reconciliation",
+    "RenterCreated",
+    "RenterProfile",
+    "WithdrawalView",
+    "rfc3339",
+]
 
 
 class Out(msgspec.Struct, kw_only=True):
@@ -44,44 +86,6 @@ class Readiness(Out):
     projection_seq: int
 
 
-# --- renters -------------------------------------------------------------------------------
-
-
-class RenterCreated(Out):
-    renter_id: str
-    api_key: str
-
-
-class Balance(Out):
-    balance_halala: int
-    held_halala: int
-    available_halala: int
-
-
-class RenterProfile(Out):
-    renter_id: str
-    name: str
-    email: str
-    created_at: str | None
-    balance_halala: int
-    held_halala: int
-    available_halala: int
-
-
-class LedgerEntry(Out):
-    seq: int
-    account: str
-    amount_halala: int
-    event_type: str
-    job_id: str | None
-    recorded_at: str | None
-
-
-class LedgerPage(Out):
-    entries: list[LedgerEntry]
-    next_cursor: str | None
-
-
 # --- jobs ----------------------------------------------------------------------------------
 
 
@@ -98,76 +102,8 @@ class JobSubmittedReply(Out):
     job: SubmittedJob
 
 
-class ContainerSpecOut(Out):
-    image: str
-    command: list[str]
-    env: dict[str, str]
-
-
-class GpuRequirementsOut(Out):
-    gpu_type: str
-    min_vram_gb: int
-    gpu_count: int
-
-
-class JobView(Out):
-    """A job with its money. The settlement fields are null until the job is settled."""
-
-    job_id: str
-    renter_id: str
-    status: JobStatus
-    provider_id: str | None
-    requested_provider_id: str | None
-    image: str
-    command: list[str]
-    gpu_type: str
-    min_vram_gb: int
-    gpu_count: int
-    priority: Priority
-    max_duration_seconds: int
-    rate_halala_per_hour: int
-    cost_halala: int
-    actual_cost_halala: int | None
-    refunded_halala: int | None
-    provider_earned_halala: int | None
-    platform_fee_halala: int | None
-    attempt: int
-    queue_position: int | None
-    lease_expires_at: str | None
-    submitted_at: str | None
-    assigned_at: str | None
-    started_at: str | None
-    ended_at: str | None
-    exit_code: int | None
-    error: str | None
-
-
-class JobEvent(Out):
-    """One event of a job's timeline, from the log."""
-
-    seq: int
-    type: str
-    recorded_at: str | None
-    actor: str
-    attempt: int | None
-
-
 class JobReply(Out):
     job: JobView
-
-
-class JobsPage(Out):
-    jobs: list[JobView]
-    next_cursor: str | None
-
-
-class JobOutputView(Out):
-    job_id: str
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    truncated: bool
-    sha256: str
 
 
 class JobPending(Out):
@@ -191,36 +127,6 @@ class JobResultReply(Out):
 # --- providers -----------------------------------------------------------------------------
 
 
-class ProviderCreated(Out):
-    provider_id: str
-    api_key: str
-    approval_status: ApprovalStatus
-
-
-class HeartbeatReply(Out):
-    timestamp: str
-    approval_status: ApprovalStatus
-    paused: bool
-    suspended: bool
-    cancel_jobs: list[str]
-
-
-class LeasedJob(Out):
-    """A job leased to the calling provider: everything its worker needs to run it."""
-
-    job_id: str
-    status: JobStatus
-    attempt: int
-    lease_expires_at: str | None
-    container_spec: ContainerSpecOut
-    gpu_requirements: GpuRequirementsOut
-    max_duration_seconds: int
-    rate_halala_per_hour: int
-    cost_halala: int
-    assigned_at: str | None
-    started_at: str | None
-
-
 class LeaseReply(Out):
     job: LeasedJob
 
@@ -233,67 +139,15 @@ class NextJob(Out):
     job: LeasedJob | None
 
 
-class GpuInfoOut(Out):
-    model: str
-    count: int
-    vram_total_mb: int
-    vram_free_mb: int
-    utilization_pct: int
-    temperature_c: int
-    driver_version: str
-    cuda_version: str
-
-
-class ProviderProfile(Out):
-    provider_id: str
-    name: str
-    email: str
-    gpu_model: str
-    gpu_count: int
-    vram_gb: int
-    approval_status: ApprovalStatus
-    paused: bool
-    suspended: bool
-    state: ProviderState
-    accepting_jobs: bool
-    daemon_version: str
-    last_heartbeat_at: str | None
-    gpus: list[GpuInfoOut]
-    created_at: str | None
-    earnings_halala: int
-    payout_pending_halala: int
-
-
 class Earnings(Out):
     provider_id: str
     earnings_halala: int
     payout_pending_halala: int
 
 
-class WithdrawalView(Out):
-    withdrawal_id: str
-    provider_id: str
-    amount_halala: int
-    iban: str
-    status: WithdrawalStatus
-    requested_at: str | None
-    decided_at: str | None
-
-
 class WithdrawalsPage(Out):
     withdrawals: list[WithdrawalView]
     next_cursor: str | None
-
-
-class MarketplaceEntry(Out):
-    provider_id: str
-    name: str
-    gpu_model: str
-    gpu_count: int
-    vram_gb: int
-    halala_per_gpu_hour: int
-    state: ProviderState
-    paused: bool
 
 
 class Marketplace(Out):
@@ -303,35 +157,8 @@ class Marketplace(Out):
 # --- admin ---------------------------------------------------------------------------------
 
 
-class CreditReply(Out):
-    renter_id: str
-    amount_halala: int
-    reference: str
-    duplicate: bool
-    available_halala: int
-
-
-class PriceView(Out):
-    gpu_model: str
-    halala_per_gpu_hour: int
-
-
 class ImageList(Out):
     images: list[str]
-
-
-class AccountBalance(Out):
-    account: str
-    balance_halala: int
-
-
-class Reconciliation(Out):
-    sum_halala: int
-    accounts: list[AccountBalance]
-    events: int
-    head_seq: int
-    head_hash: str
-    invariants_ok: bool
 
 
 class EventView(Out):

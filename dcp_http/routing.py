@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 import msgspec
 from starlette.requests import Request
@@ -22,9 +22,7 @@ from starlette.types import Receive, Scope, Send
 from dcp_http.auth import Authenticator, Identity, presented_in
 from dcp_http.errors import FieldError, InvalidJson, InvalidRequest, encode_error
 from dcp_http.middleware import request_info
-
-if TYPE_CHECKING:
-    from dcp_http.service import ServiceAdapter
+from dcp_http.service import ServiceAdapter
 
 _encoder = msgspec.json.Encoder()
 
@@ -58,7 +56,8 @@ class Call:
 
     @property
     def service(self) -> ServiceAdapter:
-        return self.request.app.state.service  # type: ignore[no-any-return]
+        service: ServiceAdapter = self.request.app.state.service
+        return service
 
     @property
     def who(self) -> Identity:

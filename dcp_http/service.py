@@ -1,16 +1,17 @@
 """The service adapter: the HTTP layer's one door into `dcp_app`.
 
 Commands go to `dcp_app.service.LedgerService`; reads go to `dcp_app.queries.Queries` (the
-read-model tables, which never hold undurable state). This module only translates: request
-types to the service's arguments, the service's JSON-ready dicts to response types (times from
-integer microseconds to RFC 3339), and "not yours" to 404. No money rule lives here.
+read-model tables, which never hold undurable state). Both answer with the view Structs of
+`dcp_app.views`, which are the response bodies as they go on the wire. This module only
+translates request types to the service's arguments, wraps the views where a body holds more
+than one, and turns "not yours" into 404. No money rule lives here, and no HTTP status but the
+errors': the endpoints pick the status of a success.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
 
 import msgspec
 
@@ -27,7 +28,6 @@ from dcp_http.config import ServerConfig
 from dcp_http.errors import ApiError, InvalidRequest, NotFound
 from dcp_http.payments import Payments, open_payments
 from dcp_http.responses import rfc3339
-from dcp_http.routing import Reply
 from dcp_projections.state import ENDED
 
 _json = msgspec.json.Decoder()
@@ -40,31 +40,20 @@ class Gone(ApiError):
     code = "no_output"
 
 
-def _times(d: dict[str, Any]) -> dict[str, Any]:
-    """Every `x_us` time of a service dict also as `x_at`, an RFC 3339 string."""
-    for k in [k for k in d if k.endswith("_us")]:
-        name = k[:-3]  # submitted_at_us -> submitted_at; lease_expires_us -> lease_expires_at
-        d[name if name.endswith("_at") else name + "_at"] = rfc3339(d[k])
-    return d
-
-
-def _as(t: type, d: dict[str, Any]) -> Any:
-    return msgspec.convert(_times(dict(d)), t)
-
-
-def _provider(d: dict[str, Any]) -> out.ProviderProfile:
-    d = dict(d)
-    if "gpus_json" in d:
-        d["gpus"] = _json.decode(d.pop("gpus_json"))
-    for flag in ("paused", "suspended", "accepting_jobs"):
-        d[flag] = bool(d[flag])
-    return _as(out.ProviderProfile, d)  # type: ignore[no-any-return]
-
-
-def _settlement(job: dict[str, Any]) -> out.SettlementView | None:
-    if job.get("actual_cost_halala") is None:
+def _settlement(job: out.JobView) -> out.SettlementView | None:
+    if (
+        job.actual_cost_halala is None
+        or job.refunded_halala is None
+        or job.provider_earned_halala is None
+        or job.platform_fee_halala is None
+    ):
         return None
-    return msgspec.convert(job, out.SettlementView)
+    return out.SettlementView(
+        actual_cost_halala=job.actual_cost_halala,
+        refunded_halala=job.refunded_halala,
+        provider_earned_halala=job.provider_earned_halala,
+        platform_fee_halala=job.platform_fee_halala,
+    )
 
 
 def _int_cursor(cursor: str | None) -> int | None:
@@ -126,35 +115,22 @@ class ServiceAdapter:
     # --- renters -----------------------------------------------------------------------------
 
     async def register_renter(self, body: inp.RegisterRenter) -> out.RenterCreated:
-        return _as(out.RenterCreated, await self.ledger.register_renter(body.name, body.email))  # type: ignore[no-any-return]
+        return await self.ledger.register_renter(body.name, body.email)
 
     async def renter_profile(self, renter_id: str) -> out.RenterProfile:
-        row = await self.queries.renter(renter_id)
-        if row is None:
+        renter = await self.queries.renter(renter_id)
+        if renter is None:
             raise NotFound("renter not found")
-        return _as(out.RenterProfile, row)  # type: ignore[no-any-return]
+        return renter
 
     async def renter_balance(self, renter_id: str) -> out.Balance:
-        return _as(out.Balance, await self.queries.balance(renter_id))  # type: ignore[no-any-return]
+        return await self.queries.balance(renter_id)
 
     async def renter_ledger(self, renter_id: str, q: inp.PageQuery) -> out.LedgerPage:
-        page = await self.queries.ledger(renter_id, q.limit, _int_cursor(q.cursor))
-        entries = [
-            out.LedgerEntry(
-                seq=e["seq"],
-                account=e["account_id"],
-                amount_halala=e["amount_halala"],
-                event_type=e["event_type"],
-                job_id=e["job_id"],
-                recorded_at=rfc3339(e["recorded_at_us"]),
-            )
-            for e in page["entries"]
-        ]
-        nxt = page["next_before_seq"]
-        return out.LedgerPage(entries=entries, next_cursor=None if nxt is None else str(nxt))
+        return await self.queries.ledger(renter_id, q.limit, _int_cursor(q.cursor))
 
     async def topup(self, renter_id: str, body: inp.TopUp) -> out.Balance:
-        return _as(out.Balance, await self.ledger.topup(renter_id, body.amount_halala))  # type: ignore[no-any-return]
+        return await self.ledger.topup(renter_id, body.amount_halala)
 
     # --- jobs --------------------------------------------------------------------------------
 
@@ -162,7 +138,7 @@ class ServiceAdapter:
         self, renter_id: str, body: inp.SubmitJob, idempotency_key: str | None
     ) -> out.JobSubmittedReply:
         spec, req = body.container_spec, body.gpu_requirements
-        view = await self.ledger.submit_job(
+        job = await self.ledger.submit_job(
             renter_id,
             ev.ContainerSpec(image=spec.image, command=tuple(spec.command), env=dict(spec.env)),
             ev.GpuRequirements(
@@ -173,7 +149,16 @@ class ServiceAdapter:
             provider_id=body.provider_id,
             idempotency_key=idempotency_key,
         )
-        return out.JobSubmittedReply(job=msgspec.convert(view, out.SubmittedJob))
+        return out.JobSubmittedReply(
+            job=out.SubmittedJob(
+                job_id=job.job_id,
+                status=job.status,
+                cost_halala=job.cost_halala,
+                rate_halala_per_hour=job.rate_halala_per_hour,
+                max_duration_seconds=job.max_duration_seconds,
+                queue_position=job.queue_position,
+            )
+        )
 
     async def list_jobs(self, renter_id: str, q: inp.JobsQuery) -> out.JobsPage:
         if q.cursor is not None and not _valid_job_cursor(q.cursor):
@@ -181,12 +166,9 @@ class ServiceAdapter:
                 "invalid cursor",
                 fields=[{"field": "cursor", "message": "not a cursor of this list"}],
             )
-        page = await self.queries.jobs_of_renter(renter_id, q.status, q.limit, q.cursor)
-        return out.JobsPage(
-            jobs=[_as(out.JobView, j) for j in page["jobs"]], next_cursor=page["next_cursor"]
-        )
+        return await self.queries.jobs_of_renter(renter_id, q.status, q.limit, q.cursor)
 
-    async def _visible_job(self, who: Identity, job_id: str) -> dict[str, Any]:
+    async def _visible_job(self, who: Identity, job_id: str) -> out.JobView:
         """The job if `who` may see it: its renter, its provider, or an admin; else 404, the
         same answer by the same path for an unknown id and another tenant's job."""
         if who.role == RENTER:
@@ -201,46 +183,45 @@ class ServiceAdapter:
         return job
 
     async def get_job(self, who: Identity, job_id: str) -> out.JobView:
-        return _as(out.JobView, await self._visible_job(who, job_id))  # type: ignore[no-any-return]
+        return await self._visible_job(who, job_id)
 
     async def cancel_job(self, who: Identity, job_id: str) -> out.JobView:
         renter_id = None if who.role == ADMIN else who.subject_id
-        return _as(out.JobView, await self.ledger.cancel_job(job_id, renter_id))  # type: ignore[no-any-return]
+        return await self.ledger.cancel_job(job_id, renter_id)
 
     async def requeue_job(self, job_id: str) -> out.JobView:
-        return _as(out.JobView, await self.ledger.requeue_job(job_id))  # type: ignore[no-any-return]
+        return await self.ledger.requeue_job(job_id)
 
-    async def job_output(self, who: Identity, job_id: str) -> Reply:
+    async def job_output(self, who: Identity, job_id: str) -> out.JobOutputView | out.JobPending:
+        """The output of an ended job; JobPending while it has not ended. Raises Gone for a
+        failed or cancelled job without output (SPEC section 5: a completed job always has its
+        exit code)."""
         job = await self._visible_job(who, job_id)
-        if job["status"] not in ENDED:
-            return Reply(202, out.JobPending(job_id=job_id, status=job["status"]))
+        if job.status not in ENDED:
+            return out.JobPending(job_id=job_id, status=job.status)
         output = await self.queries.job_output(job_id)
-        if output is None or (job["status"] != "completed" and _is_empty(output)):
-            raise Gone(f"the job ended as {job['status']} without output")
-        return Reply(200, msgspec.convert(output, out.JobOutputView))
+        if output is None or (job.status != "completed" and output.empty):
+            raise Gone(f"the job ended as {job.status} without output")
+        return output
 
     # --- providers ---------------------------------------------------------------------------
 
     async def register_provider(self, body: inp.RegisterProvider) -> out.ProviderCreated:
-        created = await self.ledger.register_provider(
+        return await self.ledger.register_provider(
             body.name, body.email, body.gpu_model, body.gpu_count, body.vram_gb
         )
-        return msgspec.convert(created, out.ProviderCreated)
 
     async def heartbeat(self, provider_id: str, body: inp.Heartbeat) -> out.HeartbeatReply:
         gpus = [ev.GpuInfo(**msgspec.structs.asdict(g)) for g in body.gpus]
-        reply = await self.ledger.heartbeat(
+        return await self.ledger.heartbeat(
             provider_id, gpus, body.running_job_ids, body.daemon_version, body.accepting_jobs
         )
-        reply = dict(reply)
-        reply["timestamp"] = rfc3339(reply.pop("timestamp_us"))
-        return msgspec.convert(reply, out.HeartbeatReply)
 
     async def provider_jobs(self, provider_id: str) -> list[out.LeasedJob]:
-        return [_as(out.LeasedJob, j) for j in await self.ledger.claim_jobs(provider_id)]
+        return await self.ledger.claim_jobs(provider_id)
 
     async def job_started(self, provider_id: str, job_id: str, attempt: int) -> out.LeasedJob:
-        return _as(out.LeasedJob, await self.ledger.start_job(provider_id, job_id, attempt))  # type: ignore[no-any-return]
+        return await self.ledger.start_job(provider_id, job_id, attempt)
 
     async def job_result(self, provider_id: str, body: inp.JobResult) -> out.JobResultReply:
         job = await self.ledger.report_result(
@@ -255,15 +236,13 @@ class ServiceAdapter:
             truncated=body.truncated,
             error=body.error or "",
         )
-        return out.JobResultReply(
-            job=_as(out.JobView, job), outcome=body.outcome, settlement=_settlement(job)
-        )
+        return out.JobResultReply(job=job, outcome=body.outcome, settlement=_settlement(job))
 
     async def provider_profile(self, provider_id: str) -> out.ProviderProfile:
-        row = await self.queries.provider(provider_id, self.ledger.clock(), self.settings)
-        if row is None:
+        p = await self.queries.provider(provider_id, self.ledger.clock(), self.settings)
+        if p is None:
             raise NotFound("provider not found")
-        return _provider(row)
+        return p
 
     async def provider_earnings(self, provider_id: str) -> out.Earnings:
         p = await self.provider_profile(provider_id)
@@ -274,33 +253,21 @@ class ServiceAdapter:
         )
 
     async def withdraw(self, provider_id: str, body: inp.Withdraw) -> out.WithdrawalView:
-        w = await self.ledger.withdraw(provider_id, body.amount_halala, body.iban)
-        return _as(out.WithdrawalView, w)  # type: ignore[no-any-return]
+        return await self.ledger.withdraw(provider_id, body.amount_halala, body.iban)
 
     async def set_paused(self, provider_id: str, paused: bool) -> out.ProviderProfile:
         if paused:
-            return _provider(await self.ledger.pause_provider(provider_id))
-        return _provider(await self.ledger.resume_provider(provider_id))
+            return await self.ledger.pause_provider(provider_id)
+        return await self.ledger.resume_provider(provider_id)
 
     async def marketplace(self) -> out.Marketplace:
         rows = await self.queries.marketplace(self.ledger.clock(), self.settings)
-        return out.Marketplace(
-            providers=[
-                msgspec.convert({**r, "state": "online"}, out.MarketplaceEntry) for r in rows
-            ]
-        )
+        return out.Marketplace(providers=rows)
 
     # --- admin -------------------------------------------------------------------------------
 
     async def credit(self, renter_id: str, body: inp.Credit) -> out.CreditReply:
-        r = await self.ledger.credit(renter_id, body.amount_halala, body.reference, body.reason)
-        return out.CreditReply(
-            renter_id=renter_id,
-            amount_halala=r["amount_halala"],
-            reference=r["reference"],
-            duplicate=not r["credited"],
-            available_halala=r["available_halala"],
-        )
+        return await self.ledger.credit(renter_id, body.amount_halala, body.reference, body.reason)
 
     async def provider_flag(
         self, provider_id: str, action: str, reason: str
@@ -310,30 +277,26 @@ class ServiceAdapter:
             "suspend": self.ledger.suspend_provider,
             "unsuspend": self.ledger.unsuspend_provider,
         }[action]
-        return _provider(await act(provider_id))
+        return await act(provider_id)
 
     async def withdrawals(self, q: inp.WithdrawalsQuery) -> out.WithdrawalsPage:
         offset = _int_cursor(q.cursor) or 0
-        rows = await self.queries.withdrawals(q.status, limit=q.limit + 1, offset=offset)
-        more = len(rows) > q.limit
-        rows = rows[: q.limit]
+        found = await self.queries.withdrawals(q.status, limit=q.limit + 1, offset=offset)
+        page = found[: q.limit]
+        more = len(found) > q.limit
         return out.WithdrawalsPage(
-            withdrawals=[_as(out.WithdrawalView, w) for w in rows],
-            next_cursor=str(offset + len(rows)) if more else None,
+            withdrawals=page, next_cursor=str(offset + len(page)) if more else None
         )
 
     async def decide_withdrawal(
         self, withdrawal_id: str, action: str, reason: str
     ) -> out.WithdrawalView:
         if action == "complete":
-            w = await self.ledger.complete_withdrawal(withdrawal_id)
-        else:
-            w = await self.ledger.reject_withdrawal(withdrawal_id, reason)
-        return _as(out.WithdrawalView, w)  # type: ignore[no-any-return]
+            return await self.ledger.complete_withdrawal(withdrawal_id)
+        return await self.ledger.reject_withdrawal(withdrawal_id, reason)
 
     async def set_price(self, gpu_model: str, halala_per_gpu_hour: int) -> out.PriceView:
-        row = await self.ledger.set_price(gpu_model, halala_per_gpu_hour)
-        return msgspec.convert(row, out.PriceView)
+        return await self.ledger.set_price(gpu_model, halala_per_gpu_hour)
 
     async def images(self) -> out.ImageList:
         return out.ImageList(images=await self.queries.images())
@@ -346,17 +309,7 @@ class ServiceAdapter:
         return await self.images()
 
     async def reconciliation(self) -> out.Reconciliation:
-        r = await self.queries.reconciliation()
-        return out.Reconciliation(
-            sum_halala=r["sum_halala"],
-            accounts=[
-                out.AccountBalance(account=a, balance_halala=b) for a, b in r["accounts"].items()
-            ],
-            events=r["events"],
-            head_seq=r["head_seq"],
-            head_hash=r["head_hash"],
-            invariants_ok=r["invariants_ok"],
-        )
+        return await self.queries.reconciliation()
 
     async def events(self, q: inp.EventsQuery) -> out.EventsPage:
         recorded = await self.store.read_all(q.after, q.limit)
@@ -382,34 +335,30 @@ class ServiceAdapter:
 
     async def provider_job_list(self, provider_id: str, limit: int = 50) -> list[out.JobView]:
         """The jobs a provider holds or held, newest first."""
-        rows = await self.queries.jobs_of_provider(provider_id, limit)
-        return [_as(out.JobView, j) for j in rows]
+        return await self.queries.jobs_of_provider(provider_id, limit)
 
     async def job_timeline(self, who: Identity, job_id: str) -> list[out.JobEvent]:
         """The job's events from the log, oldest first, if `who` may see the job; else 404."""
         job = await self._visible_job(who, job_id)
-        rows = await self.queries.job_events(job["renter_id"], job_id)
-        return [_as(out.JobEvent, r) for r in rows]
+        return await self.queries.job_events(job.renter_id, job_id)
 
     async def provider_withdrawals(self, provider_id: str) -> list[out.WithdrawalView]:
         """A provider's withdrawals, oldest first (at most 500)."""
-        rows = await self.queries.withdrawals(provider_id=provider_id, limit=500)
-        return [_as(out.WithdrawalView, w) for w in rows]
+        return await self.queries.withdrawals(provider_id=provider_id, limit=500)
 
     async def all_jobs(
         self, status: str | None, limit: int = 50, offset: int = 0
     ) -> list[out.JobView]:
         """Admin: every renter's jobs, newest first."""
-        return [_as(out.JobView, j) for j in await self.queries.jobs(status, limit, offset)]
+        return await self.queries.jobs(status, limit, offset)
 
     async def renters(self, limit: int = 50, offset: int = 0) -> list[out.RenterProfile]:
         """Admin: renters with their balances, newest first."""
-        return [_as(out.RenterProfile, r) for r in await self.queries.renters(limit, offset)]
+        return await self.queries.renters(limit, offset)
 
     async def providers(self, limit: int = 50, offset: int = 0) -> list[out.ProviderProfile]:
         """Admin: providers, pending approval first."""
-        rows = await self.queries.providers(self.ledger.clock(), self.settings, limit, offset)
-        return [_provider(r) for r in rows]
+        return await self.queries.providers(self.ledger.clock(), self.settings, limit, offset)
 
 
 def _valid_job_cursor(cursor: str) -> bool:
@@ -446,9 +395,3 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
         await store.close()
         raise
     return ServiceAdapter(config, store, ledger, queries)
-
-
-def _is_empty(output: dict[str, Any]) -> bool:
-    """A result that carried nothing: no exit code and both streams empty (SPEC: 410 for a failed
-    or cancelled job without output; a completed job always has its exit code)."""
-    return output["exit_code"] is None and not output["stdout"] and not output["stderr"]

@@ -35,6 +35,7 @@ from dcp_projections.errors import (
 from dcp_projections.output import cap, output_sha256, result_fingerprint
 from dcp_projections.presence import takes_new_jobs
 from dcp_projections.pricing import gpu_price, job_gpu_key, may_run_on
+from dcp_projections.priorities import PRIORITIES
 from dcp_projections.settings import Settings
 from dcp_projections.settlement import (
     US_PER_S,
@@ -140,8 +141,8 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
     if not 0 <= req.min_vram_gb <= 4096:
         raise ValidationError("gpu_requirements.min_vram_gb", "between 0 and 4096")
     text("gpu_requirements.gpu_type", req.gpu_type, required=False, max_len=64)
-    if c.priority not in ("priority", "standard", "economy"):
-        raise ValidationError("priority", "one of priority, standard, economy")
+    if c.priority not in PRIORITIES:
+        raise ValidationError("priority", "one of " + ", ".join(PRIORITIES))
     if c.provider_id is not None and c.provider_id not in state.providers:
         raise ValidationError("provider_id", "no such provider")
     if not state.image_allowed(spec.image):

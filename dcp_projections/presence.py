@@ -11,14 +11,21 @@ from dcp_projections.state import Provider
 Presence = Literal["online", "stale", "offline"]
 
 
-def presence(provider: Provider, now_us: int, settings: Settings) -> Presence:
-    """online / stale / offline from the age of the provider's last heartbeat."""
-    if provider.last_heartbeat_us is None:
+def heartbeat_bounds(now_us: int, settings: Settings) -> tuple[int, int]:
+    """(online_since_us, stale_since_us): a last heartbeat at or after the first is online, at
+    or after the second stale, older (or none) offline. The rule of `presence`, in the form a
+    query over stored heartbeat times uses (dcp_app.queries), so the two cannot drift."""
+    return now_us - settings.online_s * US_PER_S, now_us - settings.stale_s * US_PER_S
+
+
+def presence(last_heartbeat_us: int | None, now_us: int, settings: Settings) -> Presence:
+    """online / stale / offline from the time of a provider's last heartbeat (None: never)."""
+    if last_heartbeat_us is None:
         return "offline"
-    age_us = now_us - provider.last_heartbeat_us
-    if age_us <= settings.online_s * US_PER_S:
+    online_since, stale_since = heartbeat_bounds(now_us, settings)
+    if last_heartbeat_us >= online_since:
         return "online"
-    if age_us <= settings.stale_s * US_PER_S:
+    if last_heartbeat_us >= stale_since:
         return "stale"
     return "offline"
 
@@ -30,5 +37,5 @@ def takes_new_jobs(provider: Provider, now_us: int, settings: Settings) -> bool:
         and not provider.paused
         and not provider.suspended
         and provider.accepting_jobs
-        and presence(provider, now_us, settings) == "online"
+        and presence(provider.last_heartbeat_us, now_us, settings) == "online"
     )

@@ -78,6 +78,7 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
             "attempt",
             "lease_expires_us",
             "submitted_at_us",
+            "submit_seq",
             "assigned_at_us",
             "started_at_us",
             "ended_at_us",
@@ -200,6 +201,7 @@ def job_row(j: Job) -> Row:
         "attempt": j.attempt,
         "lease_expires_us": j.lease_expires_us,
         "submitted_at_us": j.submitted_at_us,
+        "submit_seq": j.submit_seq,  # the domain's queue order within a priority
         "assigned_at_us": j.assigned_at_us,
         "started_at_us": j.started_at_us,
         "ended_at_us": j.ended_at_us,

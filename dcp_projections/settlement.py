@@ -13,8 +13,8 @@ from typing import Literal
 from dcp_events.catalogue import Settlement
 from dcp_events.event import Posting
 from dcp_projections import ledger
+from dcp_projections.priorities import PRIORITY_PCT as PRIORITY_PCT
 
-PRIORITY_PCT: dict[str, int] = {"priority": 120, "standard": 100, "economy": 90}
 PROVIDER_SHARE_PCT = 75
 US_PER_S = 1_000_000
 

@@ -25,17 +25,18 @@ from dcp_events.catalogue import (
     GpuInfo,
     GpuRequirements,
     JobOutput,
+    Priority,
     Settlement,
     TopUpStatus,
 )
 from dcp_projections import ledger
+from dcp_projections.priorities import PRIORITY_RANK as PRIORITY_RANK
 
 JobStatus = Literal[
     "queued", "assigned", "running", "completed", "timed_out", "failed", "cancelled"
 ]
 ENDED: frozenset[str] = frozenset({"completed", "timed_out", "failed", "cancelled"})
 LEASED: frozenset[str] = frozenset({"assigned", "running"})
-PRIORITY_RANK: dict[str, int] = {"priority": 0, "standard": 1, "economy": 2}
 
 SEED_PRICES: tuple[tuple[str, int], ...] = (
     ("H200", 919),
@@ -96,7 +97,7 @@ class Job(msgspec.Struct, kw_only=True, gc=False):
     status: JobStatus
     container_spec: ContainerSpec
     gpu_requirements: GpuRequirements
-    priority: str
+    priority: Priority
     max_duration_seconds: int
     requested_provider_id: str | None
     idempotency_key: str | None

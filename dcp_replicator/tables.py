@@ -82,8 +82,8 @@ JOBS = TableSpec(
         " gpu_count:int, priority:text, max_duration_seconds:int, rate_halala_per_hour:int,"
         " cost_halala:int, actual_cost_halala:int, refunded_halala:int,"
         " provider_earned_halala:int, platform_fee_halala:int, attempt:int,"
-        " lease_expires_us:int, submitted_at_us:int, assigned_at_us:int, started_at_us:int,"
-        " ended_at_us:int, exit_code:int, error:text, last_seq:int"
+        " lease_expires_us:int, submitted_at_us:int, submit_seq:int, assigned_at_us:int,"
+        " started_at_us:int, ended_at_us:int, exit_code:int, error:text, last_seq:int"
     ),
 )
 

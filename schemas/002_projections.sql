@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempt                INTEGER NOT NULL,      -- fencing number of the current lease
     lease_expires_us       INTEGER,
     submitted_at_us        INTEGER NOT NULL,
+    submit_seq             INTEGER NOT NULL,      -- seq of job.submitted: queue order (state.py)
     assigned_at_us         INTEGER,
     started_at_us          INTEGER,
     ended_at_us            INTEGER,

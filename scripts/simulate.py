@@ -109,7 +109,7 @@ class Sim:
                 for i in range(n_renters)
             ]
         )
-        self.renters = [r["renter_id"] for r in regs]
+        self.renters = [r.renter_id for r in regs]
         await asyncio.gather(
             *[
                 self.call(self.svc.credit(rid, self.rng.randint(50_000, 2_000_000), f"seed-{rid}"))
@@ -130,7 +130,7 @@ class Sim:
                 for i in range(n_providers)
             ]
         )
-        self.providers = [p["provider_id"] for p in provs]
+        self.providers = [p.provider_id for p in provs]
         await asyncio.gather(*[self.call(self.svc.approve_provider(p)) for p in self.providers])
 
     # --- one round of commands ---------------------------------------------------------------
@@ -225,7 +225,7 @@ class Sim:
 
     async def withdraw(self, pid: str, amount: int) -> Any:
         w = await self.svc.withdraw(pid, amount, IBAN)
-        self.pending.append(w["withdrawal_id"])
+        self.pending.append(w.withdrawal_id)
         return w
 
     def submit(self) -> Awaitable[Any]:
@@ -343,9 +343,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         **summary,
         "rebuild_events_per_s": round(report.events_per_s),
         "rebuilt_tables_differing": differing,
-        "events": recon["head_seq"],
-        "sum_halala": recon["sum_halala"],
-        "invariants_ok": bool(recon["invariants_ok"] and same_state and not differing),
+        "events": recon.head_seq,
+        "sum_halala": recon.sum_halala,
+        "invariants_ok": bool(recon.invariants_ok and same_state and not differing),
     }
 
 

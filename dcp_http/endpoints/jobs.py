@@ -96,5 +96,8 @@ async def cancel(call: Call) -> out.JobReply:
     errors=(404, 410),
     tag="jobs",
 )
-async def output(call: Call) -> Reply:
-    return await call.service.job_output(call.who, call.path["job_id"])
+async def output(call: Call) -> out.JobOutputView | Reply:
+    found = await call.service.job_output(call.who, call.path["job_id"])
+    # Not ended yet: 202 with the status (SPEC section 5), the endpoint's choice, not the
+    # adapter's.
+    return Reply(202, found) if isinstance(found, out.JobPending) else found

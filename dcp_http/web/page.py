@@ -50,7 +50,8 @@ class Ctx:
 
     @property
     def service(self) -> ServiceAdapter:
-        return self.request.app.state.service  # type: ignore[no-any-return]
+        service: ServiceAdapter = self.request.app.state.service
+        return service
 
     @property
     def identity(self) -> Identity:

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS dcp_jobs (
     attempt                BIGINT NOT NULL,
     lease_expires_us       BIGINT,
     submitted_at_us        BIGINT NOT NULL,
+    submit_seq             BIGINT,                -- queue order (002_dcp_jobs_submit_seq.sql)
     assigned_at_us         BIGINT,
     started_at_us          BIGINT,
     ended_at_us            BIGINT,

@@ -40,14 +40,14 @@ class Env:
     async def renter(self, credit: int = 100_000) -> str:
         r = await self.svc.register_renter("Renter", "renter@example.sa")
         if credit:
-            await self.svc.credit(r["renter_id"], credit, f"seed-{r['renter_id']}")
-        return str(r["renter_id"])
+            await self.svc.credit(r.renter_id, credit, f"seed-{r.renter_id}")
+        return str(r.renter_id)
 
     async def provider(self, gpu: str = "H100", count: int = 1) -> str:
         p = await self.svc.register_provider("Box", "box@example.sa", gpu, count, 80)
-        await self.svc.approve_provider(p["provider_id"])
-        await self.svc.heartbeat(p["provider_id"])
-        return str(p["provider_id"])
+        await self.svc.approve_provider(p.provider_id)
+        await self.svc.heartbeat(p.provider_id)
+        return str(p.provider_id)
 
     async def submit(self, renter_id: str, duration: int = 3600, **kw) -> dict:
         return await self.svc.submit_job(

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from dcp_app.queries import Queries
@@ -73,10 +74,10 @@ async def scenario(led: Ledger) -> list[Any]:
     """Jobs that end in each way, then every decision that can be asked about an ended job."""
     svc, out = led.svc, []
     await svc.allow_image(IMAGE)
-    rid = (await svc.register_renter("R", "r@example.sa"))["renter_id"]
-    other = (await svc.register_renter("O", "o@example.sa"))["renter_id"]
+    rid = (await svc.register_renter("R", "r@example.sa")).renter_id
+    other = (await svc.register_renter("O", "o@example.sa")).renter_id
     await svc.credit(rid, 100_000, "seed")
-    pid = (await svc.register_provider("P", "p@example.sa", "H100", 4, 80))["provider_id"]
+    pid = (await svc.register_provider("P", "p@example.sa", "H100", 4, 80)).provider_id
     await svc.approve_provider(pid)
     await svc.heartbeat(pid)
 
@@ -85,7 +86,7 @@ async def scenario(led: Ledger) -> list[Any]:
             rid, spec(), GpuRequirements(gpu_type="H100"), max_duration_seconds=600,
             idempotency_key=key,
         )  # fmt: skip
-        return str(job["job_id"])
+        return str(job.job_id)
 
     done, failed, cancelled = await submit("k-done"), await submit(), await submit()
     queued_cancel = await submit()
@@ -124,8 +125,8 @@ async def scenario(led: Ledger) -> list[Any]:
     led.clock.advance(25 * 3600)  # past the idempotency window: the key names no job
     out.append(await outcome(submit("k-done")))
     recon = await svc.reconciliation()
-    del recon["head_hash"]  # the hash chain covers wall-clock recording times
-    out.append(recon)
+    # the hash chain covers wall-clock recording times
+    out.append(msgspec.structs.replace(recon, head_hash=""))
     return out
 
 
@@ -135,7 +136,7 @@ async def test_decisions_about_ended_jobs_answer_as_before(pair):
     assert got == want
     # The bounded ledger really decided on jobs it had let go of, and answered with content.
     assert bounded.ended_then == [] and full.ended_then == [f"job-{i:04d}" for i in range(3, 7)]
-    assert want[5] == want[0] and want[5]["status"] == "completed"  # repeated result
+    assert want[5] == want[0] and want[5].status == "completed"  # repeated result
     assert [want[i][0] for i in (6, 7, 9, 12, 13, 14, 15)] == [
         "Conflict",  # another result for an attempt already reported
         "Conflict",  # a late result for an attempt that was reported
@@ -145,11 +146,11 @@ async def test_decisions_about_ended_jobs_answer_as_before(pair):
         "InvalidTransition",  # requeue of a completed job
         "NotFound",
     ]
-    assert want[8]["status"] == want[10]["status"] == want[11]["status"] == "cancelled"
-    assert want[16] == want[0]["job_id"]  # the key's job, though it ended and left memory
-    assert want[17]["status"] == "queued" and want[18][0]["attempt"] == 3
-    assert want[19]["status"] == "completed" and want[20] != want[0]["job_id"]
-    assert want[-1]["invariants_ok"] and want[-1]["sum_halala"] == 0
+    assert want[8].status == want[10].status == want[11].status == "cancelled"
+    assert want[16] == want[0].job_id  # the key's job, though it ended and left memory
+    assert want[17].status == "queued" and want[18][0].attempt == 3
+    assert want[19].status == "completed" and want[20] != want[0].job_id
+    assert want[-1].invariants_ok and want[-1].sum_halala == 0
 
 
 async def test_a_restart_folds_a_requeue_of_a_job_no_longer_in_memory(pair):
@@ -176,9 +177,9 @@ async def test_memory_stays_flat_while_ended_jobs_accumulate(tmp_path):
     svc = led.svc
     try:
         await svc.allow_image(IMAGE)
-        rid = (await svc.register_renter("R", "r@example.sa"))["renter_id"]
+        rid = (await svc.register_renter("R", "r@example.sa")).renter_id
         await svc.credit(rid, 10**9, "seed")
-        pid = (await svc.register_provider("P", "p@example.sa", "H100", 8, 80))["provider_id"]
+        pid = (await svc.register_provider("P", "p@example.sa", "H100", 8, 80)).provider_id
         await svc.approve_provider(pid)
 
         async def wave(n: int, key: str) -> None:
@@ -190,7 +191,7 @@ async def test_memory_stays_flat_while_ended_jobs_accumulate(tmp_path):
                 await svc.heartbeat(pid, running_job_ids=svc.leases_of(pid))
                 for lease in await svc.claim_jobs(pid):
                     await svc.report_result(
-                        pid, lease["job_id"], lease["attempt"], "completed", runtime_seconds=1
+                        pid, lease.job_id, lease.attempt, "completed", runtime_seconds=1
                     )
             clock.advance(25 * 3600)  # the next wave's keys expire this wave's
 
@@ -208,6 +209,6 @@ async def test_memory_stays_flat_while_ended_jobs_accumulate(tmp_path):
         # 400 more jobs ended; each took ~2 KB in memory when all stayed (issue 11).
         assert grown < 400 * 2_000 / 4, f"heap grew {grown} bytes over 400 ended jobs"
         recon = await svc.reconciliation()
-        assert recon["invariants_ok"] and recon["events"] > 600 * 3
+        assert recon.invariants_ok and recon.events > 600 * 3
     finally:
         await led.close()

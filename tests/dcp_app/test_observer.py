@@ -59,6 +59,6 @@ async def test_a_failing_observer_changes_nothing(env: Env):
     await env.svc.sweep()
     head, _ = await env.store.head()
     assert env.svc.state.seq == head
-    assert list(env.svc.state.jobs) == [job["job_id"]]
+    assert list(env.svc.state.jobs) == [job.job_id]
     submitted = [e for e in await env.store.read_all(0, 1000) if e.type == "job.submitted"]
     assert len(submitted) == 1  # decided once, appended once

@@ -36,9 +36,9 @@ async def close(svc: LedgerService) -> None:
 async def work(svc: LedgerService, jobs: int = 3) -> None:
     """Some of everything: a renter, a provider, jobs queued, leased and completed."""
     await svc.allow_image(IMAGE)
-    r = (await svc.register_renter("R", "r@example.sa"))["renter_id"]
+    r = (await svc.register_renter("R", "r@example.sa")).renter_id
     await svc.credit(r, 500_000, f"seed-{r}")
-    p = (await svc.register_provider("P", "p@example.sa", "H100", 2, 80))["provider_id"]
+    p = (await svc.register_provider("P", "p@example.sa", "H100", 2, 80)).provider_id
     await svc.approve_provider(p)
     await svc.heartbeat(p)
     for i in range(jobs):
@@ -46,7 +46,7 @@ async def work(svc: LedgerService, jobs: int = 3) -> None:
             r, ContainerSpec(image=IMAGE), GpuRequirements(gpu_type="H100"), idempotency_key=f"{i}"
         )
     leases = await svc.claim_jobs(p)
-    await svc.report_result(p, leases[0]["job_id"], 1, "completed", runtime_seconds=5)
+    await svc.report_result(p, leases[0].job_id, 1, "completed", runtime_seconds=5)
 
 
 def same_as_scratch(svc: LedgerService, scratch: LedgerService) -> None:

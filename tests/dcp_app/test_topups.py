@@ -47,4 +47,4 @@ async def test_topups_are_durable_credited_once_and_rebuild_equal(env: Env, tmp_
     readmodel.rebuild(env.path, into=tmp_path / "rebuilt.db")
     assert readmodel.compare(env.path, tmp_path / "rebuilt.db") == []
     rec = await env.svc.reconciliation()
-    assert rec["sum_halala"] == 0 and rec["invariants_ok"]
+    assert rec.sum_halala == 0 and rec.invariants_ok

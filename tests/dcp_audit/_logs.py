@@ -320,12 +320,12 @@ async def build_service_log(path: Path, renters: int = 3, rounds: int = 4) -> in
         pids = []
         for i in range(2):
             p = await svc.register_provider(f"P{i}", f"p{i}@example.com", "H100", 2, 80)
-            await svc.approve_provider(p["provider_id"])
-            await svc.heartbeat(p["provider_id"], [ev.GpuInfo(model="H100", count=2)])
-            pids.append(p["provider_id"])
+            await svc.approve_provider(p.provider_id)
+            await svc.heartbeat(p.provider_id, [ev.GpuInfo(model="H100", count=2)])
+            pids.append(p.provider_id)
         rids = []
         for r in range(renters):
-            rid = (await svc.register_renter(f"R{r}", f"r{r}@example.com"))["renter_id"]
+            rid = (await svc.register_renter(f"R{r}", f"r{r}@example.com")).renter_id
             await svc.credit(rid, 2_000_000 + r, f"wire-{r}")
             rids.append(rid)
         spec = ev.ContainerSpec(image="dcp-test/busybox:1", command=("echo", "hi"))
@@ -335,16 +335,16 @@ async def build_service_log(path: Path, renters: int = 3, rounds: int = 4) -> in
             for rid in rids:
                 await svc.submit_job(rid, spec, h100, max_duration_seconds=600)
             queued_cancel = await svc.submit_job(rids[0], spec, h100, max_duration_seconds=60)
-            await svc.cancel_job(queued_cancel["job_id"], rids[0])
+            await svc.cancel_job(queued_cancel.job_id, rids[0])
             for pid in pids:
                 await svc.heartbeat(pid, [ev.GpuInfo(model="H100", count=2)])
                 for lease in await svc.claim_jobs(pid):
-                    await svc.start_job(pid, lease["job_id"], lease["attempt"])
-                    await svc.heartbeat(pid, running_job_ids=[lease["job_id"]])
+                    await svc.start_job(pid, lease.job_id, lease.attempt)
+                    await svc.heartbeat(pid, running_job_ids=[lease.job_id])
                     await svc.report_result(
                         pid,
-                        lease["job_id"],
-                        lease["attempt"],
+                        lease.job_id,
+                        lease.attempt,
                         outcomes[k % len(outcomes)],
                         exit_code=0,
                         runtime_seconds=42.5,
@@ -357,7 +357,7 @@ async def build_service_log(path: Path, renters: int = 3, rounds: int = 4) -> in
                 continue
             for decide in (svc.complete_withdrawal, svc.reject_withdrawal):
                 w = await svc.withdraw(pid, 1000, "SA0380000000608010167519")
-                await decide(w["withdrawal_id"])
+                await decide(w.withdrawal_id)
         assert svc.state.balance("world:payouts") > 0, "no withdrawal was made"
         head = svc.state.seq
     finally:

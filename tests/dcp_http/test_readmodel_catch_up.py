@@ -96,6 +96,31 @@ async def test_read_models_written_for_other_tables_are_rebuilt(tmp_path):
     assert projection_marks(db)[readmodel.SCHEMA_ROW] == readmodel.tables_fingerprint()
 
 
+async def test_a_table_of_an_older_release_gets_its_new_column(tmp_path):
+    """A `jobs` table written before `submit_seq` existed (an older release's file: the column
+    missing, the old fingerprint) is created anew with it at start and filled from the log."""
+    db, reference = tmp_path / "dcp.db", tmp_path / "reference.db"
+    simulated(db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("ALTER TABLE jobs DROP COLUMN submit_seq")
+    conn.execute("UPDATE projection_state SET last_seq = 1 WHERE name = ?", (readmodel.SCHEMA_ROW,))
+    conn.close()
+    assert readmodel.behind(db) == "written for other tables"
+    with serve(db, **NO_SWEEPS) as server:
+        api = Api(server)
+        assert api.ok("GET", "/readyz")["projections_caught_up"] is True
+        api.close()
+    conn = sqlite3.connect(db)
+    try:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+        ordered = conn.execute("SELECT COUNT(*) FROM jobs WHERE submit_seq > 0").fetchone()[0]
+    finally:
+        conn.close()
+    assert "submit_seq" in columns and ordered > 0
+    readmodel.rebuild(db, into=reference)
+    assert readmodel.compare(db, reference) == []
+
+
 async def test_a_batch_never_moves_the_checkpoint_over_rows_not_written(tmp_path):
     """With the checkpoint set back under a running server (rows of one event unaccounted for),
     the next batch writes its rows but leaves the checkpoint where it is, so /readyz says the

@@ -52,9 +52,9 @@ def test_presence_thresholds():
         last_seq=1,
     )
     s = Settings()
-    assert presence(p, 10**12, s) == "offline"
+    assert presence(p.last_heartbeat_us, 10**12, s) == "offline"
     p.last_heartbeat_us = 0
-    assert [presence(p, t * S, s) for t in (0, 90, 91, 300, 301)] == [
+    assert [presence(p.last_heartbeat_us, t * S, s) for t in (0, 90, 91, 300, 301)] == [
         "online",
         "online",
         "stale",

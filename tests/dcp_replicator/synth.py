@@ -223,6 +223,7 @@ class SynthWorkload:
             "attempt": 0,
             "lease_expires_us": None,
             "submitted_at_us": self.now_us,
+            "submit_seq": len(self.jobs) + 1,  # its place in submit order
             "assigned_at_us": None,
             "started_at_us": None,
             "ended_at_us": None,

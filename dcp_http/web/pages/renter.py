@@ -14,6 +14,7 @@ import msgspec
 from starlette.responses import JSONResponse, Response
 
 from dcp_http import requests as inp
+from dcp_http import responses as out
 from dcp_http.auth import RENTER
 from dcp_http.errors import InvalidRequest, NotFound
 from dcp_http.service import Gone
@@ -25,7 +26,6 @@ from dcp_projections.errors import InsufficientFunds, ValidationError
 from dcp_projections.jobs import quote
 
 STATUSES = ("queued", "assigned", "running", "completed", "timed_out", "failed", "cancelled")
-PRIORITIES = ("standard", "priority", "economy")
 SUBMIT_FIELDS = {
     "container_spec.image": "image",
     "container_spec.command": "command",
@@ -150,16 +150,13 @@ async def _submit_form(c: Ctx, status: int = 200, **extra: Any) -> Response:
         "token": c.field("token") or secrets.token_urlsafe(16),
         **extra.pop("values", {}),
     }
-    models = [
-        p["gpu_model"] for p in await c.service.queries.pricing() if p["gpu_model"] != "default"
-    ]
+    models = [p.gpu_model for p in await c.service.queries.pricing() if p.gpu_model != "default"]
     return c.render(
         "renter_submit.html",
         status,
         values=values,
         images=(await c.service.images()).images,
         models=models,
-        priorities=PRIORITIES,
         **extra,
     )
 
@@ -222,12 +219,12 @@ async def estimate(c: Ctx) -> Response:
     )
 
 
-async def _output(c: Ctx, job_id: str) -> Any:
+async def _output(c: Ctx, job_id: str) -> out.JobOutputView | None:
     try:
-        reply = await c.service.job_output(c.identity, job_id)
+        found = await c.service.job_output(c.identity, job_id)
     except Gone:
         return None
-    return reply.body if reply.status == 200 else None
+    return found if isinstance(found, out.JobOutputView) else None
 
 
 @page(RENTER)
