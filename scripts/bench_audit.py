@@ -59,13 +59,12 @@ from dcp_events.codec import Codec, default_codec  # noqa: E402
 from dcp_events.event import Event  # noqa: E402
 from dcp_events.sqlite_store import SqliteEventStore, iter_event_batches, open_connection  # noqa: E402
 from dcp_events.store import AppendRequest, NewEvent  # noqa: E402
-from dcp_projections import ledger  # noqa: E402
+from dcp_projections import ledger, money  # noqa: E402
 from dcp_projections.settlement import (  # noqa: E402
     charge,
     rate_halala_per_hour,
     refund_all,
     reserve_halala,
-    settlement_postings,
 )
 
 GOAL = 100_000
@@ -260,7 +259,7 @@ def _job_events(rid: str, job_id: str, pid: str, j: int, t: int) -> list[Event]:
                 was_status="queued",
                 settlement=s,
                 at_us=t + 1,
-                postings=settlement_postings(rid, None, reserve, s),
+                postings=money.settle(rid, None, reserve, s),
             ),
         ]
     claimed = ev.JobClaimed(
@@ -284,7 +283,7 @@ def _job_events(rid: str, job_id: str, pid: str, j: int, t: int) -> list[Event]:
         output=ev.JobOutput(exit_code=0, stdout="epoch 1 loss 0.31\n", sha256=_hash(job_id)),
         settlement=s,
         at_us=t + 3,
-        postings=settlement_postings(rid, pid, reserve, s),
+        postings=money.settle(rid, pid, reserve, s),
     )
     return [submitted, claimed, started, done]
 

@@ -17,13 +17,12 @@ from dcp_events.codec import default_codec
 from dcp_events.event import Event
 from dcp_events.sqlite_store import SqliteEventStore, open_connection
 from dcp_events.store import AppendRequest
-from dcp_projections import ledger, topups
+from dcp_projections import ledger, money
 from dcp_projections.settlement import (
     charge,
     rate_halala_per_hour,
     refund_all,
     reserve_halala,
-    settlement_postings,
 )
 
 T0_US = 1_790_000_000_000_000
@@ -139,7 +138,7 @@ async def _topup(put, rid: str, r: int, t: int) -> None:
             invoice_id=f"inv-{rid}",
             amount_halala=amount,
             at_us=t + 1,
-            postings=topups.credit_postings(rid, amount),
+            postings=money.credit(rid, amount),
         ),
     ]
     if r < 2:
@@ -150,7 +149,7 @@ async def _topup(put, rid: str, r: int, t: int) -> None:
                 payment_id=pay,
                 amount_halala=amount,
                 at_us=t + 2,
-                postings=topups.refund_postings(rid, amount),
+                postings=money.refund(rid, amount),
             )
         )
         if r == 0:
@@ -160,7 +159,7 @@ async def _topup(put, rid: str, r: int, t: int) -> None:
                     renter_id=rid,
                     amount_halala=amount,
                     at_us=t + 3,
-                    postings=topups.credit_postings(rid, amount),
+                    postings=money.credit(rid, amount),
                 )
             )
         else:
@@ -201,7 +200,7 @@ async def _job(put, rid: str, job_id: str, pid: str, kind: int, t: int) -> None:
                 was_status="queued",
                 settlement=s,
                 at_us=t + 1,
-                postings=settlement_postings(rid, None, reserve, s),
+                postings=money.settle(rid, None, reserve, s),
             ),
         )
         return
@@ -226,7 +225,7 @@ async def _job(put, rid: str, job_id: str, pid: str, kind: int, t: int) -> None:
             error="docker daemon went away",
             settlement=s,
             at_us=t + 3,
-            postings=settlement_postings(rid, None, reserve, s),
+            postings=money.settle(rid, None, reserve, s),
         )
     else:
         s = charge(reserve, rate, runtime_s)
@@ -240,7 +239,7 @@ async def _job(put, rid: str, job_id: str, pid: str, kind: int, t: int) -> None:
             output=ev.JobOutput(exit_code=0, stdout="hello\n", sha256="0" * 64),
             settlement=s,
             at_us=t + 3 + runtime_s * 1_000_000,
-            postings=settlement_postings(rid, pid, reserve, s),
+            postings=money.settle(rid, pid, reserve, s),
         )
     await put(stream, submitted, claimed, started, end)
 
