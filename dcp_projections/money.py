@@ -56,14 +56,14 @@ def hold(renter_id: str, reserve: int) -> Legs:
 def settle(renter_id: str, provider_id: str | None, reserve: int, s: Settlement) -> Legs:
     """A hold of `reserve` released as `s` settles it: the refund back to available, the fee
     to the platform, the provider's share to its earnings."""
-    legs = [
-        Posting(ledger.renter_held(renter_id), -reserve),
-        Posting(ledger.renter_available(renter_id), s.refunded_halala),
-        Posting(ledger.PLATFORM_REVENUE, s.platform_fee_halala),
-    ]
-    if provider_id is not None:
+    legs = [Posting(ledger.renter_held(renter_id), -reserve)] if reserve else []
+    if s.refunded_halala:
+        legs.append(Posting(ledger.renter_available(renter_id), s.refunded_halala))
+    if s.platform_fee_halala:
+        legs.append(Posting(ledger.PLATFORM_REVENUE, s.platform_fee_halala))
+    if provider_id is not None and s.provider_earned_halala:
         legs.append(Posting(ledger.provider_earnings(provider_id), s.provider_earned_halala))
-    return tuple([p for p in legs if p.amount_halala != 0])
+    return tuple(legs)
 
 
 def withdraw(provider_id: str, amount_halala: int) -> Legs:
