@@ -240,25 +240,25 @@ def decide(state: State, c: cmd.TopUpCommand, now_us: int, settings: Settings) -
 def fold(state: State, seq: int, e: Event) -> None:
     """Fold a top-up event (the caller, `dcp_projections.fold.apply`, has checked `seq`);
     raises InvariantError when it does not fit the state or is no event the fold knows."""
-    match e:
-        case ev.TopUpRequested():
-            _requested(state, seq, e)
-        case ev.TopUpInvoiceCreated():
-            _invoice_created(state, seq, e)
-        case ev.TopUpPaid():
-            _paid(state, seq, e)
-        case ev.TopUpFailed():
-            _failed(state, seq, e)
-        case ev.TopUpDisputed():
-            _disputed(state, seq, e)
-        case ev.TopUpRefundRequested():
-            _refund_requested(state, seq, e)
-        case ev.TopUpRefunded():
-            _refunded(state, seq, e)
-        case ev.TopUpRefundReversed():
-            _refund_reversed(state, seq, e)
-        case _:
-            raise InvariantError(f"no fold for {type(e).__name__}")
+    # Exact types in a chain mypy narrows, as in fold.apply (a class pattern is slower).
+    if type(e) is ev.TopUpRequested:
+        _requested(state, seq, e)
+    elif type(e) is ev.TopUpInvoiceCreated:
+        _invoice_created(state, seq, e)
+    elif type(e) is ev.TopUpPaid:
+        _paid(state, seq, e)
+    elif type(e) is ev.TopUpFailed:
+        _failed(state, seq, e)
+    elif type(e) is ev.TopUpDisputed:
+        _disputed(state, seq, e)
+    elif type(e) is ev.TopUpRefundRequested:
+        _refund_requested(state, seq, e)
+    elif type(e) is ev.TopUpRefunded:
+        _refunded(state, seq, e)
+    elif type(e) is ev.TopUpRefundReversed:
+        _refund_reversed(state, seq, e)
+    else:
+        raise InvariantError(f"no fold for {type(e).__name__}")
 
 
 def _touch(state: State, seq: int, t: TopUp, at_us: int) -> TopUp:
