@@ -17,7 +17,7 @@ from dcp_events.codec import default_codec
 from dcp_events.event import Event
 from dcp_events.sqlite_store import SqliteEventStore, open_connection
 from dcp_events.store import AppendRequest
-from dcp_projections import ledger, money
+from dcp_projections import money
 from dcp_projections.settlement import (
     charge,
     rate_halala_per_hour,
@@ -83,10 +83,7 @@ async def build_log(path: Path, renters: int = 4, jobs_per_renter: int = 5) -> i
                 amount_halala=amount,
                 reference=f"ref-{rid}",
                 at_us=t,
-                postings=(
-                    ev.Posting(ledger.WORLD_DEPOSITS, -amount),
-                    ev.Posting(ledger.renter_available(rid), amount),
-                ),
+                postings=money.credit(rid, amount),
             ),
         )
         for j in range(jobs_per_renter):
@@ -101,20 +98,14 @@ async def build_log(path: Path, renters: int = 4, jobs_per_renter: int = 5) -> i
                 amount_halala=1,
                 iban="SA0380000000608010167519",
                 at_us=t,
-                postings=(
-                    ev.Posting(ledger.provider_earnings(pid), -1),
-                    ev.Posting(ledger.provider_payout_pending(pid), 1),
-                ),
+                postings=money.withdraw(pid, 1),
             ),
             ev.WithdrawalCompleted(
                 withdrawal_id=f"w-{pid}",
                 provider_id=pid,
                 amount_halala=1,
                 at_us=t + 1,
-                postings=(
-                    ev.Posting(ledger.provider_payout_pending(pid), -1),
-                    ev.Posting(ledger.WORLD_PAYOUTS, 1),
-                ),
+                postings=money.pay_out(pid, 1),
             ),
         )
     for r in range(renters):
@@ -182,10 +173,7 @@ async def _job(put, rid: str, job_id: str, pid: str, kind: int, t: int) -> None:
         rate_halala_per_hour=rate,
         cost_halala=reserve,
         at_us=t,
-        postings=(
-            ev.Posting(ledger.renter_available(rid), -reserve),
-            ev.Posting(ledger.renter_held(rid), reserve),
-        ),
+        postings=money.hold(rid, reserve),
     )
     if kind % 5 == 3:  # cancelled while queued: all back
         s = refund_all(reserve)
