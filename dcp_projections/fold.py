@@ -3,9 +3,10 @@
 `apply(state, seq, event)` changes `state` in place and returns it; `project(state, events)`
 is the plain loop over it. A fold never decides anything: every number it needs (lease expiry,
 next attempt, settlement) is in the event. After each event it checks the invariants of SPEC
-section 2 for what the event touched (postings balance, the sum of balances is 0, nothing that
-must not be negative is, held == the reserves of unsettled jobs, no hold is settled twice) and
-raises InvariantError on a violation; `check_all` checks everything from scratch.
+section 2 for what the event touched (its postings are the legs `dcp_projections.money` builds
+for it and balance, so the sum of balances stays 0; nothing that must not be negative is;
+held == the reserves of unsettled jobs; no hold is settled twice) and raises InvariantError on
+a violation; `check_all` checks everything from scratch.
 """
 
 from __future__ import annotations
