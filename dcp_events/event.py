@@ -32,11 +32,6 @@ class Posting(msgspec.Struct, frozen=True, array_like=False):
     amount_halala: Halala
 
 
-def postings_balance(postings: list[Posting] | tuple[Posting, ...]) -> bool:
-    """True when the postings sum to zero, the rule every money movement obeys."""
-    return sum(p.amount_halala for p in postings) == 0
-
-
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 # (tag, from_version) -> function turning that version's JSON object into version + 1.

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 
 from dcp_events import catalogue as ev
-from dcp_events.event import Event, Posting
+from dcp_events.event import Event
 from dcp_projections import commands as cmd
-from dcp_projections import ledger
+from dcp_projections import money
 from dcp_projections._checks import (
     MAX_GPU_COUNT,
     MAX_REASON,
@@ -82,10 +82,7 @@ def decide_credit(state: State, c: cmd.CreditDeposit, now_us: int) -> list[Event
             reference=c.reference,
             reason=c.reason,
             at_us=now_us,
-            postings=(
-                Posting(ledger.WORLD_DEPOSITS, -c.amount_halala),
-                Posting(ledger.renter_available(c.renter_id), c.amount_halala),
-            ),
+            postings=money.credit(c.renter_id, c.amount_halala),
         )
     ]
 
@@ -105,10 +102,7 @@ def decide_topup(state: State, c: cmd.TopUp, now_us: int, settings: Settings) ->
             renter_id=c.renter_id,
             amount_halala=c.amount_halala,
             at_us=now_us,
-            postings=(
-                Posting(ledger.PLATFORM_ADJUSTMENTS, -c.amount_halala),
-                Posting(ledger.renter_available(c.renter_id), c.amount_halala),
-            ),
+            postings=money.sandbox_credit(c.renter_id, c.amount_halala),
         )
     ]
 
@@ -256,10 +250,7 @@ def decide_withdraw(
             amount_halala=c.amount_halala,
             iban=iban,
             at_us=now_us,
-            postings=(
-                Posting(ledger.provider_earnings(c.provider_id), -c.amount_halala),
-                Posting(ledger.provider_payout_pending(c.provider_id), c.amount_halala),
-            ),
+            postings=money.withdraw(c.provider_id, c.amount_halala),
         )
     ]
 
@@ -275,7 +266,6 @@ def decide_withdrawal(state: State, c: cmd.DecideWithdrawal, now_us: int) -> lis
         return []
     if w.status != "pending":
         raise InvalidTransition(f"withdrawal {c.withdrawal_id} is already {w.status}")
-    pending = ledger.provider_payout_pending(w.provider_id)
     if c.approve:
         return [
             ev.WithdrawalCompleted(
@@ -283,10 +273,7 @@ def decide_withdrawal(state: State, c: cmd.DecideWithdrawal, now_us: int) -> lis
                 provider_id=w.provider_id,
                 amount_halala=w.amount_halala,
                 at_us=now_us,
-                postings=(
-                    Posting(pending, -w.amount_halala),
-                    Posting(ledger.WORLD_PAYOUTS, w.amount_halala),
-                ),
+                postings=money.pay_out(w.provider_id, w.amount_halala),
             )
         ]
     return [
@@ -296,10 +283,7 @@ def decide_withdrawal(state: State, c: cmd.DecideWithdrawal, now_us: int) -> lis
             amount_halala=w.amount_halala,
             reason=c.reason,
             at_us=now_us,
-            postings=(
-                Posting(pending, -w.amount_halala),
-                Posting(ledger.provider_earnings(w.provider_id), w.amount_halala),
-            ),
+            postings=money.return_withdrawal(w.provider_id, w.amount_halala),
         )
     ]
 

@@ -12,8 +12,9 @@ from typing import Any, Literal
 import msgspec
 
 from dcp_events import catalogue as ev
-from dcp_events.event import Event, Posting
+from dcp_events.event import Event
 from dcp_projections import commands as cmd
+from dcp_projections import money
 from dcp_projections._checks import (
     MAX_DURATION_S,
     MAX_GPU_COUNT,
@@ -41,13 +42,11 @@ from dcp_projections.settlement import (
     US_PER_S,
     Ending,
     ceil_seconds,
-    hold_postings,
     measured_seconds,
     rate_halala_per_hour,
     refund_all,
     reserve_halala,
     settle_ending,
-    settlement_postings,
 )
 from dcp_projections.state import ENDED, LEASED, Job, Provider, State
 from dcp_projections.text import is_env_key
@@ -168,7 +167,7 @@ def decide_submit(state: State, c: cmd.SubmitJob, now_us: int, settings: Setting
             cost_halala=reserve,
             attempt=1,
             at_us=now_us,
-            postings=hold_postings(c.renter_id, reserve),
+            postings=money.hold(c.renter_id, reserve),
         )
     ]
 
@@ -181,7 +180,7 @@ def _measured_s(job: Job, now_us: int) -> int:
 
 def _settle(
     job: Job, ending: Ending, provider_id: str | None, reported_s: int | None, measured_s: int
-) -> tuple[ev.Settlement, tuple[Posting, ...]]:
+) -> tuple[ev.Settlement, money.Legs]:
     s = settle_ending(
         ending,
         reserve=job.cost_halala,
@@ -190,7 +189,7 @@ def _settle(
         reported_s=reported_s,
         measured_s=measured_s,
     )
-    return s, settlement_postings(job.renter_id, provider_id, job.cost_halala, s)
+    return s, money.settle(job.renter_id, provider_id, job.cost_halala, s)
 
 
 def decide_cancel(state: State, c: cmd.CancelJob, now_us: int) -> list[Event]:
@@ -220,7 +219,7 @@ def decide_cancel(state: State, c: cmd.CancelJob, now_us: int) -> list[Event]:
                 was_status="queued",
                 settlement=s,
                 at_us=now_us,
-                postings=settlement_postings(job.renter_id, None, job.cost_halala, s),
+                postings=money.settle(job.renter_id, None, job.cost_halala, s),
             )
         ]
     measured = _measured_s(job, now_us)
@@ -443,7 +442,7 @@ def decide_requeue(state: State, c: cmd.RequeueJob, now_us: int) -> list[Event]:
             cost_halala=job.cost_halala,
             attempt=job.attempt + 1,
             at_us=now_us,
-            postings=hold_postings(job.renter_id, job.cost_halala),
+            postings=money.hold(job.renter_id, job.cost_halala),
         )
     ]
 
@@ -511,7 +510,7 @@ def decide_sweep(state: State, c: cmd.Sweep, now_us: int, settings: Settings) ->
                     reason="queue_timeout",
                     error="no provider took the job before its queue timeout",
                     settlement=s,
-                    postings=settlement_postings(job.renter_id, None, job.cost_halala, s),
+                    postings=money.settle(job.renter_id, None, job.cost_halala, s),
                     at_us=now_us,
                 )
             )

@@ -11,8 +11,6 @@ import math
 from typing import Literal
 
 from dcp_events.catalogue import Settlement
-from dcp_events.event import Posting
-from dcp_projections import ledger
 from dcp_projections.priorities import PRIORITY_PCT as PRIORITY_PCT
 
 PROVIDER_SHARE_PCT = 75
@@ -106,31 +104,6 @@ def settle_ending(
     if ending == "timed_out":
         return charge(reserve, rate, billable_seconds(None, measured_s, max_duration_seconds))
     return charge(reserve, rate, billable_seconds(reported_s, measured_s, max_duration_seconds))
-
-
-def hold_postings(renter_id: str, reserve: int) -> tuple[Posting, ...]:
-    """The postings that open a hold: available -> held; none for a free job (a zero leg is
-    noise in the ledger)."""
-    if reserve == 0:
-        return ()
-    return (
-        Posting(ledger.renter_available(renter_id), -reserve),
-        Posting(ledger.renter_held(renter_id), reserve),
-    )
-
-
-def settlement_postings(
-    renter_id: str, provider_id: str | None, reserve: int, s: Settlement
-) -> tuple[Posting, ...]:
-    """The postings that release a hold of `reserve` as settled by `s` (zero legs left out)."""
-    legs = [
-        Posting(ledger.renter_held(renter_id), -reserve),
-        Posting(ledger.renter_available(renter_id), s.refunded_halala),
-        Posting(ledger.PLATFORM_REVENUE, s.platform_fee_halala),
-    ]
-    if provider_id is not None:
-        legs.append(Posting(ledger.provider_earnings(provider_id), s.provider_earned_halala))
-    return tuple(p for p in legs if p.amount_halala != 0)
 
 
 def settlement_is_consistent(reserve: int, s: Settlement) -> bool:

@@ -215,7 +215,6 @@ class State:
         # the time), which the fold of the whole log made when the event was first folded.
         self.cross_stream_checks = cross_stream_checks
         self.balances: dict[str, int] = {}
-        self.total_halala = 0  # sum of every balance; 0 after every event
         self.renters: dict[str, Renter] = {}
         self.providers: dict[str, Provider] = {}
         self.jobs: dict[str, Job] = {}

@@ -59,13 +59,12 @@ from dcp_events.codec import Codec, default_codec  # noqa: E402
 from dcp_events.event import Event  # noqa: E402
 from dcp_events.sqlite_store import SqliteEventStore, iter_event_batches, open_connection  # noqa: E402
 from dcp_events.store import AppendRequest, NewEvent  # noqa: E402
-from dcp_projections import ledger  # noqa: E402
+from dcp_projections import money  # noqa: E402
 from dcp_projections.settlement import (  # noqa: E402
     charge,
     rate_halala_per_hour,
     refund_all,
     reserve_halala,
-    settlement_postings,
 )
 
 GOAL = 100_000
@@ -162,10 +161,7 @@ def synthetic_units(target: int) -> Iterator[tuple[str, list[NewEvent]]]:
                             amount_halala=amount,
                             reference=f"dep-{rid}",
                             at_us=t,
-                            postings=(
-                                ev.Posting(ledger.WORLD_DEPOSITS, -amount),
-                                ev.Posting(ledger.renter_available(rid), amount),
-                            ),
+                            postings=money.credit(rid, amount),
                         ),
                     ],
                 )
@@ -200,20 +196,14 @@ def synthetic_units(target: int) -> Iterator[tuple[str, list[NewEvent]]]:
                         amount_halala=1000,
                         iban="SA0380000000608010167519",
                         at_us=t,
-                        postings=(
-                            ev.Posting(ledger.provider_earnings(pid), -1000),
-                            ev.Posting(ledger.provider_payout_pending(pid), 1000),
-                        ),
+                        postings=money.withdraw(pid, 1000),
                     ),
                     ev.WithdrawalCompleted(
                         withdrawal_id=wid,
                         provider_id=pid,
                         amount_halala=1000,
                         at_us=t + 1,
-                        postings=(
-                            ev.Posting(ledger.provider_payout_pending(pid), -1000),
-                            ev.Posting(ledger.WORLD_PAYOUTS, 1000),
-                        ),
+                        postings=money.pay_out(pid, 1000),
                     ),
                 ],
             )
@@ -243,10 +233,7 @@ def _job_events(rid: str, job_id: str, pid: str, j: int, t: int) -> list[Event]:
         rate_halala_per_hour=rate,
         cost_halala=reserve,
         at_us=t,
-        postings=(
-            ev.Posting(ledger.renter_available(rid), -reserve),
-            ev.Posting(ledger.renter_held(rid), reserve),
-        ),
+        postings=money.hold(rid, reserve),
     )
     if j % 10 == 9:
         s = refund_all(reserve)
@@ -260,7 +247,7 @@ def _job_events(rid: str, job_id: str, pid: str, j: int, t: int) -> list[Event]:
                 was_status="queued",
                 settlement=s,
                 at_us=t + 1,
-                postings=settlement_postings(rid, None, reserve, s),
+                postings=money.settle(rid, None, reserve, s),
             ),
         ]
     claimed = ev.JobClaimed(
@@ -284,7 +271,7 @@ def _job_events(rid: str, job_id: str, pid: str, j: int, t: int) -> list[Event]:
         output=ev.JobOutput(exit_code=0, stdout="epoch 1 loss 0.31\n", sha256=_hash(job_id)),
         settlement=s,
         at_us=t + 3,
-        postings=settlement_postings(rid, pid, reserve, s),
+        postings=money.settle(rid, pid, reserve, s),
     )
     return [submitted, claimed, started, done]
 

@@ -10,9 +10,9 @@ must be allowed to create databases, since every phase works in a fresh database
    per batch size.
 2. Lag under load: a writer appends to the log while the replicator runs continuously in its
    own process, as `dcp replicate` would: scripts/simulate.py (the real service, as fast as it
-   goes; with --source simulate, the default when it exists), then the synthetic workload of
-   tests/dcp_replicator/synth.py through the real event store at --rate events/s and flat
-   out. Every 50 ms the lag is sampled: events behind (log head minus the
+   goes; with --source simulate, the default when it exists), then the simulator's workload
+   driving the service in this process (tests/dcp_replicator/ledger.py) paced at --rate
+   events/s, and flat out. Every 50 ms the lag is sampled: events behind (log head minus the
    target's checkpoint) and seconds behind (age of the oldest event not yet in the target).
    The writer's own rate is measured with and without the replicator running, to show that
    replication does not slow it.
@@ -42,11 +42,10 @@ import psycopg  # noqa: E402
 import structlog  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
-from dcp_events.sqlite_store import SqliteEventStore  # noqa: E402
 from dcp_replicator.postgres_sink import PostgresSink  # noqa: E402
 from dcp_replicator.replicator import Replicator, Settings  # noqa: E402
 from dcp_replicator.source import SqliteSource  # noqa: E402
-from tests.dcp_replicator.synth import SynthWorkload, make_db, write_events  # noqa: E402
+from tests.dcp_replicator.ledger import Ledger, make_db  # noqa: E402
 
 SIMULATE = ROOT / "scripts" / "simulate.py"
 
@@ -111,24 +110,21 @@ async def throughput(db: Path, server: str, batch_rows: int) -> dict[str, float]
 
 
 async def synthetic_writer(db: Path, seconds: float, rate: int, seed: int) -> int:
-    """Append at about `rate` events/s (0: as fast as it can) for `seconds`, in appends of up
-    to 20 events."""
-    store = await SqliteEventStore.open(db)
-    workload = SynthWorkload(seed)
-    written = 0
+    """Append at about `rate` events/s (0: as fast as it can) for `seconds`: the simulator's
+    workload through the service, in rounds of 20 commands."""
+    ledger = await Ledger.open(db, seed)
+    start = ledger.head
     t0 = time.perf_counter()
     try:
         while (now := time.perf_counter() - t0) < seconds:
-            due = int(now * rate) - written if rate else 200
+            due = int(now * rate) - (ledger.head - start) if rate else 200
             if due <= 0:
                 await asyncio.sleep(0.005)
                 continue
-            n = min(due, 200)
-            await write_events(store, workload, n, per_append=20)
-            written += n
+            await ledger.grow(min(due, 200), round_size=20)
     finally:
-        await store.close()
-    return written
+        await ledger.close()
+    return ledger.head - start
 
 
 def start_replicator(db: Path, dsn: str, log: Path) -> subprocess.Popen:

@@ -17,13 +17,12 @@ from dcp_events.codec import default_codec
 from dcp_events.event import Event
 from dcp_events.sqlite_store import SqliteEventStore, open_connection
 from dcp_events.store import AppendRequest
-from dcp_projections import ledger, topups
+from dcp_projections import money
 from dcp_projections.settlement import (
     charge,
     rate_halala_per_hour,
     refund_all,
     reserve_halala,
-    settlement_postings,
 )
 
 T0_US = 1_790_000_000_000_000
@@ -84,10 +83,7 @@ async def build_log(path: Path, renters: int = 4, jobs_per_renter: int = 5) -> i
                 amount_halala=amount,
                 reference=f"ref-{rid}",
                 at_us=t,
-                postings=(
-                    ev.Posting(ledger.WORLD_DEPOSITS, -amount),
-                    ev.Posting(ledger.renter_available(rid), amount),
-                ),
+                postings=money.credit(rid, amount),
             ),
         )
         for j in range(jobs_per_renter):
@@ -102,20 +98,14 @@ async def build_log(path: Path, renters: int = 4, jobs_per_renter: int = 5) -> i
                 amount_halala=1,
                 iban="SA0380000000608010167519",
                 at_us=t,
-                postings=(
-                    ev.Posting(ledger.provider_earnings(pid), -1),
-                    ev.Posting(ledger.provider_payout_pending(pid), 1),
-                ),
+                postings=money.withdraw(pid, 1),
             ),
             ev.WithdrawalCompleted(
                 withdrawal_id=f"w-{pid}",
                 provider_id=pid,
                 amount_halala=1,
                 at_us=t + 1,
-                postings=(
-                    ev.Posting(ledger.provider_payout_pending(pid), -1),
-                    ev.Posting(ledger.WORLD_PAYOUTS, 1),
-                ),
+                postings=money.pay_out(pid, 1),
             ),
         )
     for r in range(renters):
@@ -139,7 +129,7 @@ async def _topup(put, rid: str, r: int, t: int) -> None:
             invoice_id=f"inv-{rid}",
             amount_halala=amount,
             at_us=t + 1,
-            postings=topups.credit_postings(rid, amount),
+            postings=money.credit(rid, amount),
         ),
     ]
     if r < 2:
@@ -150,7 +140,7 @@ async def _topup(put, rid: str, r: int, t: int) -> None:
                 payment_id=pay,
                 amount_halala=amount,
                 at_us=t + 2,
-                postings=topups.refund_postings(rid, amount),
+                postings=money.refund(rid, amount),
             )
         )
         if r == 0:
@@ -160,7 +150,7 @@ async def _topup(put, rid: str, r: int, t: int) -> None:
                     renter_id=rid,
                     amount_halala=amount,
                     at_us=t + 3,
-                    postings=topups.credit_postings(rid, amount),
+                    postings=money.credit(rid, amount),
                 )
             )
         else:
@@ -183,10 +173,7 @@ async def _job(put, rid: str, job_id: str, pid: str, kind: int, t: int) -> None:
         rate_halala_per_hour=rate,
         cost_halala=reserve,
         at_us=t,
-        postings=(
-            ev.Posting(ledger.renter_available(rid), -reserve),
-            ev.Posting(ledger.renter_held(rid), reserve),
-        ),
+        postings=money.hold(rid, reserve),
     )
     if kind % 5 == 3:  # cancelled while queued: all back
         s = refund_all(reserve)
@@ -201,7 +188,7 @@ async def _job(put, rid: str, job_id: str, pid: str, kind: int, t: int) -> None:
                 was_status="queued",
                 settlement=s,
                 at_us=t + 1,
-                postings=settlement_postings(rid, None, reserve, s),
+                postings=money.settle(rid, None, reserve, s),
             ),
         )
         return
@@ -226,7 +213,7 @@ async def _job(put, rid: str, job_id: str, pid: str, kind: int, t: int) -> None:
             error="docker daemon went away",
             settlement=s,
             at_us=t + 3,
-            postings=settlement_postings(rid, None, reserve, s),
+            postings=money.settle(rid, None, reserve, s),
         )
     else:
         s = charge(reserve, rate, runtime_s)
@@ -240,7 +227,7 @@ async def _job(put, rid: str, job_id: str, pid: str, kind: int, t: int) -> None:
             output=ev.JobOutput(exit_code=0, stdout="hello\n", sha256="0" * 64),
             settlement=s,
             at_us=t + 3 + runtime_s * 1_000_000,
-            postings=settlement_postings(rid, pid, reserve, s),
+            postings=money.settle(rid, pid, reserve, s),
         )
     await put(stream, submitted, claimed, started, end)
 

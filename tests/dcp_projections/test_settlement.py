@@ -3,6 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dcp_projections.money import settle
 from dcp_projections.settlement import (
     billable_seconds,
     charge,
@@ -10,7 +11,6 @@ from dcp_projections.settlement import (
     reserve_halala,
     settle_ending,
     settlement_is_consistent,
-    settlement_postings,
     split,
 )
 
@@ -56,7 +56,7 @@ def test_charge_never_exceeds_reserve_and_refund_completes_it(job, reported, mea
     assert 0 <= s.actual_cost_halala <= reserve
     assert s.refunded_halala + s.actual_cost_halala == reserve
     assert settlement_is_consistent(reserve, s)
-    assert sum(p.amount_halala for p in settlement_postings("r", "p", reserve, s)) == 0
+    assert sum(p.amount_halala for p in settle("r", "p", reserve, s)) == 0
 
 
 @given(jobs(), runtimes, runtimes, st.integers(0, 10_000))

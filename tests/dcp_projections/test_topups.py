@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from dcp_events import catalogue as ev
 from dcp_events.codec import default_codec
 from dcp_projections import commands as c
-from dcp_projections import ledger
+from dcp_projections import ledger, money
 from dcp_projections.decisions import decide
 from dcp_projections.errors import (
     Conflict,
@@ -24,7 +24,6 @@ from dcp_projections.errors import (
 from dcp_projections.fold import apply, check_all
 from dcp_projections.settings import Settings
 from dcp_projections.state import State
-from dcp_projections.topups import credit_postings
 
 CODEC = default_codec()
 SETTINGS = Settings()
@@ -66,7 +65,7 @@ def test_a_paid_topup_credits_once_per_payment_id():
     run(s, c.RequestTopUp(topup_id="t1", renter_id="r0", amount_halala=5_000))
     run(s, c.RecordInvoice(topup_id="t1", invoice_id="inv1", checkout_url="https://pay/1"))
     (e,) = run(s, paid("t1", "p1", 5_000, source="webhook"))
-    assert isinstance(e, ev.TopUpPaid) and e.postings == credit_postings("r0", 5_000)
+    assert isinstance(e, ev.TopUpPaid) and e.postings == money.credit("r0", 5_000)
     assert run(s, paid("t1", "p1", 5_000, source="sweep")) == []
     assert run(s, paid("t1", "p2", 5_000)) == []
     assert s.available("r0") == 5_000 and s.balance(ledger.WORLD_DEPOSITS) == -5_000
@@ -171,7 +170,7 @@ def test_the_fold_refuses_a_second_credit_of_one_payment():
         payment_id="p1",
         amount_halala=100,
         at_us=T0,
-        postings=credit_postings("r1", 100),
+        postings=money.credit("r1", 100),
     )
     with pytest.raises(InvariantError, match="credited twice"):
         apply(s, s.seq + 1, forged)
@@ -235,7 +234,7 @@ def test_interleavings_keep_the_books_and_credit_each_payment_at_most_once(progr
             if isinstance(e, ev.TopUpPaid):
                 credits[e.payment_id] = credits.get(e.payment_id, 0) + 1
         check_all(s)
-        assert s.total_halala == 0 and sum(s.balances.values()) == 0
+        assert sum(s.balances.values()) == 0
         assert all(n == 1 for n in credits.values())
         # Spending only holds money (these jobs never settle), so a renter's whole balance is
         # exactly their top-up's net credit: its amount while paid, else nothing.

@@ -1,5 +1,6 @@
 """Fixtures for the replicator: a real PostgreSQL (scripts/ci/postgres.sh), fresh databases,
-synthetic logs, and a row-by-row comparison of the local read models with a target.
+logs written by the real ledger (tests/dcp_replicator/ledger.py), and a row-by-row comparison
+of the local read models with a target.
 
 PostgreSQL comes from DCP_TEST_PG_DSN (printed by scripts/ci/postgres.sh). When no server
 answers, the tests that need one skip with the reason, unless DCP_REQUIRE_POSTGRES is set
@@ -8,7 +9,9 @@ answers, the tests that need one skip with the reason, unless DCP_REQUIRE_POSTGR
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from dcp_replicator.tables import MIRRORED, TableSpec
 from tests.pg import drop_database
 
-from .synth import make_db
+from .ledger import make_db
 
 
 @pytest.fixture
@@ -37,11 +40,22 @@ def pg_dsn(pg_server_dsn: str) -> Iterator[str]:
     drop_database(pg_server_dsn, name)
 
 
+@pytest.fixture(scope="session")
+def ledger_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A log of at least 3,000 events with its read models, written once by the real ledger."""
+    path = tmp_path_factory.mktemp("ledger") / "dcp.db"
+    asyncio.run(make_db(path, 3000))
+    return path
+
+
 @pytest.fixture
-async def synth_db(tmp_path: Path) -> Path:
-    """A log of 3,000 synthetic events with its read models."""
+def ledger_db(ledger_template: Path, tmp_path: Path) -> Path:
+    """A copy of its own of the template log (tests append to it and change its rows)."""
     path = tmp_path / "dcp.db"
-    await make_db(path, 3000)
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(ledger_template) + suffix)
+        if src.exists():
+            shutil.copyfile(src, str(path) + suffix)
     return path
 
 

@@ -66,22 +66,22 @@ def lag_when(
     raise AssertionError(f"the gauges never got there: {seen}")
 
 
-def test_lag_falls_to_zero_as_the_mirror_catches_up(synth_db, pg_dsn):
+def test_lag_falls_to_zero_as_the_mirror_catches_up(ledger_db, pg_dsn):
     """Replicating into PostgreSQL: the lag ends at 0 events and 0 s, the checkpoint at the head."""
     port = free_port()
-    with replicating(synth_db, pg_dsn, port):
-        g = lag_when(port, lambda g: g.get("dcp_replicator_checkpoint_seq") == head_seq(synth_db))
+    with replicating(ledger_db, pg_dsn, port):
+        g = lag_when(port, lambda g: g.get("dcp_replicator_checkpoint_seq") == head_seq(ledger_db))
     assert g["dcp_replicator_lag_events"] == 0 and g["dcp_replicator_lag_seconds"] == 0
-    assert g["dcp_replicator_source_head_seq"] == head_seq(synth_db)
+    assert g["dcp_replicator_source_head_seq"] == head_seq(ledger_db)
     assert g["dcp_replicator_rows_total"] > 0 and g["dcp_replicator_batches_total"] >= 1
 
 
-def test_lag_of_a_sink_that_never_answered_is_the_whole_log(synth_db):
+def test_lag_of_a_sink_that_never_answered_is_the_whole_log(ledger_db):
     """With no PostgreSQL to write to, every event is behind, and the seconds show its age."""
     port = free_port()
-    with replicating(synth_db, f"postgresql://nobody@127.0.0.1:{free_port()}/none", port) as p:
+    with replicating(ledger_db, f"postgresql://nobody@127.0.0.1:{free_port()}/none", port) as p:
         g = lag_when(port, lambda g: g.get("dcp_replicator_lag_events", 0) > 0)
         assert p.poll() is None  # a continuous replicator waits for its sink, it does not exit
-    assert g["dcp_replicator_lag_events"] == head_seq(synth_db) == 3000
+    assert g["dcp_replicator_lag_events"] == head_seq(ledger_db) >= 3000
     assert g["dcp_replicator_lag_seconds"] > 0
     assert g["dcp_replicator_rows_total"] == 0

@@ -18,7 +18,6 @@ import psycopg
 import pytest
 import structlog
 
-from dcp_events.sqlite_store import SqliteEventStore
 from dcp_replicator.cli import main as cli_main
 from dcp_replicator.errors import CheckpointConflict, SinkRejected
 from dcp_replicator.postgres_sink import PostgresSink
@@ -27,28 +26,21 @@ from dcp_replicator.source import Batch, SqliteSource
 from dcp_replicator.tables import MIRRORED
 
 from .conftest import assert_mirrored, head_seq
-from .synth import SynthWorkload, make_db, write_events
+from .ledger import SIMULATE, Ledger
 from .throwaway_pg import ThrowawayCluster, find_bindir
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-SIMULATE = ROOT / "scripts" / "simulate.py"
 
 
 @pytest.fixture(scope="module")
 def big_db(tmp_path_factory) -> Path:
     """A log of at least 50,000 events with its read models, written by scripts/simulate.py
     (the real service; ~0.88 events per command since jobs for any GPU wait for a GPU their
-    price covers), or by the synthetic workload where the simulator is absent. Shared by the
-    tests of this module, which only read it."""
+    price covers). Shared by the tests of this module, which only read it."""
     path = tmp_path_factory.mktemp("big") / "dcp.db"
-    if SIMULATE.exists():
-        cmd = [sys.executable, str(SIMULATE), "--db", str(path), "--seed", "11"]
-        subprocess.run([*cmd, "--commands", "60000"], cwd=ROOT, check=True, timeout=600,
-                       capture_output=True)  # fmt: skip
-    else:
-        asyncio.run(make_db(path, 50_000, seed=11))
+    cmd = [sys.executable, str(SIMULATE), "--db", str(path), "--seed", "11"]
+    subprocess.run([*cmd, "--commands", "60000"], cwd=ROOT, check=True, timeout=600,
+                   capture_output=True)  # fmt: skip
     assert head_seq(path) >= 50_000
     return path
 
@@ -169,9 +161,9 @@ async def test_sigkill_mid_stream_then_restart(big_db, pg_dsn, tmp_path):
         assert dup.fetchone()[0] == 0
 
 
-async def test_rows_only_move_forward(synth_db, pg_dsn):
+async def test_rows_only_move_forward(ledger_db, pg_dsn):
     """A stale version of a row, from any writer, never replaces a newer one."""
-    await replicate(synth_db, pg_dsn)
+    await replicate(ledger_db, pg_dsn)
     with psycopg.connect(pg_dsn) as conn:
         account, balance, seq = conn.execute(
             "SELECT account_id, balance_halala, last_seq FROM dcp_accounts"
@@ -198,10 +190,10 @@ async def test_rows_only_move_forward(synth_db, pg_dsn):
     assert after_update == (balance,), "the trigger refuses a non-forward UPDATE too"
 
 
-async def test_replayed_batch_is_refused_whole(synth_db, pg_dsn):
+async def test_replayed_batch_is_refused_whole(ledger_db, pg_dsn):
     """A batch whose start is not the sink's checkpoint (a replay, or a second replicator)
     changes nothing."""
-    source = await SqliteSource.open(synth_db)
+    source = await SqliteSource.open(ledger_db)
     batch = await source.read_batch(0, 500)
     await source.close()
     sink = await PostgresSink.connect(pg_dsn)
@@ -232,22 +224,22 @@ async def test_failed_batch_leaves_no_trace(pg_dsn):
     await sink.close()
 
 
-async def test_keeps_up_with_a_live_writer(synth_db, pg_dsn):
-    """While the store appends, the continuous replicator follows; at the end target equals
+async def test_keeps_up_with_a_live_writer(ledger_db, pg_dsn):
+    """While the ledger appends, the continuous replicator follows; at the end target equals
     source."""
-    store = await SqliteEventStore.open(synth_db)
-    workload = SynthWorkload(seed=99)
-    source = await SqliteSource.open(synth_db)
+    before = head_seq(ledger_db)
+    ledger = await Ledger.open(ledger_db, seed=99)
+    source = await SqliteSource.open(ledger_db)
     sink = await PostgresSink.connect(pg_dsn)
     stop = asyncio.Event()
     task = asyncio.create_task(
         Replicator(source, sink, Settings(batch_rows=300, poll_interval_s=0.02)).run(stop=stop)
     )
     for _ in range(20):
-        await write_events(store, workload, 100, per_append=10)
+        await ledger.grow(100, round_size=10)
         await asyncio.sleep(0.01)
-    await store.close()
-    head = head_seq(synth_db)
+    await ledger.close()
+    head = head_seq(ledger_db)
     for _ in range(500):
         if target_checkpoint(pg_dsn) == head:
             break
@@ -256,8 +248,8 @@ async def test_keeps_up_with_a_live_writer(synth_db, pg_dsn):
     await task
     await sink.close()
     await source.close()
-    assert target_checkpoint(pg_dsn) == head == 5000
-    assert_mirrored(synth_db, pg_dsn)
+    assert target_checkpoint(pg_dsn) == head >= before + 2000
+    assert_mirrored(ledger_db, pg_dsn)
 
 
 @pytest.fixture
@@ -275,12 +267,12 @@ def cluster():
     c.destroy()
 
 
-async def test_catches_up_after_postgres_restart(synth_db, cluster):
+async def test_catches_up_after_postgres_restart(ledger_db, cluster):
     """PostgreSQL stops mid-stream while the log keeps growing; the replicator backs off, and
     once the server is back it catches up to equality."""
-    store = await SqliteEventStore.open(synth_db)
-    workload = SynthWorkload(seed=5)
-    source = await SqliteSource.open(synth_db)
+    before = head_seq(ledger_db)
+    ledger = await Ledger.open(ledger_db, seed=5)
+    source = await SqliteSource.open(ledger_db)
     sink = await PostgresSink.connect(cluster.dsn, connect_timeout_s=2)
     stop = asyncio.Event()
     settings = Settings(batch_rows=100, poll_interval_s=0.02, backoff_base_s=0.1, backoff_max_s=0.5)
@@ -290,13 +282,13 @@ async def test_catches_up_after_postgres_restart(synth_db, cluster):
         await asyncio.sleep(0.01)
     assert not task.done(), task
     await asyncio.to_thread(cluster.stop, "fast")
-    await write_events(store, workload, 1000, per_append=20)  # the log grows meanwhile
+    await ledger.grow(1000, round_size=20)  # the log grows meanwhile
     await asyncio.sleep(1.0)
     assert not task.done()
     await asyncio.to_thread(cluster.start)
-    await write_events(store, workload, 500, per_append=20)
-    await store.close()
-    head = head_seq(synth_db)
+    await ledger.grow(500, round_size=20)
+    await ledger.close()
+    head = head_seq(ledger_db)
     deadline = time.monotonic() + 60
     while target_checkpoint(cluster.dsn) != head and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -305,8 +297,8 @@ async def test_catches_up_after_postgres_restart(synth_db, cluster):
     await sink.close()
     await source.close()
     assert result.failures >= 1, "the outage was seen"
-    assert result.checkpoint_seq == head == 4500
-    assert_mirrored(synth_db, cluster.dsn)
+    assert result.checkpoint_seq == head >= before + 1500
+    assert_mirrored(ledger_db, cluster.dsn)
 
 
 @pytest.fixture
@@ -317,36 +309,37 @@ def fresh_structlog():
     structlog.reset_defaults()
 
 
-async def test_status_command(synth_db, pg_dsn, capsys, fresh_structlog):
+async def test_status_command(ledger_db, pg_dsn, capsys, fresh_structlog):
     """`dcp replicate status` prints the lag as JSON, from the target, or from the local cache
     when the target is unreachable."""
+    head = head_seq(ledger_db)
     assert (
-        await asyncio.to_thread(cli_main, ["--db", str(synth_db), "--dsn", pg_dsn, "status"]) == 0
+        await asyncio.to_thread(cli_main, ["--db", str(ledger_db), "--dsn", pg_dsn, "status"]) == 0
     )
     before = json.loads(capsys.readouterr().out)
-    assert before["events_behind"] == 3000 and before["seconds_behind"] > 0
+    assert before["events_behind"] == head and before["seconds_behind"] > 0
     assert (
         await asyncio.to_thread(
-            cli_main, ["replicate", "--db", str(synth_db), "--dsn", pg_dsn, "--once"]
+            cli_main, ["replicate", "--db", str(ledger_db), "--dsn", pg_dsn, "--once"]
         )
         == 0
     )
     capsys.readouterr()
     assert (
-        await asyncio.to_thread(cli_main, ["--db", str(synth_db), "--dsn", pg_dsn, "status"]) == 0
+        await asyncio.to_thread(cli_main, ["--db", str(ledger_db), "--dsn", pg_dsn, "status"]) == 0
     )
     after = json.loads(capsys.readouterr().out)
     assert after == {
         "sink": "postgres",
         "replicated": True,
-        "checkpoint_seq": 3000,
-        "head_seq": 3000,
+        "checkpoint_seq": head,
+        "head_seq": head,
         "events_behind": 0,
         "seconds_behind": 0.0,
         "checkpoint_from": "target",
     }
     down = "postgresql://nobody@127.0.0.1:1/none"
-    assert await asyncio.to_thread(cli_main, ["--db", str(synth_db), "--dsn", down, "status"]) == 0
+    assert await asyncio.to_thread(cli_main, ["--db", str(ledger_db), "--dsn", down, "status"]) == 0
     cached = json.loads(capsys.readouterr().out)
-    assert cached["checkpoint_seq"] == 3000
+    assert cached["checkpoint_seq"] == head
     assert cached["checkpoint_from"] == "local (target unreachable)"

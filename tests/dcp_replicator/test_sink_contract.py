@@ -42,24 +42,24 @@ async def test_starts_at_zero(sink):
     assert await sink.checkpoint() == 0
 
 
-async def test_batches_in_order_mirror_the_source(sink, synth_db, pg_dsn):
+async def test_batches_in_order_mirror_the_source(sink, ledger_db, pg_dsn):
     """Applying consecutive batches moves the checkpoint to each batch's end and leaves the
     target equal to the source."""
-    source = await SqliteSource.open(synth_db)
+    source = await SqliteSource.open(ledger_db)
     cp = 0
     while (batch := await source.read_batch(cp, 400)).upto_seq > cp:
         await sink.apply(batch)
         cp = batch.upto_seq
         assert await sink.checkpoint() == cp
     await source.close()
-    assert cp == head_seq(synth_db)
-    assert_mirrored(synth_db, pg_dsn)
+    assert cp == head_seq(ledger_db)
+    assert_mirrored(ledger_db, pg_dsn)
 
 
-async def test_an_old_batch_again_changes_nothing(sink, synth_db, pg_dsn):
+async def test_an_old_batch_again_changes_nothing(sink, ledger_db, pg_dsn):
     """Re-applying an earlier batch (a replay after a lost acknowledgement, a restart from an
     older checkpoint) is refused or is a no-op: rows and checkpoint stay as they were."""
-    source = await SqliteSource.open(synth_db)
+    source = await SqliteSource.open(ledger_db)
     first = await source.read_batch(0, 400)
     await sink.apply(first)
     rest = await source.read_batch(first.upto_seq, 1_000_000)
@@ -70,4 +70,4 @@ async def test_an_old_batch_again_changes_nothing(sink, synth_db, pg_dsn):
         await sink.apply(first)
     assert await sink.checkpoint() == rest.upto_seq
     assert {t.target: target_rows(pg_dsn, t) for t in MIRRORED} == before
-    assert_mirrored(synth_db, pg_dsn)
+    assert_mirrored(ledger_db, pg_dsn)

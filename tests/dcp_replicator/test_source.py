@@ -12,23 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from dcp_events.sqlite_store import SqliteEventStore
-from dcp_events.store import AppendRequest, NewEvent
+from dcp_events import catalogue as ev
 from dcp_replicator.errors import SourceError
 from dcp_replicator.source import SqliteSource
 from dcp_replicator.tables import MIRRORED, NEVER_MIRRORED
 
 from .conftest import head_seq, local_rows
-from .synth import SynthWorkload, _apply, write_events
+from .ledger import Ledger
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "supabase"
 
 
 @pytest.mark.parametrize("max_rows", [1, 37, 500, 100_000])
-async def test_batches_cover_every_row_once(synth_db, max_rows):
+async def test_batches_cover_every_row_once(ledger_db, max_rows):
     """Walking the log in batches of at most max_rows rows yields every row exactly once,
     with checkpoints that only grow."""
-    source = await SqliteSource.open(synth_db)
+    source = await SqliteSource.open(ledger_db)
     seen: dict[str, list] = {t.target: [] for t in MIRRORED}
     checkpoint, batches = 0, 0
     while True:
@@ -42,12 +41,12 @@ async def test_batches_cover_every_row_once(synth_db, max_rows):
             seen[name].extend(rows)
         checkpoint, batches = batch.upto_seq, batches + 1
     await source.close()
-    assert checkpoint == head_seq(synth_db)
+    assert checkpoint == head_seq(ledger_db)
     for t in MIRRORED:
         # A row changed by several events is read once: in the batch of its last change.
         key = [t.target_columns.index(k) for k in t.target_key]
         got = sorted(seen[t.target], key=lambda r, key=key: tuple(r[i] for i in key))
-        assert [_norm(t, r) for r in got] == local_rows(synth_db, t), t.target
+        assert [_norm(t, r) for r in got] == local_rows(ledger_db, t), t.target
     if max_rows == 1:
         assert batches > 1000
 
@@ -64,54 +63,67 @@ def _norm(t, row):
 
 
 async def test_one_big_event_is_taken_whole(tmp_path):
-    """An event that changed more rows than the bound goes in one batch, not split."""
+    """An event that changed more rows than the bound goes in one batch, not split: a
+    heartbeat that renews the leases of 12 jobs changes 13 rows (the jobs and the provider)."""
     path = tmp_path / "dcp.db"
-    store = await SqliteEventStore.open(path)
-    body = {"postings": [[f"renter:r{i}:available", 1 if i % 2 else -1] for i in range(40)]}
-    ev = NewEvent(type="synth.bulk", schema_version=1, payload=json.dumps(body).encode())
-    small = NewEvent(type="synth.bulk", schema_version=1, payload=b'{"postings": []}')
-    await store.append_atomic([AppendRequest("s", None, [small])], tx_hook=_apply)
-    await store.append_atomic([AppendRequest("s", None, [ev])], tx_hook=_apply)
-    await store.close()
+    async with await Ledger.open(path, renters=0, providers=0) as ledger:
+        svc = ledger.svc
+        await svc.register_renter("renter", "r@example.sa")
+        await svc.register_provider("provider", "p@example.sa", "H100", 16, 80)
+        (rid,), (pid,) = svc.state.renters, svc.state.providers
+        await svc.credit(rid, 10_000_000, "seed")
+        await svc.approve_provider(pid)
+        await svc.allow_image("dcp/pytorch:2.3")
+        spec = ev.ContainerSpec(image="dcp/pytorch:2.3", command=("python", "train.py"))
+        for _ in range(12):
+            await svc.submit_job(rid, spec, ev.GpuRequirements(gpu_type="H100"))
+        await svc.heartbeat(pid)
+        await svc.claim_jobs(pid)
+        leased = sorted(svc.state.providers[pid].leased)
+        assert len(leased) == 12
+        before = ledger.head
+        await svc.heartbeat(pid, running_job_ids=leased)
+        assert ledger.head == before + 1
     source = await SqliteSource.open(path)
-    first = await source.read_batch(0, 10)
+    first = await source.read_batch(before - 1, 10)
     second = await source.read_batch(first.upto_seq, 10)
     await source.close()
-    assert (first.upto_seq, first.row_count) == (1, 0)
-    assert second.upto_seq == 2
-    assert len(second.rows["dcp_postings"]) == 40 and len(second.rows["dcp_accounts"]) == 40
+    assert (first.upto_seq, second.upto_seq) == (before, before + 1)
+    assert second.row_count > 10 and len(second.rows["dcp_jobs"]) == 12
 
 
-async def test_lag_in_events_and_seconds(synth_db):
+async def test_lag_in_events_and_seconds(ledger_db):
     """Events behind = head - checkpoint; seconds behind = age of the oldest unmirrored event."""
-    source = await SqliteSource.open(synth_db)
-    conn = sqlite3.connect(synth_db)
+    head = head_seq(ledger_db)
+    source = await SqliteSource.open(ledger_db)
+    conn = sqlite3.connect(ledger_db)
     (t1,) = conn.execute("SELECT recorded_at_us FROM events WHERE seq = 1001").fetchone()
     conn.close()
     lag = await source.lag(1000, now_s=t1 / 1e6 + 12.5)
-    caught_up = await source.lag(3000)
+    caught_up = await source.lag(head)
     await source.close()
-    assert (lag.head_seq, lag.events_behind, lag.seconds_behind) == (3000, 2000, 12.5)
+    assert (lag.head_seq, lag.events_behind, lag.seconds_behind) == (head, head - 1000, 12.5)
     assert (caught_up.events_behind, caught_up.seconds_behind) == (0, 0.0)
 
 
-async def test_read_only_and_never_blocks_the_writer(synth_db):
+async def test_read_only_and_never_blocks_the_writer(ledger_db):
     """The replicator's connection cannot write, and a read snapshot held open does not stop
     the store from committing."""
-    source = await SqliteSource.open(synth_db)
+    source = await SqliteSource.open(ledger_db)
     with pytest.raises(sqlite3.OperationalError):
         source._conn.execute("DELETE FROM accounts")
     source._conn.execute("BEGIN")
     source._conn.execute("SELECT count(*) FROM accounts").fetchone()  # snapshot taken
-    store = await SqliteEventStore.open(synth_db)
+    before = head_seq(ledger_db)
+    ledger = await Ledger.open(ledger_db, seed=3)
     t0 = time.perf_counter()
-    await asyncio.wait_for(write_events(store, SynthWorkload(seed=3), 200, per_append=20), 10)
+    head = await asyncio.wait_for(ledger.grow(200), 10)
     elapsed = time.perf_counter() - t0
-    await store.close()
+    await ledger.close()
     source._conn.execute("COMMIT")
-    assert head_seq(synth_db) == 3200
+    assert head_seq(ledger_db) == head >= before + 200
     assert elapsed < 5.0
-    assert (await source.read_batch(3000, 10_000)).upto_seq == 3200
+    assert (await source.read_batch(before, 100_000)).upto_seq == head
     await source.close()
 
 
@@ -135,15 +147,14 @@ def test_secrets_and_outputs_are_never_mirrored():
         assert "last_seq" in t.target_columns, t.target
 
 
-async def test_rows_seeded_without_an_event_go_in_the_first_batch(synth_db):
-    """A row with last_seq 0 (the seeded default price) is mirrored by the first batch."""
-    conn = sqlite3.connect(synth_db)
-    conn.execute(
-        "INSERT INTO pricing (gpu_model, halala_per_gpu_hour, last_seq) VALUES ('default', 33, 0)"
-    )
-    conn.commit()
+async def test_rows_seeded_without_an_event_go_in_the_first_batch(ledger_db):
+    """A row with last_seq 0 (the seeded default price, which the ledger's read models hold
+    from the start) is mirrored by the first batch."""
+    conn = sqlite3.connect(ledger_db)
+    seeded = conn.execute("SELECT gpu_model FROM pricing WHERE last_seq = 0").fetchall()
     conn.close()
-    source = await SqliteSource.open(synth_db)
+    assert seeded == [("default",)]
+    source = await SqliteSource.open(ledger_db)
     first = await source.read_batch(0, 10)
     later = await source.read_batch(first.upto_seq, 100_000)
     await source.close()

@@ -84,7 +84,7 @@ def fresh_structlog():
 
 
 async def test_cli_replicates_to_supabase_through_socket_faults(
-    synth_db, pg_dsn, monkeypatch, capsys, fresh_structlog
+    ledger_db, pg_dsn, monkeypatch, capsys, fresh_structlog
 ):
     """Through dropped connections, a timeout and a 503 at the socket, `dcp replicate --once`
     mirrors everything; the checkpoint is in the local file; `status` reports it."""
@@ -96,16 +96,16 @@ async def test_cli_replicates_to_supabase_through_socket_faults(
     async with HttpServer(fake, hang_s=2.0) as url:
         monkeypatch.setenv("SUPABASE_URL", url)
         monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "service-role-key")
-        argv = ["--db", str(synth_db), "--once", "--batch-rows", "1000", "--http-timeout-s", "1"]
+        argv = ["--db", str(ledger_db), "--once", "--batch-rows", "1000", "--http-timeout-s", "1"]
         assert await asyncio.to_thread(cli_main, argv) == 0
         logs = capsys.readouterr().err
-        assert await asyncio.to_thread(cli_main, ["--db", str(synth_db), "status"]) == 0
+        assert await asyncio.to_thread(cli_main, ["--db", str(ledger_db), "status"]) == 0
         status = json.loads(capsys.readouterr().out)
     retries = [json.loads(line) for line in logs.splitlines() if "supabase_retry" in line]
     assert len(retries) == 4
     assert {r["reason"].split(":")[0] for r in retries} >= {"RemoteProtocolError", "ReadTimeout"}
-    assert_mirrored(synth_db, pg_dsn)
-    cp = await CheckpointStore(checkpoint_path(synth_db)).get("supabase")
-    assert cp is not None and cp.last_seq == head_seq(synth_db)
-    assert status["checkpoint_seq"] == head_seq(synth_db) and status["events_behind"] == 0
+    assert_mirrored(ledger_db, pg_dsn)
+    cp = await CheckpointStore(checkpoint_path(ledger_db)).get("supabase")
+    assert cp is not None and cp.last_seq == head_seq(ledger_db)
+    assert status["checkpoint_seq"] == head_seq(ledger_db) and status["events_behind"] == 0
     assert status["checkpoint_from"] == "local"

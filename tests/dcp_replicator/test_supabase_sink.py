@@ -61,12 +61,12 @@ async def one_batch(db: Path, max_rows: int = 1_000_000) -> Batch:
         await source.close()
 
 
-async def test_wire_requests_are_bulk_upserts(synth_db, tmp_path):
+async def test_wire_requests_are_bulk_upserts(ledger_db, tmp_path):
     """Each table goes as POST /rest/v1/<table>?on_conflict=<key>&columns=... with
     Prefer return=minimal and merge-duplicates, full uniform rows, then the state row."""
     fake = FakePostgrest()
     sink = await make_sink(fake, tmp_path / "cp")
-    batch = await one_batch(synth_db)
+    batch = await one_batch(ledger_db)
     await sink.apply(batch)
     await sink.close()
 
@@ -92,7 +92,7 @@ async def test_wire_requests_are_bulk_upserts(synth_db, tmp_path):
         sent[r.table].extend(r.body)
     for t in MIRRORED:
         expected = [
-            dict(zip(t.target_columns, row, strict=True)) for row in local_rows(synth_db, t)
+            dict(zip(t.target_columns, row, strict=True)) for row in local_rows(ledger_db, t)
         ]
         got = sorted(sent[t.target], key=lambda d: tuple(d[k] for k in t.target_key))
         assert got == expected, t.target
@@ -101,7 +101,7 @@ async def test_wire_requests_are_bulk_upserts(synth_db, tmp_path):
     assert state.table == "dcp_replication_state"
     assert state.params["on_conflict"] == "sink"
     assert state.body[0]["sink"] == "supabase"
-    assert state.body[0]["last_seq"] == batch.upto_seq == head_seq(synth_db)
+    assert state.body[0]["last_seq"] == batch.upto_seq == head_seq(ledger_db)
     assert await sink.checkpoint() == batch.upto_seq
 
 
@@ -118,13 +118,13 @@ async def test_rows_deduplicated_per_key(tmp_path):
     ]
 
 
-async def test_requests_bounded_by_rows_and_bytes(synth_db, tmp_path):
+async def test_requests_bounded_by_rows_and_bytes(ledger_db, tmp_path):
     """No request carries more than max rows or (beyond a single row) max bytes."""
     fake = FakePostgrest()
     sink = await make_sink(
         fake, tmp_path / "cp", max_rows_per_request=50, max_bytes_per_request=8_000
     )
-    batch = await one_batch(synth_db)
+    batch = await one_batch(ledger_db)
     await sink.apply(batch)
     sizes = [len(json.dumps(r.body, separators=(",", ":")).encode()) for r in fake.requests]
     assert all(len(r.body) <= 50 for r in fake.requests)
@@ -135,7 +135,7 @@ async def test_requests_bounded_by_rows_and_bytes(synth_db, tmp_path):
     assert len(fake.requests) > batch.row_count // 50
 
 
-async def test_recovers_from_503_timeout_and_dropped_connections(synth_db, tmp_path, pg_dsn):
+async def test_recovers_from_503_timeout_and_dropped_connections(ledger_db, tmp_path, pg_dsn):
     """Transient faults, even a lost acknowledgement after commit, are retried with backoff
     and the target ends equal to the source."""
     migrate(pg_dsn)
@@ -143,7 +143,7 @@ async def test_recovers_from_503_timeout_and_dropped_connections(synth_db, tmp_p
     fake.faults.extend(["503", "timeout", "drop", "503json", "drop_after_commit", None, "503"])
     sleeps = Sleeps()
     sink = await make_sink(fake, tmp_path / "cp", sleep=sleeps, max_rows_per_request=400)
-    batch = await one_batch(synth_db)
+    batch = await one_batch(ledger_db)
     await sink.apply(batch)
     assert sink.retries == 6
     # Attempts 1-5 of the first request, then attempt 1 of the next: 0.5 s doubling, jittered
@@ -151,32 +151,32 @@ async def test_recovers_from_503_timeout_and_dropped_connections(synth_db, tmp_p
     for delay, attempt in zip(sleeps.delays, [1, 2, 3, 4, 5, 1], strict=True):
         assert 0.25 * 2 ** (attempt - 1) <= delay <= 0.5 * 2 ** (attempt - 1)
     assert await sink.checkpoint() == batch.upto_seq
-    assert_mirrored(synth_db, pg_dsn)
+    assert_mirrored(ledger_db, pg_dsn)
 
 
-async def test_persistent_outage_leaves_the_checkpoint(synth_db, tmp_path):
+async def test_persistent_outage_leaves_the_checkpoint(ledger_db, tmp_path):
     """After max_attempts failures the batch fails as SinkUnavailable; nothing is checkpointed."""
     fake = FakePostgrest()
     fake.faults.extend(["503"] * 4)
     sink = await make_sink(fake, tmp_path / "cp", max_attempts=4)
     with pytest.raises(SinkUnavailable):
-        await sink.apply(await one_batch(synth_db))
+        await sink.apply(await one_batch(ledger_db))
     assert len(fake.requests) == 4
     assert await sink.checkpoint() == 0
 
 
-async def test_refused_request_is_not_retried(synth_db, tmp_path):
+async def test_refused_request_is_not_retried(ledger_db, tmp_path):
     """A 400 is permanent: SinkRejected at once, checkpoint unchanged."""
     fake = FakePostgrest()
     fake.faults.append("400")
     sink = await make_sink(fake, tmp_path / "cp")
     with pytest.raises(SinkRejected, match="PGRST204"):
-        await sink.apply(await one_batch(synth_db))
+        await sink.apply(await one_batch(ledger_db))
     assert len(fake.requests) == 1
     assert await sink.checkpoint() == 0
 
 
-async def test_replicator_rides_out_an_outage_into_real_postgres(synth_db, tmp_path, pg_dsn):
+async def test_replicator_rides_out_an_outage_into_real_postgres(ledger_db, tmp_path, pg_dsn):
     """The loop backs off through an outage longer than one request's retries, then catches
     up; PostgREST's upsert SQL on the real server yields exactly the local read models."""
     migrate(pg_dsn)
@@ -184,20 +184,20 @@ async def test_replicator_rides_out_an_outage_into_real_postgres(synth_db, tmp_p
     fake.faults.extend(["503"] * 7 + ["drop"] * 3)
     sleeps = Sleeps()
     sink = await make_sink(fake, tmp_path / "cp", max_attempts=3, sleep=sleeps)
-    source = await SqliteSource.open(synth_db)
+    source = await SqliteSource.open(ledger_db)
     replicator = Replicator(source, sink, Settings(batch_rows=700), sleep=sleeps)
     result = await replicator.run(once=True)
     await source.close()
     assert result.failures == 3  # 10 faults, 3 attempts per request: 3 batch failures
-    assert result.checkpoint_seq == head_seq(synth_db)
-    counts = assert_mirrored(synth_db, pg_dsn)
+    assert result.checkpoint_seq == head_seq(ledger_db)
+    counts = assert_mirrored(ledger_db, pg_dsn)
     with psycopg.connect(pg_dsn) as conn:
         dup = conn.execute(
             "SELECT count(*) - count(DISTINCT (seq, idx)) FROM dcp_postings"
         ).fetchone()[0]
         state = conn.execute("SELECT last_seq FROM dcp_replication_state").fetchall()
     assert dup == 0 and counts["dcp_postings"] > 0
-    assert state == [(head_seq(synth_db),)]
+    assert state == [(head_seq(ledger_db),)]
 
 
 async def test_postgrest_upsert_only_moves_rows_forward(pg_dsn):
