@@ -16,9 +16,12 @@ from dcp_app.readside import (
     open_read_side,
     to_dialect,
 )
+from dcp_events._append import COLUMNS
 from dcp_events.catalogue import GpuInfo
+from dcp_events.postgres_store import PostgresEventStore
 from dcp_projections import tables
 from tests.dcp_app.conftest import IMAGE, SETTINGS, Env, read_model_contents
+from tests.pg import create_database, drop_database
 
 
 def _spec_columns(dialect: tables.Dialect) -> dict[str, list[tuple[str, str, bool]]]:
@@ -252,3 +255,40 @@ async def test_a_rebuild_as_of_a_sequence_on_each_backend(env: Env):
     assert report is not None and report.last_seq == 3
     assert await env.queries.projection_seq() == 3
     assert (await env.queries.jobs_of_renter(ids["rid"]))["jobs"] == []
+
+
+def _copy_log_to_postgres(sqlite_path: Path, url: str) -> int:
+    """Every event of a SQLite log into an empty PostgreSQL log (schema applied), as one
+    batch; returns the head."""
+    src = sqlite3.connect(sqlite_path)
+    try:
+        rows = src.execute(f"SELECT {COLUMNS} FROM events ORDER BY seq").fetchall()
+    finally:
+        src.close()
+    with psycopg.connect(url) as conn:
+        with conn.cursor().copy(f"COPY events ({COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.execute("UPDATE events_head SET seq = %s, hash = %s", (rows[-1][0], rows[-1][-1]))
+    return int(rows[-1][0])
+
+
+async def test_the_same_log_gives_the_same_read_models_on_both_backends(
+    sqlite_env: Env, pg_server_dsn: str
+):
+    """A SQLite ledger's log copied into PostgreSQL and caught up there: every read-model
+    table holds exactly the SQLite ledger's rows."""
+    env = sqlite_env
+    await _scenario(env)
+    name, url = create_database(pg_server_dsn, "dcp_app")
+    try:
+        store = await PostgresEventStore.open(url)  # applies the schema
+        await store.close()
+        head = _copy_log_to_postgres(env.path, url)
+        side = await open_read_side(url)
+        assert await side.behind() == "written for other tables"  # nothing written yet
+        report = await side.catch_up()
+        assert report is not None and report.last_seq == head
+        assert await read_model_contents(url) == await read_model_contents(env.db)
+    finally:
+        drop_database(pg_server_dsn, name)
