@@ -56,6 +56,7 @@ from dcp_projections.rows import RowChanges, all_rows, posting_rows
 from dcp_projections.state import State
 
 READ_BATCH = 10_000  # events per read while rebuilding
+# The SQL is written once for both backends (dcp_app.readside); the rebuild below names it so.
 _INSERT = INSERT
 _INSERT_POSTING = INSERT_POSTING
 _SET_SEQ = SET_SEQ

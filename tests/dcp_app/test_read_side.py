@@ -85,15 +85,47 @@ def _pg_keys(url: str) -> dict[str, tuple[str, ...]]:
     return {t.name: out.get(t.name, ()) for t in tables.ALL}
 
 
+def _indexes(env: Env) -> dict[str, set[tuple[str, tuple[str, ...]]]]:
+    out: dict[str, set[tuple[str, tuple[str, ...]]]] = {t.name: set() for t in tables.ALL}
+    if env.backend == "sqlite":
+        conn = sqlite3.connect(env.path)
+        try:
+            for t in tables.ALL:
+                for _, name, _, origin, _ in conn.execute(f"PRAGMA index_list({t.name})"):
+                    if origin == "c":  # CREATE INDEX, not the primary key's
+                        cols = tuple(r[2] for r in conn.execute(f"PRAGMA index_info({name})"))
+                        out[t.name].add((name, cols))
+        finally:
+            conn.close()
+        return out
+    with psycopg.connect(env.db) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, ic.relname, a.attname FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indrelid JOIN pg_class ic ON ic.oid = i.indexrelid"
+            " JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true"
+            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum"
+            " WHERE NOT i.indisprimary ORDER BY ic.relname, k.n"
+        ).fetchall()
+    found: dict[tuple[str, str], tuple[str, ...]] = {}
+    for table, index, column in rows:
+        found[(table, index)] = (*found.get((table, index), ()), column)
+    for (table, index), cols in found.items():
+        if table in out:
+            out[table].add((index, cols))
+    return out
+
+
 async def test_the_schema_of_each_backend_equals_the_table_specs(env: Env):
     """A fresh database of either backend has exactly the columns (name, type, nullability, in
-    order) and keys the specs define: the DDL files cannot drift from the one definition."""
+    order), keys and indexes the specs define: the DDL files cannot drift from the one
+    definition."""
     if env.backend == "sqlite":
         columns, keys = _sqlite_columns(env.path), _sqlite_keys(env.path)
     else:
         columns, keys = _pg_columns(env.db), _pg_keys(env.db)
     assert columns == _spec_columns("sqlite" if env.backend == "sqlite" else "postgres")
     assert keys == {t.name: t.key for t in tables.ALL}
+    assert _indexes(env) == {t.name: set(t.indexes) for t in tables.ALL}
 
 
 def test_the_postgres_ddl_file_is_the_specs_output():
