@@ -324,3 +324,22 @@ async def test_the_same_log_gives_the_same_read_models_on_both_backends(
         assert await read_model_contents(url) == await read_model_contents(env.db)
     finally:
         drop_database(pg_server_dsn, name)
+
+
+async def test_a_column_added_to_a_spec_reaches_an_existing_database(env: Env):
+    """A database written before a column existed (here: the column dropped) gets it at its
+    next catch-up, from the spec, and every row's value from the rebuild that follows."""
+    await _scenario(env)
+    original = await read_model_contents(env.db)
+    await _damage(env, [("ALTER TABLE job_outputs DROP COLUMN last_seq", ())])
+    side = await open_read_side(env.db)
+    try:
+        report = await side.catch_up()
+        assert report is not None
+        assert await read_model_contents(env.db) == original
+        assert await side.catch_up() is None
+    finally:
+        await side.close()
+    sqlite = env.backend == "sqlite"
+    columns = _sqlite_columns(env.path) if sqlite else _pg_columns(env.db)
+    assert columns == _spec_columns("sqlite" if sqlite else "postgres")
