@@ -38,6 +38,7 @@ from dcp_app.readside import (
     to_dialect,
 )
 from dcp_events.codec import Codec, default_codec
+from dcp_events.errors import StoreError
 from dcp_events.event import Event
 from dcp_events.store import TxHook
 from dcp_projections import tables
@@ -277,15 +278,17 @@ class PostgresReads:
         return cls(pool)
 
     async def all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(_pg(sql), tuple(params))
-            return list(await cur.fetchall())
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(_pg(sql), tuple(params))
+                return list(await cur.fetchall())
+        except psycopg.Error as e:  # PoolTimeout (no connection in time) is one too
+            # As the store does: a server away is StoreError (503 at the API), not a crash.
+            raise StoreError(f"read models unavailable: {e}") from e
 
     async def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(_pg(sql), tuple(params))
-            row: dict[str, Any] | None = await cur.fetchone()
-            return row
+        rows = await self.all(sql, params)
+        return rows[0] if rows else None
 
     def json_text(self, column: str, key: str) -> str:
         return f"({column}::json ->> '{key}')"

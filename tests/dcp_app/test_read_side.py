@@ -5,6 +5,7 @@ import sqlite3
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from dcp_app import readmodel, readmodel_pg
 from dcp_app.readmodel import SqliteReadModels
@@ -18,6 +19,7 @@ from dcp_app.readside import (
 )
 from dcp_events._append import COLUMNS
 from dcp_events.catalogue import GpuInfo
+from dcp_events.errors import StoreError
 from dcp_events.postgres_store import PostgresEventStore
 from dcp_projections import tables
 from tests.dcp_app.conftest import IMAGE, SETTINGS, Env, read_model_contents
@@ -343,3 +345,22 @@ async def test_a_column_added_to_a_spec_reaches_an_existing_database(env: Env):
     sqlite = env.backend == "sqlite"
     columns = _sqlite_columns(env.path) if sqlite else _pg_columns(env.db)
     assert columns == _spec_columns("sqlite" if sqlite else "postgres")
+
+
+async def test_a_failing_postgres_read_is_a_store_error(pg_server_dsn: str):
+    """On PostgreSQL a read that fails (here: a table that is not there) raises StoreError, as
+    the store's reads do (the API answers 503 store_unavailable), never psycopg's own error."""
+    name, url = create_database(pg_server_dsn, "dcp_app")
+    try:
+        await (await PostgresEventStore.open(url)).close()  # the schema
+        side = await open_read_side(url)
+        reads = await side.reads()
+        try:
+            with pytest.raises(StoreError, match="read models unavailable"):
+                await reads.all("SELECT * FROM no_such_table WHERE x = ?", (1,))
+            assert await reads.one("SELECT 1 AS one", ()) == {"one": 1}  # the pool goes on
+        finally:
+            await reads.close()
+            await side.close()
+    finally:
+        drop_database(pg_server_dsn, name)
