@@ -10,13 +10,12 @@ errors': the endpoints pick the status of a success.
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import msgspec
 
-from dcp_app import readmodel
 from dcp_app.queries import Queries
+from dcp_app.readside import open_read_side
 from dcp_app.service import LedgerService
 from dcp_events import catalogue as ev
 from dcp_events.sqlite_store import SqliteEventStore
@@ -376,8 +375,9 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
         # Read models behind the log (an events-only copy, a new table) are rebuilt before
         # anything reads them: the queries answer from them, and the ledger asks them whose an
         # ended job is.
-        await asyncio.to_thread(readmodel.catch_up, config.db)
-        queries = await Queries.open(config.db)
+        side = await open_read_side(config.db)
+        await side.catch_up()
+        queries = Queries(await side.reads())
     except BaseException:
         await store.close()
         raise

@@ -38,6 +38,11 @@ JobStatus = Literal[
 ENDED: frozenset[str] = frozenset({"completed", "timed_out", "failed", "cancelled"})
 LEASED: frozenset[str] = frozenset({"assigned", "running"})
 
+# The prices every log starts from before its first event: part of the log's meaning, frozen
+# (a test pins it). Logs written before seed prices became events hold no price for these
+# until an admin sets one, so their replay rests on this table; never edit it. A new ledger
+# instead gets GENESIS_PRICES as its first events (dcp_app.service, docs/ledger.md), so what
+# it charges is in its log and a later change of the defaults changes no replay.
 SEED_PRICES: tuple[tuple[str, int], ...] = (
     ("H200", 919),
     ("H100", 709),
@@ -45,6 +50,9 @@ SEED_PRICES: tuple[tuple[str, int], ...] = (
     ("RTX 4090", 100),
     ("default", 33),
 )
+# The prices a new ledger's genesis events set (change these, not SEED_PRICES, for new
+# ledgers).
+GENESIS_PRICES: tuple[tuple[str, int], ...] = SEED_PRICES
 DEFAULT_PRICE_KEY = "default"
 ANY_GPU = frozenset({"", "any", "default"})
 # How long a renter's idempotency key names its job (docs/ledger.md): a repeat within the
