@@ -17,7 +17,7 @@ async def test_a_new_ledger_starts_with_its_seed_prices_as_events(env: Env):
     assert all(isinstance(e, PriceSet) for e in decoded)
     assert [(e.gpu_model, e.halala_per_gpu_hour) for e in decoded] == list(GENESIS_PRICES)
     assert {r.actor for r in first} == {"genesis"}
-    rows = {p["gpu_model"]: p["halala_per_gpu_hour"] for p in await env.queries.pricing()}
+    rows = {p.gpu_model: p.halala_per_gpu_hour for p in await env.queries.pricing()}
     assert rows == dict(GENESIS_PRICES)
     seqs = {gpu_key(m): p.last_seq for m, p in env.svc.state.pricing.items()}
     assert sorted(seqs.values()) == list(range(1, len(GENESIS_PRICES) + 1))
@@ -36,7 +36,7 @@ async def test_a_log_from_before_genesis_events_replays_the_same(empty_db: str):
     try:
         old = await LedgerService.open(store, SETTINGS, clock=Clock(), genesis_prices=())
         r = await old.register_renter("Old", "old@example.sa")
-        await old.credit(r["renter_id"], 1000, "old-1")
+        await old.credit(r.renter_id, 1000, "old-1")
         await old.close()
         head = (await store.head())[0]
         reopened = await LedgerService.open(store, SETTINGS, clock=Clock())

@@ -174,10 +174,10 @@ async def _scenario(env: Env) -> dict[str, str]:
     await env.svc.claim_jobs(pid)
     env.clock.advance(60)
     await env.svc.report_result(
-        pid, done["job_id"], 1, "completed", exit_code=0, runtime_seconds=60, stdout="hi"
+        pid, done.job_id, 1, "completed", exit_code=0, runtime_seconds=60, stdout="hi"
     )
     await env.svc.heartbeat(pid, gpus=(GpuInfo(model="H100", vram_total_mb=81_920),))
-    return {"rid": rid, "pid": pid, "done": done["job_id"], "queued": queued["job_id"]}
+    return {"rid": rid, "pid": pid, "done": done.job_id, "queued": queued.job_id}
 
 
 async def test_every_query_answers_on_each_backend(env: Env):
@@ -187,27 +187,27 @@ async def test_every_query_answers_on_each_backend(env: Env):
     rid, pid = ids["rid"], ids["pid"]
     assert await q.job_owner(ids["done"]) == rid and await q.job_owner("nope") is None
     queued = await q.job(ids["queued"], renter_id=rid)
-    assert queued is not None and queued["queue_position"] == 1
+    assert queued is not None and queued.queue_position == 1
     assert await q.job(ids["queued"], renter_id="someone-else") is None
     page = await q.jobs_of_renter(rid, limit=1)
-    assert [j["job_id"] for j in page["jobs"]] == [ids["queued"]] and page["next_cursor"]
-    rest = await q.jobs_of_renter(rid, cursor=page["next_cursor"])
-    assert [j["job_id"] for j in rest["jobs"]] == [ids["done"]] and rest["next_cursor"] is None
-    assert [j["job_id"] for j in await q.jobs_of_provider(pid)] == [ids["done"]]
-    assert (await q.job_output(ids["done"]))["truncated"] is False
-    assert (await q.renter(rid))["balance_halala"] == 100_000 - 12  # ceil(709 * 60 / 3600)
-    assert len((await q.ledger(rid))["entries"]) >= 4
+    assert [j.job_id for j in page.jobs] == [ids["queued"]] and page.next_cursor
+    rest = await q.jobs_of_renter(rid, cursor=page.next_cursor)
+    assert [j.job_id for j in rest.jobs] == [ids["done"]] and rest.next_cursor is None
+    assert [j.job_id for j in await q.jobs_of_provider(pid)] == [ids["done"]]
+    assert (await q.job_output(ids["done"])).truncated is False
+    assert (await q.renter(rid)).balance_halala == 100_000 - 12  # ceil(709 * 60 / 3600)
+    assert len((await q.ledger(rid)).entries) >= 4
     provider = await q.provider(pid, now, SETTINGS)
-    assert provider["state"] == "online" and provider["paused"] is False
-    assert [(g["model"], g["vram_total_mb"]) for g in provider["gpus"]] == [("H100", 81_920)]
-    assert [p["provider_id"] for p in await q.marketplace(now, SETTINGS)] == [pid]
+    assert provider.state == "online" and provider.paused is False
+    assert [(g.model, g.vram_total_mb) for g in provider.gpus] == [("H100", 81_920)]
+    assert [p.provider_id for p in await q.marketplace(now, SETTINGS)] == [pid]
     assert await q.withdrawals() == [] and await q.topups(renter_id=rid) == []
     assert await q.topups_to_reconcile(now, (0, ""), 10) == []
-    prices = {p["gpu_model"]: p["halala_per_gpu_hour"] for p in await q.pricing()}
+    prices = {p.gpu_model: p.halala_per_gpu_hour for p in await q.pricing()}
     assert prices["H100"] == 709
     assert await q.images() == [IMAGE]
     recon = await q.reconciliation()
-    assert recon["invariants_ok"] and recon["events"] == recon["head_seq"] > 0
+    assert recon.invariants_ok and recon.events == recon.head_seq > 0
     gauges = await q.gauges(now, SETTINGS)
     assert gauges["jobs"] == {"completed": 1, "queued": 1}
     assert gauges["renter_held_halala"] == 709 and gauges["sum_halala"] == 0
@@ -217,12 +217,12 @@ async def test_every_query_answers_on_each_backend(env: Env):
     ]
     assert gauges["negative_accounts"] == 0 and gauges["head_seq"] == gauges["projection_seq"]
     assert await q.job_counts() == {"completed": 1, "queued": 1}
-    assert [j["job_id"] for j in await q.jobs(status="queued")] == [ids["queued"]]
-    assert [r["renter_id"] for r in await q.renters()] == [rid]
-    assert [p["provider_id"] for p in await q.providers(now, SETTINGS)] == [pid]
+    assert [j.job_id for j in await q.jobs(status="queued")] == [ids["queued"]]
+    assert [r.renter_id for r in await q.renters()] == [rid]
+    assert [p.provider_id for p in await q.providers(now, SETTINGS)] == [pid]
     events = await q.job_events(rid, ids["done"])
-    assert events[0]["type"] == "job.submitted"
-    assert events[-1]["type"] == "job.completed" and events[-1]["attempt"] == 1
+    assert events[0].type == "job.submitted"
+    assert events[-1].type == "job.completed" and events[-1].attempt == 1
 
 
 async def _damage(env: Env, sql: list[tuple[str, tuple]]) -> None:
@@ -276,7 +276,7 @@ async def test_read_models_behind_the_log_are_caught_up(env: Env):
         await side.close()
     # The service goes on writing onto the caught-up tables.
     await env.renter()
-    assert (await env.queries.reconciliation())["invariants_ok"]
+    assert (await env.queries.reconciliation()).invariants_ok
 
 
 async def test_a_rebuild_as_of_a_sequence_on_each_backend(env: Env):
@@ -288,7 +288,7 @@ async def test_a_rebuild_as_of_a_sequence_on_each_backend(env: Env):
         report = await readmodel_pg.rebuild(env.db, until_seq=3)
     assert report is not None and report.last_seq == 3
     assert await env.queries.projection_seq() == 3
-    assert (await env.queries.jobs_of_renter(ids["rid"]))["jobs"] == []
+    assert (await env.queries.jobs_of_renter(ids["rid"])).jobs == []
 
 
 def _copy_log_to_postgres(sqlite_path: Path, url: str) -> int:
