@@ -7,7 +7,8 @@ leaves the target empty, and running it again starts over. The source's chain is
 its rows stream past (a fault writes nothing); the target's head row accepts the batch only if
 it is dense and linked (schemas/postgres/001_events.sql); then the target is read back and
 checked as `dcp audit verify` checks a log (chain, sequence, schemas, postings), and its head
-compared with the source's.
+compared with the source's. Last, the target's read models are rebuilt from its log
+(dcp_app.readside), which folds it and so checks every money invariant too.
 
 The source is read in one read transaction, so even a source still being written gives one
 consistent prefix; a source whose head moved meanwhile is reported (exit 1), because events
@@ -27,7 +28,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dcp_audit._log import head, iter_rows, open_readonly, snapshot
 from dcp_audit.errors import AuditError, AuditFault
@@ -35,6 +36,9 @@ from dcp_events._append import COLUMNS
 from dcp_events.chain import GENESIS_HASH, canonical_bytes, chain_hash
 from dcp_events.errors import DcpError
 from dcp_events.opener import is_postgres, postgres_url, redact
+
+if TYPE_CHECKING:
+    from dcp_app.readside import RebuildReport
 
 EXIT_OK = 0
 EXIT_FAULT = 1
@@ -46,6 +50,11 @@ BATCH_ROWS = 20_000  # rows read from SQLite per query while the COPY streams
 class MigrateError(Exception):
     """The migration cannot start (exit 2): wrong arguments, a log it cannot open, a target
     that is not empty."""
+
+
+class ReadModelsFault(Exception):
+    """The log was copied and verifies, but the fold that rebuilds the read models refused it
+    (an invariant or a decode error): the target holds the events, not the read models."""
 
 
 class SourceFault(Exception):
@@ -92,6 +101,12 @@ def main(argv: Sequence[str]) -> int:
     except AuditFault as e:
         print(f"dcp migrate: the target does not verify: {e}", file=sys.stderr)
         return EXIT_FAULT
+    except ReadModelsFault as e:
+        print(
+            f"dcp migrate: the events were copied, but rebuilding the read models failed: {e}",
+            file=sys.stderr,
+        )
+        return EXIT_FAULT
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
@@ -100,6 +115,8 @@ def main(argv: Sequence[str]) -> int:
             f"head seq:   {result['head_seq']}\n"
             f"head hash:  {result['head_hash']}\n"
             f"copy:       {result['copy_s']:.2f} s ({result['events_per_s']:,.0f} events/s)\n"
+            f"rebuilt:    {result['read_model_rows']} read-model rows"
+            f" in {result['rebuild_s']:.2f} s\n"
             f"verified:   {result['verified']}"
         )
     if result["source_moved"]:
@@ -143,6 +160,10 @@ def migrate(source: str, target: str) -> dict[str, Any]:
     finally:
         src.close()
     verified = _verify_target(target, head_seq, head_hash)
+    try:
+        rebuilt = asyncio.run(_rebuild_read_models(url))
+    except DcpError as e:  # InvariantError, DecodeError: the fold refuses the log
+        raise ReadModelsFault(str(e)) from e
     return {
         "from": source,
         "to": shown,
@@ -152,6 +173,8 @@ def migrate(source: str, target: str) -> dict[str, Any]:
         "copy_s": round(copy_s, 3),
         "events_per_s": round(head_seq / copy_s) if copy_s > 0 else 0,
         "verified": verified,
+        "read_model_rows": rebuilt.rows,
+        "rebuild_s": round(rebuilt.seconds, 3),
         "source_moved": (after[0] if after else 0) != head_seq,
         "source_head_after": after[0] if after else 0,
     }
@@ -231,10 +254,22 @@ def _stream(src: sqlite3.Connection, head_seq: int, write: Any) -> str:
     return prev
 
 
+async def _rebuild_read_models(url: str) -> RebuildReport:
+    """Rebuild the target's read models from its log (the fold runs every money invariant),
+    as `dcp serve` would at its first start, so the ledger serves at once."""
+    from dcp_app.readside import open_read_side
+
+    models = await open_read_side(url)
+    try:
+        return await models.rebuild()
+    finally:
+        await models.close()
+
+
 def _verify_target(target: str, head_seq: int, head_hash: str) -> str:
     """Check the target as `dcp audit verify --no-invariants` does and that its head is the
     source's; raises AuditFault otherwise. The invariants need the fold, which the read-model
-    rebuild on the target runs (and `dcp audit verify --db URL` runs on demand)."""
+    rebuild on the target runs next (and `dcp audit verify --db URL` on demand)."""
     from dcp_audit.verify import verify
 
     try:

@@ -79,6 +79,13 @@ def test_migrate_copies_the_log_with_the_same_head(simulated_log: Path, pg_url: 
     assert from_pg.stdout == from_file.stdout
     assert len(from_pg.stdout.splitlines()) == seq
 
+    # The read models were rebuilt on the target: a replay there finds no difference.
+    replayed = dcp("audit", "replay", "--db", pg_url, "--json")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    report = json.loads(replayed.stdout)
+    assert report["differences"] == [] and report["events"] == seq
+    assert result["read_model_rows"] > 0
+
     # DCP_DB names the ledger as --db does.
     env = {**os.environ, "DCP_DB": pg_url}
     assert dcp("audit", "verify", env=env).returncode == 0
@@ -113,6 +120,15 @@ def test_a_broken_source_chain_writes_nothing(
 
 def test_a_tampered_postgres_log_fails_the_audit(simulated_log: Path, pg_url: str) -> None:
     assert dcp("migrate", "--from", str(simulated_log), "--to", pg_url).returncode == 0
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE postings SET amount_halala = amount_halala + 1"
+            " WHERE seq = (SELECT min(seq) FROM postings)"
+        )
+    replayed = dcp("audit", "replay", "--db", pg_url, "--json")
+    assert replayed.returncode == 1
+    assert json.loads(replayed.stdout)["differences_total"] >= 1
+
     with psycopg.connect(pg_url, autocommit=True) as conn:
         # The owner can lift the append-only triggers; the chain still gives it away.
         conn.execute("ALTER TABLE events DISABLE TRIGGER USER")
