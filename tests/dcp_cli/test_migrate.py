@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -159,3 +160,45 @@ def test_wrong_arguments_exit_2(
     with psycopg.connect(pg_url) as conn:
         row = conn.execute("SELECT to_regclass('events') IS NULL").fetchone()
     assert row is not None and row[0], "nothing may be written into the target"
+
+
+def test_a_source_written_during_the_copy_is_reported(
+    simulated_log: Path,
+    pg_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A `dcp serve` still appending while the copy runs: the target holds the consistent
+    prefix the copy read, and the command says the rest is missing (exit 1)."""
+    import asyncio
+
+    from dcp_cli import migrate
+    from dcp_events.sqlite_store import SqliteEventStore
+    from dcp_events.store import NewEvent
+
+    db = tmp_path / "live.db"
+    shutil.copy(simulated_log, db)
+    seq, head_hash = sqlite_head(db)
+    copy = migrate._copy
+
+    def copy_while_a_node_appends(*args: Any, **kwargs: Any) -> None:
+        async def append() -> None:
+            store = await SqliteEventStore.open(db)
+            await store.append("late", 0, [NewEvent("test.late", 1, b'{"type":"test.late"}')])
+            await store.close()
+
+        asyncio.run(append())  # committed after the copy's snapshot began
+        copy(*args, **kwargs)
+
+    monkeypatch.setattr(migrate, "_copy", copy_while_a_node_appends)
+    assert migrate.main(["migrate", "--from", str(db), "--to", pg_url]) == 1
+    assert "written during the migration" in capsys.readouterr().err
+    assert pg_head(pg_url) == (seq, head_hash, seq)
+    assert sqlite_head(db)[0] == seq + 1
+
+
+def test_dcp_db_names_the_target(simulated_log: Path, pg_url: str) -> None:
+    done = dcp("migrate", "--from", str(simulated_log), env={**os.environ, "DCP_DB": pg_url})
+    assert done.returncode == 0, done.stderr
+    assert pg_head(pg_url)[0] == sqlite_head(simulated_log)[0]
