@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
@@ -19,6 +20,16 @@ from typing import Any, cast
 from dcp_audit.errors import AuditError
 from dcp_events.errors import DcpError
 from dcp_events.opener import is_postgres, postgres_url, redact
+
+# SQLite's `CAST(col AS BLOB)` (a text column's UTF-8 bytes, uncopied): PostgreSQL's
+# convert_to (a CAST to bytea would read backslashes in the JSON as escapes).
+_AS_BLOB = re.compile(r"CAST\((\w+) AS BLOB\)", re.IGNORECASE)
+
+
+def _to_postgres(sql: str) -> str:
+    """The audit's SQL, portable but for its placeholders and reading text as bytes, for
+    psycopg. None of it holds a literal ? or %."""
+    return _AS_BLOB.sub(r"convert_to(\1, 'UTF8')", sql).replace("?", "%s")
 
 
 class PgReadConnection:
@@ -34,8 +45,7 @@ class PgReadConnection:
         import psycopg
 
         try:
-            # The audit's SQL is portable but for the placeholder; none of it holds a literal ?.
-            return self._conn.execute(sql.replace("?", "%s"), params)
+            return self._conn.execute(_to_postgres(sql), params)
         except psycopg.Error as e:
             # Also where a log has no read-model tables (a replay): say which and where.
             raise AuditError(f"cannot read {self._shown}: {str(e).splitlines()[0]}") from e

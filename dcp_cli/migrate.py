@@ -27,10 +27,10 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dcp_audit._log import head, iter_rows, open_readonly, snapshot
+from dcp_audit._log import head, open_readonly, snapshot
 from dcp_audit.errors import AuditError, AuditFault
 from dcp_events._append import COLUMNS
 from dcp_events.chain import GENESIS_HASH, canonical_bytes, chain_hash
@@ -232,10 +232,22 @@ def _copy(src: sqlite3.Connection, url: str, shown: str, head_seq: int) -> None:
         raise MigrateError(f"writing into {shown} failed, nothing was written: {e}") from e
 
 
+def _rows(src: sqlite3.Connection, head_seq: int) -> Iterator[list[tuple[Any, ...]]]:
+    """Batches of every column of events 1..head_seq, in sequence order."""
+    after = 0
+    query = f"SELECT {COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+    while after < head_seq:
+        rows = src.execute(query, (after, head_seq, BATCH_ROWS)).fetchall()
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield rows
+
+
 def _stream(src: sqlite3.Connection, head_seq: int, write: Any) -> str:
     """Hand every row of 1..head_seq to `write`, checking sequence and chain; the last hash."""
     expect, prev = 1, GENESIS_HASH
-    for rows in iter_rows(src, COLUMNS, head_seq, BATCH_ROWS):
+    for rows in _rows(src, head_seq):
         for row in rows:
             seq, stream, version, type_, schema_v, payload, at_us, actor, key, prev_h, h = row
             if seq != expect:
