@@ -35,7 +35,7 @@ from dcp_app.observer import NullObserver, ServiceObserver
 from dcp_app.views import job_view, lease_view, provider_view, withdrawal_view
 from dcp_events import catalogue as ev
 from dcp_events.codec import Codec, default_codec
-from dcp_events.errors import DcpError, StoreError
+from dcp_events.errors import ConcurrencyError, DcpError, StaleHeadError, StoreError
 from dcp_events.event import Event
 from dcp_events.store import AppendRequest, EventStore, NewEvent, RecordedEvent
 from dcp_projections import commands as cmd
@@ -95,8 +95,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
 
 
+class _CatchUp:
+    """Not a command: fold what other processes appended, decide nothing (`catch_up`)."""
+
+
+CATCH_UP = _CatchUp()
+
+
 class _Pending(msgspec.Struct):
-    command: cmd.Command
+    command: cmd.Command | _CatchUp
     answer: Answer
     actor: str
     future: asyncio.Future[Any]
@@ -142,6 +149,10 @@ class LedgerService:
         self._sweep_task: asyncio.Task[None] | None = None
         self._in_flight: list[_Pending] = []
         self._closing = False
+        # True when memory may hold events that never became durable (a batch failed and
+        # the log could not be folded again then): the next batch refolds first.
+        self._stale = False
+        self._seen_head = 0  # the log's head at the last look (for `behind`)
         self.batches = 0  # appended batches, for tests and metrics
         self.observer: ServiceObserver = NullObserver()  # dcp_http.metrics sets its own
 
@@ -256,6 +267,7 @@ class LedgerService:
             state.touched.clear()
         check_all(state)
         self.state, self._versions = state, versions
+        self._seen_head = max(self._seen_head, state.seq)
 
     async def _fold_records(
         self, state: State, versions: dict[str, int], records: Sequence[RecordedEvent]
@@ -316,8 +328,8 @@ class LedgerService:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._run_batch(batch)
-            except Exception:  # a fault in the batch: refold, retry each command alone
-                await self._recover(batch)
+            except Exception as e:  # a fault in the batch: refold, retry or fail its commands
+                await self._recover(batch, e)
             self._in_flight = []
             if self.snapshot_dir is not None and self._snapshot_due():
                 await self._snapshot()
@@ -374,15 +386,30 @@ class LedgerService:
             return None
         return self.snapshot_dir / snapshots.file_name(self.state.seq)
 
-    async def _recover(self, batch: list[_Pending]) -> None:
+    async def _recover(self, batch: list[_Pending], error: Exception | None = None) -> None:
         """After a failed batch: fold the log again (dropping what the failed attempt folded
-        in memory only), then decide each command again on its own, once."""
+        in memory only), then decide each command again on its own, once.
+
+        Except after a store fault (the connection broke, the server is away): the batch may
+        have committed without our hearing so (COMMIT cut off), and deciding its commands
+        again could do each twice (a second job, a second lease). Its callers get the
+        StoreError (503) and retry, with their idempotency keys where the outcome matters.
+        A stale head or version clash is no such fault: the store wrote nothing.
+        """
         try:
             await self._load()
         except Exception as e:
+            self._stale = True  # memory may hold the failed batch: refold before the next
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(StoreError(f"cannot fold the log: {e!r}"))
+            return
+        if isinstance(error, StoreError) and not isinstance(
+            error, (StaleHeadError, ConcurrencyError)
+        ):
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
             return
         for p in batch:
             if p.future.done():
@@ -390,8 +417,10 @@ class LedgerService:
             try:
                 await self._run_batch([p])
             except Exception as e:
-                with contextlib.suppress(Exception):
+                try:
                     await self._load()  # memory equal to the log before the caller resumes
+                except Exception:
+                    self._stale = True
                 if not p.future.done():
                     p.future.set_exception(e if isinstance(e, DcpError) else StoreError(repr(e)))
 
@@ -399,13 +428,38 @@ class LedgerService:
         """Fold what other processes appended since our last batch (bounded reads), so a
         decision sees their events and our append does not fail on a stale head."""
         head, _ = await self.store.head()
+        self._seen_head = head
         while self.state.seq < head:
             batch = await self.store.read_all(self.state.seq, READ_CHUNK)
             if not batch:
                 break
             await self._fold_records(self.state, self._versions, batch)
 
+    async def catch_up(self) -> None:
+        """Fold what other processes appended, through the command loop (so it never runs
+        beside a batch's decisions), and return once done: e.g. before answering "unknown
+        key" for a key another node has just registered. Raises StoreError as `_execute`."""
+        await self._execute(CATCH_UP, lambda s, e: None, "system")  # type: ignore[arg-type]
+
+    @property
+    def behind(self) -> int:
+        """Events the log is known to hold that memory has not folded yet (at the last look
+        at the head); /readyz reports it."""
+        return max(0, self._seen_head - self.state.seq)
+
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        """Decide and append `batch` in the log's turn, where the store has turns (several
+        processes on one PostgreSQL log): fold, decide and append then run without another
+        process appending in between, so the head check passes instead of failing and
+        refolding; the check still guards whatever happens to the turn."""
+        turn = getattr(self.store, "turn", None)
+        async with turn() if turn is not None else contextlib.nullcontext():
+            if self._stale:
+                await self._load()
+                self._stale = False
+            await self._decide_and_append(batch)
+
+    async def _decide_and_append(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         await self._catch_up()
         state = self.state
@@ -414,8 +468,12 @@ class LedgerService:
         events: list[Event] = []
         outcomes: list[tuple[_Pending, bool, Any]] = []
         actors: list[str] = []
+        caught_up: list[_Pending] = []
         for p in batch:
             if p.future.done():  # the caller gave up (cancelled) before its turn
+                continue
+            if isinstance(p.command, _CatchUp):
+                caught_up.append(p)
                 continue
             now_us = p.now_us if p.now_us is not None else self.clock()
             for job_id in jobs_to_recall(state, p.command, now_us):
@@ -456,6 +514,9 @@ class LedgerService:
                 time.perf_counter() - started,
             )
         state.trim_ended()  # the rows of what leaves are written (or nothing changed)
+        for p in caught_up:
+            if not p.future.done():
+                p.future.set_result(None)
         for p, ok, value in outcomes:
             if p.future.done():
                 continue
