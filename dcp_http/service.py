@@ -18,6 +18,7 @@ from dcp_app import readmodel
 from dcp_app.queries import Queries
 from dcp_app.service import LedgerService
 from dcp_events import catalogue as ev
+from dcp_events import is_postgres
 from dcp_events.sqlite_store import SqliteEventStore
 from dcp_events.store import EventStore
 from dcp_http import requests as inp
@@ -113,7 +114,10 @@ class ServiceAdapter:
     async def readiness(self) -> out.Readiness:
         head_seq, _ = await self.store.head()
         projection_seq = await self.queries.projection_seq()
-        writable = self.ledger.ready and os.access(self.config.db, os.W_OK)
+        # A PostgreSQL log that answered head() is reachable; its writability is the server's.
+        writable = self.ledger.ready and (
+            is_postgres(self.config.db) or os.access(self.config.db, os.W_OK)
+        )
         caught_up = projection_seq == head_seq
         return out.Readiness(
             status="ready" if writable and caught_up else "not_ready",
@@ -121,6 +125,7 @@ class ServiceAdapter:
             projections_caught_up=caught_up,
             head_seq=head_seq,
             projection_seq=projection_seq,
+            events_behind=max(0, head_seq - self.ledger.state.seq),
         )
 
     # --- renters -----------------------------------------------------------------------------
