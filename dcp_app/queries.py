@@ -1,4 +1,5 @@
-"""Read-side queries over the read-model tables, through their own aiosqlite connection.
+"""Read-side queries over the read-model tables, through the read side's query executor
+(`dcp_app.readside.Reads`: SQLite or PostgreSQL), each written once for both backends.
 
 Reads never see undurable state: the tables are written in the same transaction as the events
 they come from. Every list is paginated with a bounded `limit` (at most MAX_LIMIT). Results
@@ -10,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import msgspec
 
-from dcp_app.readmodel import PROJECTION
+from dcp_app.readside import PROJECTION, Reads, open_read_side
 from dcp_projections import ledger
 from dcp_projections.settings import Settings
 from dcp_projections.settlement import US_PER_S
@@ -26,12 +26,20 @@ _json = msgspec.json.Decoder()
 
 
 # Account kinds summed for the operator's gauges (dcp_projections.ledger names the accounts).
+# LIKE patterns (both backends have LIKE; GLOB is SQLite's). The `_` of payout_pending also
+# matches any one character, and no other account kind differs there.
 _ACCOUNT_KINDS = {
-    "renter_available_halala": "renter:*:available",
-    "renter_held_halala": "renter:*:held",
-    "provider_earnings_halala": "provider:*:earnings",
-    "provider_payout_pending_halala": "provider:*:payout_pending",
+    "renter_available_halala": "renter:%:available",
+    "renter_held_halala": "renter:%:held",
+    "provider_earnings_halala": "provider:%:earnings",
+    "provider_payout_pending_halala": "provider:%:payout_pending",
 }
+
+
+def _sum(expr: str) -> str:
+    # PostgreSQL sums a bigint column as numeric (a Decimal in Python): the cast keeps every
+    # total an integer on both backends.
+    return f"CAST(COALESCE(SUM({expr}), 0) AS BIGINT)"
 
 
 def _limit(limit: int) -> int:
@@ -39,31 +47,29 @@ def _limit(limit: int) -> int:
 
 
 class Queries:
-    """Read models of one database. Open with `await Queries.open(db_path)`."""
+    """Read models of one ledger. Open with `await Queries.open(db)` (a SQLite path or a
+    postgresql:// URL), or wrap a `Reads` of your own."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
+    def __init__(self, reads: Reads) -> None:
+        self._reads = reads
 
     @classmethod
-    async def open(cls, db_path: str | Path) -> Queries:
-        """A read-only connection to the read models of `db_path` (the schema must exist)."""
-        conn = await aiosqlite.connect(str(db_path))
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA busy_timeout=10000")
-        await conn.execute("PRAGMA query_only=ON")
-        return cls(conn)
+    async def open(cls, db: str | Path) -> Queries:
+        """Read-only queries over the read models of `db` (the schema must exist)."""
+        side = await open_read_side(db)
+        try:
+            return cls(await side.reads())
+        finally:
+            await side.close()
 
     async def close(self) -> None:
-        await self._conn.close()
+        await self._reads.close()
 
     async def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        async with self._conn.execute(sql, params) as cur:
-            return [dict(r) for r in await cur.fetchall()]
+        return await self._reads.all(sql, params)
 
     async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
-        async with self._conn.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return dict(row) if row is not None else None
+        return await self._reads.one(sql, params)
 
     # --- jobs --------------------------------------------------------------------------------
 
@@ -376,17 +382,18 @@ class Queries:
         providers = await self._all(
             "SELECT CASE WHEN last_heartbeat_us >= ? THEN 'online'"
             " WHEN last_heartbeat_us >= ? THEN 'stale' ELSE 'offline' END AS state,"
-            " approval_status, COUNT(*) AS n, SUM(paused) AS paused, SUM(suspended) AS suspended"
+            f" approval_status, COUNT(*) AS n, {_sum('paused')} AS paused,"
+            f" {_sum('suspended')} AS suspended"
             " FROM providers GROUP BY 1, 2",
             (online, stale),
         )
         sums = ", ".join(
-            f"COALESCE(SUM(CASE WHEN account_id GLOB '{glob}' THEN balance_halala END), 0) AS {k}"
-            for k, glob in _ACCOUNT_KINDS.items()
+            f"{_sum(f'CASE WHEN account_id LIKE {like!r} THEN balance_halala END')} AS {k}"
+            for k, like in _ACCOUNT_KINDS.items()
         )
         money = await self._one(
-            f"SELECT {sums}, COALESCE(SUM(balance_halala), 0) AS total,"
-            " COUNT(CASE WHEN (account_id GLOB 'renter:*' OR account_id GLOB 'provider:*')"
+            f"SELECT {sums}, {_sum('balance_halala')} AS total,"
+            " COUNT(CASE WHEN (account_id LIKE 'renter:%' OR account_id LIKE 'provider:%')"
             " AND balance_halala < 0 THEN 1 END) AS negative FROM accounts"
         )
         named = await self._all(
@@ -468,9 +475,10 @@ class Queries:
     ) -> list[dict[str, Any]]:
         """The log's events of one job, in order: [{seq, type, recorded_at_us, actor,
         attempt}]. A job's events live in its renter's stream; at most `limit` of them."""
+        r = self._reads
         return await self._all(
-            "SELECT seq, type, recorded_at_us, actor, json_extract(payload, '$.attempt')"
+            f"SELECT seq, type, recorded_at_us, actor, {r.json_int('payload', 'attempt')}"
             " AS attempt FROM events WHERE stream_id = ? AND type LIKE 'job.%'"
-            " AND json_extract(payload, '$.job_id') = ? ORDER BY seq LIMIT ?",
+            f" AND {r.json_text('payload', 'job_id')} = ? ORDER BY seq LIMIT ?",
             (renter_stream(renter_id), job_id, _limit(limit)),
         )

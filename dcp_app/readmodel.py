@@ -1,4 +1,6 @@
-"""Read models in SQLite beside the log (schemas/002_projections.sql).
+"""Read models in SQLite beside the log (schemas/002_projections.sql): the SQLite
+implementation of the read side's interface (dcp_app.readside: `SqliteReadModels`,
+`SqliteReads`).
 
 Live: the service computes the rows a batch changed (`dcp_projections.rows.changed_rows`)
 before it appends, and `batch_writer` returns the store's tx hook that writes them, with the
@@ -19,127 +21,53 @@ are not (the next start then catches up).
 
 from __future__ import annotations
 
+import asyncio
 import gc
-import hashlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
+import aiosqlite
 import structlog
 
+from dcp_app.readside import (
+    ALL_TABLES,
+    INSERT,
+    INSERT_POSTING,
+    SET_SEQ,
+    Dialect,
+    Reads,
+    change_statements,
+    tuples,
+)
+from dcp_app.readside import PROJECTION as PROJECTION  # re-exported: callers name them here
+from dcp_app.readside import SCHEMA_ROW as SCHEMA_ROW
+from dcp_app.readside import RebuildReport as RebuildReport
+from dcp_app.readside import batch_writer as batch_writer
+from dcp_app.readside import tables_fingerprint as tables_fingerprint
 from dcp_events.codec import Codec, default_codec
 from dcp_events.event import Event
 from dcp_events.sqlite_store import apply_schema, open_connection
-from dcp_events.store import RecordedEvent, TxHook
-from dcp_projections.errors import InvariantError
+from dcp_events.store import TxHook
 from dcp_projections.fold import apply, check_all
-from dcp_projections.rows import POSTING_COLUMNS, TABLES, Row, RowChanges, all_rows, posting_rows
+from dcp_projections.rows import RowChanges, all_rows, posting_rows
 from dcp_projections.state import State
 
-PROJECTION = "read_models"
-# The projection_state row whose last_seq is `tables_fingerprint()` of the tables written.
-SCHEMA_ROW = "read_models_tables"
 READ_BATCH = 10_000  # events per read while rebuilding
-ALL_TABLES = (*TABLES, "postings")
-
-
-def _upsert(table: str, key: str, cols: tuple[str, ...]) -> str:
-    # ON CONFLICT DO UPDATE rewrites a row in place (an index is touched only when its
-    # columns change), where INSERT OR REPLACE deletes and re-inserts through every index.
-    sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key)
-    return (
-        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-        f" ON CONFLICT ({key}) DO UPDATE SET {sets}"
-    )
-
-
-_UPSERT = {t: _upsert(t, key, cols) for t, (key, cols) in TABLES.items()}
-_INSERT = {
-    t: f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-    for t, (_, cols) in TABLES.items()
-}
-_DELETE = {t: f"DELETE FROM {t} WHERE {key} = ?" for t, (key, _) in TABLES.items()}
-_INSERT_POSTING = (
-    f"INSERT INTO postings ({', '.join(POSTING_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(POSTING_COLUMNS))})"
-)
-_SET_SEQ = "INSERT OR REPLACE INTO projection_state (name, last_seq) VALUES (?, ?)"
-# Moves the checkpoint over one batch, and only from the event just before it.
-_ADVANCE_SEQ = "UPDATE projection_state SET last_seq = ? WHERE name = ? AND last_seq = ?"
+_INSERT = INSERT
+_INSERT_POSTING = INSERT_POSTING
+_SET_SEQ = SET_SEQ
+_tuples = tuples
 
 log = structlog.get_logger("dcp_app.readmodel")
 
 
-def tables_fingerprint() -> int:
-    """A number naming the read-model tables and their columns: a release that adds a table or
-    a column changes it, and its first start rebuilds them (an integer, as projection_state
-    holds). 56 bits of a SHA-256."""
-    spec = repr((sorted(TABLES.items()), POSTING_COLUMNS)).encode()
-    return int.from_bytes(hashlib.sha256(spec).digest()[:7], "big")
-
-
-def _tuples(rows: list[Row]) -> list[tuple[Any, ...]]:
-    return [tuple(r.values()) for r in rows]
-
-
 def write_changes(conn: sqlite3.Connection, changes: RowChanges) -> None:
     """Apply upserts and deletes to the read-model tables (inside the caller's transaction)."""
-    for table, keys in changes.deletes.items():
-        if keys:
-            conn.executemany(_DELETE[table], [(k,) for k in keys])
-    for table, rows in changes.upserts.items():
-        if rows:
-            conn.executemany(_UPSERT[table], _tuples(rows))
-
-
-def batch_writer(events: Sequence[Event], first_seq: int, changes: RowChanges) -> TxHook:
-    """The tx hook for one batch: check the store gave the events the sequences the state
-    assumed, then write the batch's rows and postings and move projection_state.
-
-    Everything it writes was computed before the append, so the hook only reads immutable
-    data while it runs in the store's writer thread.
-    """
-    tags = [e.__struct_config__.tag for e in events]
-
-    def hook(conn: Any, recorded: Sequence[RecordedEvent]) -> None:
-        if len(recorded) != len(events) or recorded[0].seq != first_seq:
-            raise InvariantError(
-                f"batch folded as seq {first_seq}+{len(events)}, "
-                f"stored as {recorded[0].seq}+{len(recorded)}"
-            )
-        postings: list[tuple[Any, ...]] = []
-        for rec, event, tag in zip(recorded, events, tags, strict=True):
-            if rec.type != tag:
-                raise InvariantError(f"seq {rec.seq} stored as {rec.type}, folded as {tag}")
-            postings.extend(posting_rows(rec.seq, event, rec.recorded_at_us))
-        write_changes(conn, changes)
-        if postings:
-            conn.executemany(_INSERT_POSTING, postings)
-        last, before = recorded[-1].seq, recorded[0].seq - 1
-        moved = conn.execute(_ADVANCE_SEQ, (last, PROJECTION, before)).rowcount
-        if not moved and before == 0:  # the log's first batch
-            conn.execute(_SET_SEQ, (PROJECTION, last))
-            conn.execute(_SET_SEQ, (SCHEMA_ROW, tables_fingerprint()))
-
-    return hook
-
-
-class RebuildReport(msgspec.Struct, frozen=True):
-    """What a rebuild did: events folded, the last sequence, rows written, its wall time and
-    the CPU time of the process (every thread) meanwhile."""
-
-    events: int
-    last_seq: int
-    rows: int
-    seconds: float
-    cpu_seconds: float = 0.0
-
-    @property
-    def events_per_s(self) -> float:
-        return self.events / self.seconds if self.seconds > 0 else float("inf")
+    for sql, rows in change_statements(changes):
+        conn.executemany(sql, rows)
 
 
 _EVENT_COLUMNS = "seq, type, schema_version, payload, recorded_at_us"
@@ -323,3 +251,66 @@ def compare(db_a: str | Path, db_b: str | Path) -> list[str]:
     finally:
         a.close()
         b.close()
+
+
+# --- the read side's interface (dcp_app.readside) on SQLite ------------------------------------
+
+
+class SqliteReads:
+    """`Reads` over an aiosqlite connection of its own, read-only."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, db_path: str | Path) -> SqliteReads:
+        conn = await aiosqlite.connect(str(db_path))
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA busy_timeout=10000")
+        await conn.execute("PRAGMA query_only=ON")
+        return cls(conn)
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self._conn.execute(sql, tuple(params)) as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        async with self._conn.execute(sql, tuple(params)) as cur:
+            row = await cur.fetchone()
+        return dict(row) if row is not None else None
+
+    def json_text(self, column: str, key: str) -> str:
+        return f"json_extract({column}, '$.{key}')"
+
+    def json_int(self, column: str, key: str) -> str:
+        return f"json_extract({column}, '$.{key}')"
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+class SqliteReadModels:
+    """`ReadModels` of a SQLite ledger file: the module's functions, off the event loop."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+
+    def batch_writer(self, events: Sequence[Event], first_seq: int, changes: RowChanges) -> TxHook:
+        return batch_writer(events, first_seq, changes)
+
+    async def behind(self) -> str | None:
+        return await asyncio.to_thread(behind, self.db)
+
+    async def catch_up(self) -> RebuildReport | None:
+        return await asyncio.to_thread(catch_up, self.db)
+
+    async def rebuild(self, until_seq: int | None = None) -> RebuildReport:
+        return await asyncio.to_thread(rebuild, self.db, until_seq)
+
+    async def reads(self) -> Reads:
+        return await SqliteReads.open(self.db)
+
+    async def close(self) -> None:
+        return None

@@ -1,4 +1,5 @@
-"""Which local read-model tables are mirrored, and how their columns map to the target's.
+"""Which local read-model tables are mirrored, and how their columns map to the target's:
+derived from the tables' one definition (dcp_projections.tables: `mirror`, `mirror_as`).
 
 Every mirrored row carries `last_seq`. `credentials` (key hashes) and `job_outputs` are never
 mirrored. Local SQLite stores flags as 0/1 and JSON as text; the target has BOOLEAN and JSONB.
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+
+from dcp_projections import tables
 
 Kind = Literal["int", "text", "bool", "json"]
 
@@ -43,95 +46,31 @@ class TableSpec(msgspec.Struct, frozen=True):
         return tuple(next(c.target for c in self.columns if c.local == k) for k in self.key)
 
 
-def _cols(spec: str) -> tuple[Column, ...]:
-    """Parse "name:kind[>target], ..." into columns (the target name defaults to the local)."""
-    out = []
-    for part in spec.split(","):
-        name, _, rest = part.strip().partition(":")
-        kind, _, target = rest.partition(">")
-        out.append(Column(local=name, target=target or name, kind=kind))  # type: ignore[arg-type]
-    return tuple(out)
+def _spec(table: tables.Table) -> TableSpec:
+    """The mirror of one read-model table, from its definition (dcp_projections.tables)."""
+    assert table.mirror is not None
+    columns = [
+        Column(local=c.name, target=c.mirror_as or c.name, kind=c.kind) for c in table.columns
+    ]
+    if table.seq_column != "last_seq":  # the target keeps every row's last_seq all the same
+        columns.append(Column(local=table.seq_column, target="last_seq", kind="int"))
+    return TableSpec(
+        local=table.name,
+        target=table.mirror,
+        key=table.key,
+        columns=tuple(columns),
+        seq_expr=table.seq_column,
+    )
 
 
-RENTERS = TableSpec(
-    local="renters",
-    target="dcp_renters",
-    key=("renter_id",),
-    columns=_cols("renter_id:text, name:text, email:text, created_at_us:int, last_seq:int"),
-)
-
-PROVIDERS = TableSpec(
-    local="providers",
-    target="dcp_providers",
-    key=("provider_id",),
-    columns=_cols(
-        "provider_id:text, name:text, email:text, gpu_model:text, gpu_count:int, vram_gb:int,"
-        " approval_status:text, paused:bool, suspended:bool, accepting_jobs:bool,"
-        " daemon_version:text, last_heartbeat_us:int, gpus_json:json>gpus, created_at_us:int,"
-        " last_seq:int"
-    ),
-)
-
-JOBS = TableSpec(
-    local="jobs",
-    target="dcp_jobs",
-    key=("job_id",),
-    columns=_cols(
-        "job_id:text, renter_id:text, provider_id:text, requested_provider_id:text,"
-        " status:text, image:text, command_json:json>command, gpu_type:text, min_vram_gb:int,"
-        " gpu_count:int, priority:text, max_duration_seconds:int, rate_halala_per_hour:int,"
-        " cost_halala:int, actual_cost_halala:int, refunded_halala:int,"
-        " provider_earned_halala:int, platform_fee_halala:int, attempt:int,"
-        " lease_expires_us:int, submitted_at_us:int, assigned_at_us:int, started_at_us:int,"
-        " ended_at_us:int, exit_code:int, error:text, last_seq:int"
-    ),
-)
-
-ACCOUNTS = TableSpec(
-    local="accounts",
-    target="dcp_accounts",
-    key=("account_id",),
-    columns=_cols("account_id:text, balance_halala:int, last_seq:int"),
-)
-
-POSTINGS = TableSpec(
-    local="postings",
-    target="dcp_postings",
-    key=("seq", "idx"),
-    columns=_cols(
-        "seq:int, idx:int, account_id:text, amount_halala:int, event_type:text, job_id:text,"
-        " recorded_at_us:int, seq:int>last_seq"
-    ),
-    seq_expr="seq",
-)
-
-WITHDRAWALS = TableSpec(
-    local="withdrawals",
-    target="dcp_withdrawals",
-    key=("withdrawal_id",),
-    columns=_cols(
-        "withdrawal_id:text, provider_id:text, amount_halala:int, iban:text, status:text,"
-        " requested_at_us:int, decided_at_us:int, last_seq:int"
-    ),
-)
-
-PRICING = TableSpec(
-    local="pricing",
-    target="dcp_pricing",
-    key=("gpu_model",),
-    columns=_cols("gpu_model:text, halala_per_gpu_hour:int, last_seq:int"),
-)
-
-TOPUPS = TableSpec(
-    local="topups",
-    target="dcp_topups",
-    key=("topup_id",),
-    columns=_cols(
-        "topup_id:text, renter_id:text, amount_halala:int, status:text, invoice_id:text,"
-        " checkout_url:text, payment_id:text, reason:text, gateway_amount_halala:int,"
-        " gateway_currency:text, created_at_us:int, updated_at_us:int, last_seq:int"
-    ),
-)
+RENTERS = _spec(tables.RENTERS)
+PROVIDERS = _spec(tables.PROVIDERS)
+JOBS = _spec(tables.JOBS)
+ACCOUNTS = _spec(tables.ACCOUNTS)
+POSTINGS = _spec(tables.POSTINGS)
+WITHDRAWALS = _spec(tables.WITHDRAWALS)
+PRICING = _spec(tables.PRICING)
+TOPUPS = _spec(tables.TOPUPS)
 
 MIRRORED: tuple[TableSpec, ...] = (
     RENTERS,
@@ -144,4 +83,4 @@ MIRRORED: tuple[TableSpec, ...] = (
     TOPUPS,
 )
 
-NEVER_MIRRORED = frozenset({"credentials", "job_outputs"})
+NEVER_MIRRORED = frozenset(t.name for t in tables.ROW_TABLES if t.mirror is None)
