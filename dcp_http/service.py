@@ -8,18 +8,16 @@ integer microseconds to RFC 3339), and "not yours" to 404. No money rule lives h
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
 import msgspec
 
-from dcp_app import readmodel
 from dcp_app.queries import Queries
+from dcp_app.readside import open_read_side
 from dcp_app.service import LedgerService
 from dcp_events import catalogue as ev
-from dcp_events import is_postgres
-from dcp_events.sqlite_store import SqliteEventStore
+from dcp_events import is_postgres, open_store
 from dcp_events.store import EventStore
 from dcp_http import requests as inp
 from dcp_http import responses as out
@@ -423,17 +421,24 @@ def _valid_job_cursor(cursor: str) -> bool:
 
 
 async def open_service(config: ServerConfig) -> ServiceAdapter:
-    """Open the event store at `config.db`, the ledger service over it, and the read queries.
+    """Open the event store at `config.db` (a SQLite path or a postgresql:// URL), the ledger
+    service over it, and the read queries.
 
     Sweeps are not started here: the app's lifespan runs them at `config.sweep_interval_s`.
     """
-    store = await SqliteEventStore.open(config.db)
+    # A path is a SQLite file, a postgresql:// URL a PostgreSQL database that any number of
+    # nodes share (docs/postgres.md): the same code runs on either from here on.
+    store = await open_store(config.db)
     try:
         # Read models behind the log (an events-only copy, a new table) are rebuilt before
         # anything reads them: the queries answer from them, and the ledger asks them whose an
         # ended job is.
-        await asyncio.to_thread(readmodel.catch_up, config.db)
-        queries = await Queries.open(config.db)
+        side = await open_read_side(config.db)
+        try:
+            await side.catch_up()
+            queries = Queries(await side.reads())
+        finally:
+            await side.close()
     except BaseException:
         await store.close()
         raise
