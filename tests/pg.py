@@ -46,3 +46,29 @@ def drop_database(server: str, name: str) -> None:
             if attempt == 99:
                 raise
             time.sleep(0.1)
+
+
+def database_url(server_dsn_: str, dbname: str) -> str:
+    """A postgresql:// URL for database `dbname` on the server of `server_dsn_` (a URL, so that
+    code telling a PostgreSQL ledger from a SQLite path by its scheme takes it for what it is)."""
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    p = {k: str(v) for k, v in conninfo_to_dict(server_dsn_).items()}
+    auth = quote(p.get("user", ""), safe="")
+    if "password" in p:
+        auth += ":" + quote(p["password"], safe="")
+    host = p.get("host", "localhost")
+    return f"postgresql://{auth}@{host}:{p.get('port', '5432')}/{quote(dbname, safe='')}"
+
+
+def create_database(server_dsn_: str, prefix: str) -> tuple[str, str]:
+    """A fresh, empty database on the server: (its name, its URL). Drop it with
+    drop_database(server_dsn_, name)."""
+    import uuid
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_dsn_, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, database_url(server_dsn_, name)

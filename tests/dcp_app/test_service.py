@@ -1,4 +1,5 @@
-"""The ledger service over the real SQLite store: commands, durability, read models, recovery."""
+"""The ledger service over the real stores (SQLite and PostgreSQL): commands, durability, read
+models, recovery."""
 
 import asyncio
 
@@ -7,7 +8,6 @@ import pytest
 from dcp_app import readmodel
 from dcp_app.service import LedgerService, hash_key
 from dcp_events.errors import StoreError
-from dcp_events.sqlite_store import SqliteEventStore
 from dcp_projections.errors import (
     Conflict,
     Forbidden,
@@ -17,11 +17,13 @@ from dcp_projections.errors import (
     NotFound,
 )
 from dcp_projections.fold import check_all
-from tests.dcp_app.conftest import SETTINGS, Env
+from tests.dcp_app.conftest import SETTINGS, Env, open_store
 
 
-async def test_keys_are_shown_once_and_stored_only_as_hashes(env: Env):
-    """Register returns a well-formed key; the log holds its hash, never the key."""
+async def test_keys_are_shown_once_and_stored_only_as_hashes(sqlite_env: Env):
+    """Register returns a well-formed key; the log holds its hash, never the key (the SQLite
+    file's bytes, read raw)."""
+    env = sqlite_env
     r = await env.svc.register_renter("Ana", "ana@example.sa")
     p = await env.svc.register_provider("Box", "box@example.sa", "H100", 1, 80)
     assert r["api_key"].startswith("dcp-renter-") and len(r["api_key"]) == 11 + 32
@@ -232,7 +234,7 @@ async def test_a_second_writer_is_caught_up_with(env: Env, monkeypatch, catch_up
 
         monkeypatch.setattr(env.svc, "_catch_up", skip)
     rid = await env.renter()
-    other_store = await SqliteEventStore.open(env.path)
+    other_store = await open_store(env.db)
     other = await LedgerService.open(other_store, SETTINGS, clock=env.clock)
     try:
         await other.credit(rid, 1000, "from-the-other-node")
@@ -256,8 +258,15 @@ async def test_a_failing_read_model_write_rolls_the_batch_back(env: Env, monkeyp
         hook = real(*args)
 
         def fail(conn, recorded):
-            hook(conn, recorded)
-            raise RuntimeError("disk full")
+            written = hook(conn, recorded)  # PostgreSQL: a coroutine, to run before failing
+            if written is None:
+                raise RuntimeError("disk full")
+
+            async def then_fail():
+                await written
+                raise RuntimeError("disk full")
+
+            return then_fail()
 
         return fail
 
@@ -281,14 +290,14 @@ async def test_rebuild_equals_the_live_read_models(env: Env, tmp_path):
     await env.svc.allow_image("other:1")
     await env.svc.remove_image("other:1")
     await env.svc.set_price("A100", 500)
-    report = readmodel.rebuild(env.path, into=tmp_path / "rebuilt.db")
+    assert await env.rebuild_equals_live()
+    report = await env.rebuild_in_place()
     assert report.events == (await env.store.head())[0]
-    assert readmodel.compare(env.path, tmp_path / "rebuilt.db") == []
     # As of just after the credit: one renter with its deposit, nothing else.
-    readmodel.rebuild(env.path, until_seq=3, into=tmp_path / "then.db")
+    await env.rebuild_in_place(until_seq=3)
     from dcp_app.queries import Queries
 
-    then = await Queries.open(tmp_path / "then.db")
+    then = await Queries.open(env.db)
     try:
         assert (await then.balance(rid))["available_halala"] == 100_000
         assert await then.projection_seq() == 3
