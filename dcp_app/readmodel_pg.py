@@ -37,6 +37,7 @@ from dcp_app.readside import (
     to_dialect,
 )
 from dcp_events.codec import Codec, default_codec
+from dcp_events.errors import StoreError
 from dcp_events.event import Event
 from dcp_events.store import TxHook
 from dcp_projections.fold import apply, check_all
@@ -249,15 +250,21 @@ class PostgresReads:
         return cls(pool)
 
     async def all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(_pg(sql), tuple(params))
-            return list(await cur.fetchall())
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(_pg(sql), tuple(params))
+                return list(await cur.fetchall())
+        except psycopg.OperationalError as e:  # the server is away: 503, not a 500
+            raise StoreError(f"read models unavailable: {e}") from e
 
     async def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(_pg(sql), tuple(params))
-            row: dict[str, Any] | None = await cur.fetchone()
-            return row
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(_pg(sql), tuple(params))
+                row: dict[str, Any] | None = await cur.fetchone()
+                return row
+        except psycopg.OperationalError as e:  # (PoolTimeout is one too)
+            raise StoreError(f"read models unavailable: {e}") from e
 
     def json_text(self, column: str, key: str) -> str:
         return f"({column}::json ->> '{key}')"

@@ -25,7 +25,7 @@ def _same_books(nodes: list[Node]) -> dict[str, Any]:
     # A command through each node folds whatever the others appended (sweeps do too).
     for node in nodes:
         node.api.ok(
-            "POST", "/api/admin/images", json={"reference": "sync/*"}, headers=node.api.admin
+            "POST", "/api/admin/images", json={"reference": "sync/image:1"}, headers=node.api.admin
         )
     ready = [node.ready() for node in nodes]
     assert len({r["head_seq"] for r in ready}) == 1, ready
@@ -58,7 +58,7 @@ def test_200_submits_against_funds_for_50_through_three_nodes(pg_url, start_node
     a, b, c = nodes
     a.api.allow_image()
     probe = a.api.renter(credit_halala=10_000_000)
-    cost = a.api.submit(probe)["cost_halala"]
+    cost = a.api.submit(probe)["job"]["cost_halala"]
     assert cost > 0
     renter = b.api.renter()  # registered through b, used through every node at once
     c.api.credit(renter["renter_id"], 50 * cost)
@@ -70,7 +70,7 @@ def test_200_submits_against_funds_for_50_through_three_nodes(pg_url, start_node
     codes = Counter(r.status_code for r in replies)
     assert codes == {201: 50, 402: 150}, codes
     assert {r.json()["code"] for r in replies if r.status_code == 402} == {"insufficient_funds"}
-    accepted = {r.json()["job_id"] for r in replies if r.status_code == 201}
+    accepted = {r.json()["job"]["job_id"] for r in replies if r.status_code == 201}
     assert len(accepted) == 50
     for node in nodes:
         bal = node.api.balance(renter)
@@ -89,7 +89,7 @@ def test_one_job_claimed_by_two_providers_through_two_nodes_is_leased_once(pg_ur
     winners: Counter[str] = Counter()
     for _ in range(8):
         p1, p2 = b.api.provider(), c.api.provider()
-        job_id = a.api.submit(renter)["job_id"]
+        job_id = a.api.submit(renter)["job"]["job_id"]
 
         async def claim_both(p1: dict[str, Any], p2: dict[str, Any]) -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=60) as http:
@@ -107,7 +107,7 @@ def test_one_job_claimed_by_two_providers_through_two_nodes_is_leased_once(pg_ur
         ]
         assert len(got) == 1, (r1.json(), r2.json())
         winners[got[0]] += 1
-        job = a.api.ok("GET", f"/api/jobs/{job_id}", headers=renter["headers"])
+        job = a.api.ok("GET", f"/api/jobs/{job_id}", headers=renter["headers"])["job"]
         holder = p1 if got[0] == "b" else p2
         assert job["provider_id"] == holder["provider_id"] and job["attempt"] == 1, job
         # The loser holds nothing; its heartbeat has no job of this one to cancel either.
@@ -149,7 +149,7 @@ def test_a_node_killed_under_load_loses_nothing_acknowledged(pg_url, start_nodes
                         await asyncio.sleep(0.05)
                     continue
                 if r.status_code == 201:
-                    acked[key] = r.json()["job_id"]
+                    acked[key] = r.json()["job"]["job_id"]
                     if killed_at:
                         after_kill[node.name] += 1
                 else:
@@ -183,7 +183,7 @@ def test_a_node_killed_under_load_loses_nothing_acknowledged(pg_url, start_nodes
             json=job_body(),
             headers={**renter["headers"], "idempotency-key": key},
         )
-        retried[key] = r["job_id"]
+        retried[key] = r["job"]["job_id"]
         again = b.api.ok(
             "POST",
             "/api/jobs/submit",
@@ -191,7 +191,7 @@ def test_a_node_killed_under_load_loses_nothing_acknowledged(pg_url, start_nodes
             json=job_body(),
             headers={**renter["headers"], "idempotency-key": key},
         )
-        assert again["job_id"] == r["job_id"]
+        assert again["job"]["job_id"] == r["job"]["job_id"]
     for key, job_id in acked.items():  # an acknowledged key again: the same job, not a new one
         if int(key[2:]) % 25 == 0:
             r = b.api.ok(
@@ -201,10 +201,10 @@ def test_a_node_killed_under_load_loses_nothing_acknowledged(pg_url, start_nodes
                 json=job_body(),
                 headers={**renter["headers"], "idempotency-key": key},
             )
-            assert r["job_id"] == job_id
+            assert r["job"]["job_id"] == job_id
     jobs = set(acked.values()) | set(retried.values())
     assert len(jobs) == len(acked) + len(retried)
-    cost = a.api.submit(renter)["cost_halala"]  # one more, to know the price
+    cost = a.api.submit(renter)["job"]["cost_halala"]  # one more, to know the price
     bal = a.api.balance(renter)
     assert bal["held_halala"] == (len(jobs) + 1) * cost
     c.start()  # the killed node comes back and folds what the others did meanwhile

@@ -105,12 +105,12 @@ def test_nodes_ride_out_a_postgresql_restart(private_pg: PrivateServer, start_no
             while time.monotonic() < stop_at:
                 key = f"k-{next(keys)}"
                 headers = {**renter["headers"], "idempotency-key": key}
-                now = phase[0]
                 r = await http.post(f"{node.url}/api/jobs/submit", json=job_body(),
                                     headers=headers)  # fmt: skip
+                now = phase[0]  # when the answer came
                 phases[now][r.status_code] += 1
                 if r.status_code == 201:
-                    acked[key] = r.json()["job_id"]
+                    acked[key] = r.json()["job"]["job_id"]
                 else:
                     assert r.status_code == 503, (now, r.status_code, r.text)  # never a 500
                     bodies_503.append(r.json())
@@ -151,8 +151,8 @@ def test_nodes_ride_out_a_postgresql_restart(private_pg: PrivateServer, start_no
                                     headers=headers)  # fmt: skip
         again = nodes[(i + 1) % 2].api.ok("POST", "/api/jobs/submit", 201, json=job_body(),
                                           headers=headers)  # fmt: skip
-        assert again["job_id"] == first["job_id"]
-        retried[key] = first["job_id"]
+        assert again["job"]["job_id"] == first["job"]["job_id"]
+        retried[key] = first["job"]["job_id"]
     jobs = set(acked.values()) | set(retried.values())
     assert len(jobs) == len(acked) + len(retried)  # no key made two jobs
     with psycopg.connect(private_pg.url) as conn:
