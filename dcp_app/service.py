@@ -152,7 +152,6 @@ class LedgerService:
         # True when memory may hold events that never became durable (a batch failed and
         # the log could not be folded again then): the next batch refolds first.
         self._stale = False
-        self._seen_head = 0  # the log's head at the last look (for `behind`)
         self.batches = 0  # appended batches, for tests and metrics
         self.observer: ServiceObserver = NullObserver()  # dcp_http.metrics sets its own
 
@@ -267,7 +266,6 @@ class LedgerService:
             state.touched.clear()
         check_all(state)
         self.state, self._versions = state, versions
-        self._seen_head = max(self._seen_head, state.seq)
 
     async def _fold_records(
         self, state: State, versions: dict[str, int], records: Sequence[RecordedEvent]
@@ -427,25 +425,20 @@ class LedgerService:
     async def _catch_up(self) -> None:
         """Fold what other processes appended since our last batch (bounded reads), so a
         decision sees their events and our append does not fail on a stale head."""
-        head, _ = await self.store.head()
-        self._seen_head = head
-        while self.state.seq < head:
+        # read_all until a short read, not head() first: one round trip per batch where the
+        # log is shared, whether or not another process appended.
+        while True:
             batch = await self.store.read_all(self.state.seq, READ_CHUNK)
-            if not batch:
+            if batch:
+                await self._fold_records(self.state, self._versions, batch)
+            if len(batch) < READ_CHUNK:
                 break
-            await self._fold_records(self.state, self._versions, batch)
 
     async def catch_up(self) -> None:
         """Fold what other processes appended, through the command loop (so it never runs
         beside a batch's decisions), and return once done: e.g. before answering "unknown
         key" for a key another node has just registered. Raises StoreError as `_execute`."""
         await self._execute(CATCH_UP, lambda s, e: None, "system")  # type: ignore[arg-type]
-
-    @property
-    def behind(self) -> int:
-        """Events the log is known to hold that memory has not folded yet (at the last look
-        at the head); /readyz reports it."""
-        return max(0, self._seen_head - self.state.seq)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         """Decide and append `batch` in the log's turn, where the store has turns (several

@@ -294,6 +294,33 @@ def start_nginx(tmp: Path, port: int, upstreams: list[int]) -> subprocess.Popen[
     raise SystemExit(f"nginx did not start: {(tmp / 'nginx-error.log').read_text()}")
 
 
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes `pids` have used so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on this machine (the backends serving the nodes among
+    them; on a shared server, others' too)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:
         p.terminate()
@@ -345,7 +372,15 @@ def api_run(
             headers = {"content-type": "application/json", "x-renter-key": renter["api_key"]}
             target = f"{base}/api/jobs/submit"
             api.wrk(target, headers, SUBMIT_BODY, clients, warmup)  # warm-up, not counted
+            node_pids = [p.pid for p in procs[:nodes]]
+            pg_pids = _postgres_pids()
+            before = (_cpu_s(node_pids), _cpu_s(pg_pids), time.perf_counter())
             result: dict[str, float] = api.wrk(target, headers, SUBMIT_BODY, clients, seconds)
+            # Where the CPU went, per request: the nodes (all together) and the PostgreSQL
+            # server (the backends that were up when the run began).
+            n = max(1.0, result["rps"] * (time.perf_counter() - before[2]))
+            result["node_cpu_ms_per_req"] = 1000 * (_cpu_s(node_pids) - before[0]) / n
+            result["pg_cpu_ms_per_req"] = 1000 * (_cpu_s(pg_pids) - before[1]) / n
             # Every node folded the same log: the one ledger all of them served.
             heads = {httpx.get(f"http://127.0.0.1:{p}/readyz").json()["head_seq"] for p in ports}
             result["heads_agree"] = float(len(heads) == 1)
@@ -365,7 +400,11 @@ def api_part(server_dsn: str, rounds: int, clients: int, seconds: float) -> dict
         for key, (n, lb) in configs.items():
             runs[key].append(api_run(server_dsn, n, lb, clients, seconds, warmup=2.0))
     for key, rs in runs.items():
-        line = ", ".join(f"{r['rps']:,.0f}/s p99 {r['p99_ms']:.0f} ms" for r in rs)
+        line = ", ".join(
+            f"{r['rps']:,.0f}/s p99 {r['p99_ms']:.0f} ms, CPU/request: nodes"
+            f" {r['node_cpu_ms_per_req']:.2f} ms, PostgreSQL {r['pg_cpu_ms_per_req']:.2f} ms"
+            for r in rs
+        )
         errors = sum(r["errors"] for r in rs)
         print(f"({key} per round: {line}; {errors:.0f} errors)", file=sys.stderr)
     med = {k: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for k, rs in runs.items()}
@@ -375,6 +414,8 @@ def api_part(server_dsn: str, rounds: int, clients: int, seconds: float) -> dict
         "api_1node_lb_rps": med["api_1node_lb"]["rps"],
         "api_3node_rps": med["api_3node"]["rps"],
         "api_3node_p99_ms": med["api_3node"]["p99_ms"],
+        "api_1node_cpu_ms_per_req": med["api_1node"]["node_cpu_ms_per_req"],
+        "api_3node_cpu_ms_per_req": med["api_3node"]["node_cpu_ms_per_req"],
     }
 
 
