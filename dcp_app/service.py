@@ -322,10 +322,17 @@ class LedgerService:
         while True:
             first = await self._queue.get()
             batch = self._in_flight = [first]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
             try:
-                await self._run_batch(batch)
+                if self._shared and not self._stale:
+                    # Most of what others appended is folded before the turn is taken: the
+                    # turn then covers only the last few events, and the others wait less.
+                    await self._catch_up()
+                async with self._turn():
+                    # Taken once the turn is ours: what queued while another process held it
+                    # joins this batch, so nodes sharing a log decide fewer, larger batches.
+                    while len(batch) < MAX_BATCH and not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                    await self._decide_in_turn(batch)
             except Exception as e:  # a fault in the batch: refold, retry or fail its commands
                 await self._recover(batch, e)
             self._in_flight = []
@@ -440,17 +447,28 @@ class LedgerService:
         key" for a key another node has just registered. Raises StoreError as `_execute`."""
         await self._execute(CATCH_UP, lambda s, e: None, "system")  # type: ignore[arg-type]
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        """Decide and append `batch` in the log's turn, where the store has turns (several
-        processes on one PostgreSQL log): fold, decide and append then run without another
-        process appending in between, so the head check passes instead of failing and
-        refolding; the check still guards whatever happens to the turn."""
+    @property
+    def _shared(self) -> bool:
+        """Whether the store takes turns between processes (so others append meanwhile)."""
+        return getattr(self.store, "turn", None) is not None
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The log's deciding turn where the store has turns (several processes on one
+        PostgreSQL log: PostgresEventStore.turn): fold, decide and append then run without
+        another process appending in between, so the head check passes instead of failing
+        and refolding; the check still guards whatever happens to the turn. Elsewhere none."""
         turn = getattr(self.store, "turn", None)
-        async with turn() if turn is not None else contextlib.nullcontext():
-            if self._stale:
-                await self._load()
-                self._stale = False
-            await self._decide_and_append(batch)
+        return turn() if turn is not None else contextlib.nullcontext()
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        async with self._turn():
+            await self._decide_in_turn(batch)
+
+    async def _decide_in_turn(self, batch: list[_Pending]) -> None:
+        if self._stale:
+            await self._load()
+            self._stale = False
+        await self._decide_and_append(batch)
 
     async def _decide_and_append(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
