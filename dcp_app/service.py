@@ -332,7 +332,10 @@ class LedgerService:
                     # joins this batch, so nodes sharing a log decide fewer, larger batches.
                     while len(batch) < MAX_BATCH and not self._queue.empty():
                         batch.append(self._queue.get_nowait())
-                    await self._decide_in_turn(batch)
+                    answer = await self._decide_in_turn(batch)
+                # The batch is durable: its callers are answered once the turn is given back,
+                # so the other nodes do not wait while this one writes its responses.
+                answer()
             except Exception as e:  # a fault in the batch: refold, retry or fail its commands
                 await self._recover(batch, e)
             self._in_flight = []
@@ -462,15 +465,18 @@ class LedgerService:
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         async with self._turn():
-            await self._decide_in_turn(batch)
+            answer = await self._decide_in_turn(batch)
+        answer()
 
-    async def _decide_in_turn(self, batch: list[_Pending]) -> None:
+    async def _decide_in_turn(self, batch: list[_Pending]) -> Callable[[], None]:
         if self._stale:
             await self._load()
             self._stale = False
-        await self._decide_and_append(batch)
+        return await self._decide_and_append(batch)
 
-    async def _decide_and_append(self, batch: list[_Pending]) -> None:
+    async def _decide_and_append(self, batch: list[_Pending]) -> Callable[[], None]:
+        """Decide `batch` and append its events; returns what answers its callers (call it
+        once the batch is durable: it is when this returns)."""
         started = time.perf_counter()
         await self._catch_up()
         state = self.state
@@ -525,16 +531,20 @@ class LedgerService:
                 time.perf_counter() - started,
             )
         state.trim_ended()  # the rows of what leaves are written (or nothing changed)
-        for p in caught_up:
-            if not p.future.done():
-                p.future.set_result(None)
-        for p, ok, value in outcomes:
-            if p.future.done():
-                continue
-            if ok:
-                p.future.set_result(value)
-            else:
-                p.future.set_exception(value)
+
+        def answer() -> None:
+            for p in caught_up:
+                if not p.future.done():
+                    p.future.set_result(None)
+            for p, ok, value in outcomes:
+                if p.future.done():
+                    continue
+                if ok:
+                    p.future.set_result(value)
+                else:
+                    p.future.set_exception(value)
+
+        return answer
 
     def _requests(self, events: list[Event], actors: list[str]) -> list[AppendRequest]:
         """One request per run of consecutive events of one stream, so the log keeps the
