@@ -1,23 +1,105 @@
-"""Opening the log for auditing: read-only, on one snapshot."""
+"""Opening the log for auditing: read-only, on one snapshot, on either backend.
+
+A path opens the SQLite file; a postgresql:// URL opens the PostgreSQL log (dcp_events.opener's
+rule) through `PgReadConnection`, which answers the few sqlite3 calls the audit makes
+(`execute` with `?` placeholders, `fetchone`, `fetchall`, `close`), so every check runs
+unchanged on either log.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import re
 import sqlite3
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dcp_audit.errors import AuditError
+from dcp_events.errors import DcpError
+from dcp_events.opener import is_postgres, postgres_url, redact
+
+# SQLite's `CAST(col AS BLOB)` (a text column's UTF-8 bytes, uncopied): PostgreSQL's
+# convert_to (a CAST to bytea would read backslashes in the JSON as escapes).
+_AS_BLOB = re.compile(r"CAST\((\w+) AS BLOB\)", re.IGNORECASE)
+
+
+def _to_postgres(sql: str) -> str:
+    """The audit's SQL, portable but for its placeholders and reading text as bytes, for
+    psycopg. None of it holds a literal ? or %."""
+    return _AS_BLOB.sub(r"convert_to(\1, 'UTF8')", sql).replace("?", "%s")
+
+
+class PgReadConnection:
+    """A read-only PostgreSQL session with the face of the sqlite3 connection the audit reads
+    through. `snapshot()` makes its reads one REPEATABLE READ transaction (one consistent
+    point, as SQLite's read transaction is)."""
+
+    def __init__(self, conn: Any, shown: str) -> None:
+        self._conn = conn
+        self._shown = shown
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        import psycopg
+
+        try:
+            return self._conn.execute(_to_postgres(sql), params)
+        except psycopg.Error as e:
+            # Also where a log has no read-model tables (a replay): say which and where.
+            raise AuditError(f"cannot read {self._shown}: {str(e).splitlines()[0]}") from e
+
+    def begin(self) -> None:
+        self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _open_postgres(url: str) -> PgReadConnection:
+    import psycopg
+    from psycopg.adapt import Loader
+
+    class IntegerNumeric(Loader):
+        # sum() of a bigint column is numeric in PostgreSQL; the audit deals only in integer
+        # halala and compares with Python ints, as SQLite returns them.
+        def load(self, data: Any) -> Any:
+            d = Decimal(bytes(data).decode())
+            return int(d) if d == d.to_integral_value() else d
+
+    try:
+        conn = psycopg.connect(postgres_url(url), autocommit=True, connect_timeout=10)
+    except psycopg.Error as e:
+        raise AuditError(f"cannot read {redact(url)}: {e}") from e
+    try:
+        conn.adapters.register_loader("numeric", IntegerNumeric)
+        # Read-only at the server: an audit can never create, migrate or change the log.
+        conn.execute("SET default_transaction_read_only = on")
+        row = conn.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()
+    except psycopg.Error as e:
+        conn.close()
+        raise AuditError(f"cannot read {redact(url)}: {e}") from e
+    if not (row and row[0]):
+        conn.close()
+        raise AuditError(f"{redact(url)} is not a DCP event log (no events table)")
+    return PgReadConnection(conn, redact(url))
 
 
 def open_readonly(path: str | Path) -> sqlite3.Connection:
-    """A stdlib connection that can only read the log at `path`.
+    """A connection that can only read the log at `path`: a SQLite file, or a postgresql://
+    URL (a PgReadConnection, which answers every call the audit makes of a sqlite3 one).
 
-    Raises AuditError if the file does not exist or holds no `events` table. Opening read-only
-    means an audit can never create, migrate or change the file it checks.
+    Raises AuditError if the log does not exist or holds no `events` table. Opening read-only
+    means an audit can never create, migrate or change the log it checks.
     """
+    try:
+        postgres = is_postgres(path)
+    except DcpError as e:
+        raise AuditError(str(e)) from e
+    if postgres:
+        # Duck-typed: the audit's functions are annotated with the sqlite3 connection.
+        return cast(sqlite3.Connection, _open_postgres(str(path)))
     p = Path(path)
     if not p.is_file():
         raise AuditError(f"no event log at {p}")
@@ -40,7 +122,10 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
 def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One read transaction: every read inside sees the same committed state, so the log and
     the read models written in the same transactions are compared at one point."""
-    conn.execute("BEGIN")
+    if isinstance(conn, PgReadConnection):
+        conn.begin()
+    else:
+        conn.execute("BEGIN")
     try:
         yield conn
     finally:
@@ -48,7 +133,9 @@ def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def file_of(conn: sqlite3.Connection) -> str | None:
-    """The file behind `conn`'s main database, or None when it is in memory."""
+    """The file behind `conn`'s main database, or None when it is in memory or not SQLite."""
+    if isinstance(conn, PgReadConnection):
+        return None
     for _, name, file in conn.execute("PRAGMA database_list").fetchall():
         if name == "main":
             return str(file) or None

@@ -1,4 +1,5 @@
-"""`dcp audit verify | replay | export --db PATH`: the auditors' command line (SPEC section 7).
+"""`dcp audit verify | replay | export --db PATH|URL`: the auditors' command line (SPEC section
+7). A path is a SQLite ledger, a postgresql:// URL a PostgreSQL one (dcp_events.opener).
 
 Exit status: 0 when the log is sound (verify), the projections match (replay) or the export was
 written; 1 at a fault or a difference, naming its sequence; 2 when the log cannot be read or
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check, rebuild or export the DCP event log (docs/audit.md).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    db_help = "the event log (DCP_DB, default ./dcp.db)"
+    db_help = "the event log: a file, or a postgresql:// URL (DCP_DB, default ./dcp.db)"
 
     v = sub.add_parser(
         "verify",

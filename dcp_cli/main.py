@@ -26,12 +26,13 @@ HELP = {
     "serve": "the API on an embedded SQLite file (default ./dcp.db), with the background sweeps",
     "worker": "the provider worker: dcp worker --api URL --key KEY",
     "replicate": "stream projections to Supabase or to Postgres (--dsn)",
-    "audit": "dcp audit verify|replay|export --db PATH: check, rebuild or export the log",
+    "audit": "dcp audit verify|replay|export --db PATH|URL: check, rebuild or export the log",
     "backup": "dcp backup --db PATH --to FILE: an online, verified copy of a running ledger",
     "restore": "dcp restore --from FILE --db PATH: a verified backup, never over a live ledger",
+    "migrate": "dcp migrate --from FILE --to postgresql://...: move a stopped ledger to PostgreSQL",
 }
 # Commands of this package with their own parsers: `main(argv)` gets the command name too.
-OWN = {"backup": "dcp_cli.backup", "restore": "dcp_cli.backup"}
+OWN = {"backup": "dcp_cli.backup", "restore": "dcp_cli.backup", "migrate": "dcp_cli.migrate"}
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

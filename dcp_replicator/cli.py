@@ -1,6 +1,8 @@
 """`dcp replicate`: mirror the read models to PostgreSQL (`--dsn`) or Supabase.
 
-    dcp replicate --db PATH [--dsn DSN] [--once] [status]
+    dcp replicate --db PATH|URL [--dsn DSN] [--once] [status]
+
+`--db` (DCP_DB) is the ledger, a SQLite file or a postgresql:// URL (dcp_events.opener).
 
 Without `--dsn`, the target is Supabase, from SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY.
 `--once` replicates up to the head seen at the start and exits; otherwise the replicator runs
@@ -18,15 +20,18 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
 
+from dcp_events.opener import is_postgres
 from dcp_replicator.checkpoint import CheckpointStore, checkpoint_path
 from dcp_replicator.errors import ReplicatorError, SinkUnavailable
 from dcp_replicator.replicator import Replicator, Settings, status
 from dcp_replicator.sink import Sink
-from dcp_replicator.source import SqliteSource
+from dcp_replicator.source import SqliteSource, open_source
 
 _DEFAULTS = Settings()
 
@@ -38,7 +43,17 @@ def _parser() -> argparse.ArgumentParser:
         "(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY).",
     )
     p.add_argument("command", nargs="?", choices=["run", "status"], default="run")
-    p.add_argument("--db", default=os.environ.get("DCP_DB", "./dcp.db"), help="the SQLite log")
+    p.add_argument(
+        "--db",
+        default=os.environ.get("DCP_DB", "./dcp.db"),
+        help="the ledger: a SQLite file or a postgresql:// URL (DCP_DB, default ./dcp.db)",
+    )
+    p.add_argument(
+        "--checkpoints",
+        default=os.environ.get("DCP_REPLICATOR_CHECKPOINTS"),
+        help="the replicator's checkpoint file (DCP_REPLICATOR_CHECKPOINTS; default"
+        " <db>.replicator beside a SQLite file, ./<database>.replicator for a URL)",
+    )
     p.add_argument("--dsn", default=os.environ.get("DCP_REPLICA_DSN"), help="PostgreSQL target")
     p.add_argument("--once", action="store_true", help="replicate up to the current head, exit")
     p.add_argument("--sink-name", default=None, help="checkpoint name (default: sink kind)")
@@ -87,11 +102,11 @@ async def _main(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        source = await SqliteSource.open(args.db)
+        source = await open_source(args.db)
     except ReplicatorError as e:
         print(f"dcp replicate: {e}", file=sys.stderr)
         return 2
-    checkpoints = CheckpointStore(checkpoint_path(args.db))
+    checkpoints = CheckpointStore(_checkpoints_of(args.db, args.checkpoints))
     name = args.sink_name or ("postgres" if args.dsn else "supabase")
     try:
         if args.command == "status":
@@ -158,6 +173,18 @@ async def _run_observed(
 
     async with served(metrics, args.metrics_port, source, checkpoint):
         await replicator.run(once=args.once, stop=stop)
+
+
+def _checkpoints_of(db: str, given: str | None) -> Path:
+    """The checkpoint file: as given, beside a SQLite ledger, or in the working directory,
+    named by the database, for a PostgreSQL one (never a name made of the URL: it holds the
+    password)."""
+    if given:
+        return Path(given)
+    if is_postgres(db):
+        name = urlsplit(db).path.strip("/") or "dcp"
+        return Path(f"{name}.replicator")
+    return checkpoint_path(db)
 
 
 async def _status(

@@ -1,8 +1,12 @@
 """Reading the local read models: bounded batches of rows past a checkpoint, and the lag.
 
-The replicator reads through its own read-only SQLite connection. In WAL mode a reader never
-blocks the writer; each batch is read in one short read transaction (one consistent snapshot)
-that ends before anything is sent, so the WAL can always be checkpointed.
+The source is the ledger's own database, named as everywhere (dcp_events.opener): a SQLite
+file (`SqliteSource`) or a postgresql:// URL (`PostgresSource`); `open_source` picks.
+
+The replicator reads through its own read-only connection. In WAL mode a SQLite reader never
+blocks the writer; on PostgreSQL a reader never blocks anyone. Each batch is read in one short
+read transaction (one consistent snapshot: REPEATABLE READ on PostgreSQL) that ends before
+anything is sent, so the WAL can always be checkpointed.
 """
 
 from __future__ import annotations
@@ -11,14 +15,19 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+import psycopg
 
+from dcp_events.errors import DcpError
+from dcp_events.opener import is_postgres, postgres_url, redact
 from dcp_replicator.errors import SourceError
 from dcp_replicator.tables import MIRRORED, TableSpec
 
 Row = tuple[Any, ...]
+# What a read of either database raises when it fails.
+_DB_ERRORS = (sqlite3.Error, psycopg.Error)
 
 
 class Batch(msgspec.Struct, frozen=True):
@@ -110,7 +119,7 @@ class SqliteSource:
     def _head_in_tx(self) -> int:
         try:
             return self._head()
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise SourceError(f"reading the head: {e}") from e
 
     def _lag_inputs(self, checkpoint_seq: int) -> tuple[int, int | None]:
@@ -124,7 +133,7 @@ class SqliteSource:
                 ).fetchone()
             finally:
                 self._conn.execute("COMMIT")
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise SourceError(f"reading the lag: {e}") from e
         return head, (row[0] if row else None)
 
@@ -135,7 +144,7 @@ class SqliteSource:
                 return self._read_snapshot(after_seq, max_rows)
             finally:
                 self._conn.execute("COMMIT")
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise SourceError(f"reading a batch after seq {after_seq}: {e}") from e
 
     def _read_snapshot(self, after_seq: int, max_rows: int) -> Batch:
@@ -181,6 +190,71 @@ class SqliteSource:
         if limit is None:
             return self._conn.execute(sql, (after, upto)).fetchall()
         return self._conn.execute(sql + " LIMIT ?", (after, upto, limit)).fetchall()
+
+
+class _PgConnection:
+    """A read-only psycopg session with the face of the sqlite3 connection SqliteSource reads
+    through: `?` placeholders, and BEGIN opening one REPEATABLE READ snapshot."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        if sql == "BEGIN":
+            sql = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        # The source's SQL is portable but for the placeholder; none of it holds a literal ?.
+        return self._conn.execute(sql.replace("?", "%s"), params)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresSource(SqliteSource):
+    """The read models of a PostgreSQL ledger, read only, with the same SQL and batches as the
+    SQLite source. Use `await PostgresSource.open(url)`."""
+
+    @classmethod
+    async def open(cls, path: str | Path, tables: tuple[TableSpec, ...] = MIRRORED) -> SqliteSource:
+        """Open the ledger at the URL `path`; SourceError if unreachable or not a DCP ledger."""
+        conn = await asyncio.to_thread(_connect_pg, str(path), tables)
+        # Duck-typed: it answers every call SqliteSource makes of its sqlite3 connection.
+        return cls(cast(sqlite3.Connection, conn), tables)
+
+
+async def open_source(db: str | Path, tables: tuple[TableSpec, ...] = MIRRORED) -> SqliteSource:
+    """The source named by `db`: a SQLite file path, or a postgresql:// URL."""
+    try:
+        postgres = is_postgres(db)
+    except DcpError as e:
+        raise SourceError(str(e)) from e
+    if postgres:
+        return await PostgresSource.open(db, tables)
+    return await SqliteSource.open(db, tables)
+
+
+def _connect_pg(url: str, tables: tuple[TableSpec, ...]) -> _PgConnection:
+    shown = redact(url)
+    try:
+        conn = psycopg.connect(postgres_url(url), autocommit=True, connect_timeout=10)
+    except psycopg.Error as e:
+        raise SourceError(f"cannot open {shown}: {e}") from e
+    try:
+        # Read-only at the server: the replicator never writes the ledger it reads.
+        conn.execute("SET default_transaction_read_only = on")
+        names = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        }
+    except psycopg.Error as e:
+        conn.close()
+        raise SourceError(f"cannot read {shown}: {e}") from e
+    missing = {"events", "projection_state", *(t.local for t in tables)} - names
+    if missing:
+        conn.close()
+        raise SourceError(f"{shown} lacks tables {sorted(missing)}: not a DCP database?")
+    return _PgConnection(conn)
 
 
 def _connect(path: Path, tables: tuple[TableSpec, ...]) -> sqlite3.Connection:
