@@ -46,7 +46,7 @@ from dcp_projections.history import job_from_stream, jobs_to_recall, renter_name
 from dcp_projections.jobs import jobs_to_cancel
 from dcp_projections.rows import changed_rows, price_row
 from dcp_projections.settings import Settings
-from dcp_projections.state import LEASED, State, gpu_key
+from dcp_projections.state import GENESIS_PRICES, LEASED, State, gpu_key
 from dcp_projections.streams import renter_stream, stream_of
 
 Clock = Callable[[], int]
@@ -168,6 +168,7 @@ class LedgerService:
         ended_in_memory: int = ENDED_IN_MEMORY,
         snapshot_dir: Path | None = None,
         snapshot_every: tuple[int, float] = (SNAPSHOT_EVERY_EVENTS, SNAPSHOT_EVERY_S),
+        genesis_prices: Sequence[tuple[str, int]] = GENESIS_PRICES,
     ) -> LedgerService:
         """Fold the log into memory and start deciding commands.
 
@@ -179,7 +180,9 @@ class LedgerService:
         a command about an older one folds it back from its renter's stream first. With
         `snapshot_dir`, start-up begins from the newest snapshot there that matches the log
         (dcp_app.snapshots) and one is written every `snapshot_every` (events, seconds).
-        Raises InvariantError if the log breaks a money rule, DecodeError on a bad event.
+        An empty log first gets its genesis: one `platform.price_set` per `genesis_prices`
+        (docs/ledger.md, "Seed prices"). Raises InvariantError if the log breaks a money rule,
+        DecodeError on a bad event.
         """
         svc = cls(
             store,
@@ -193,6 +196,8 @@ class LedgerService:
             snapshot_every,
         )
         await svc._load()
+        if svc.state.seq == 0 and genesis_prices:
+            await svc._append_genesis(genesis_prices)
         svc._loop_task = asyncio.create_task(svc._run(), name="dcp-ledger-batches")
         if background_sweeps:
             svc._sweep_task = asyncio.create_task(svc._sweep_forever(), name="dcp-sweeps")
@@ -238,6 +243,27 @@ class LedgerService:
         return not self._closing and self._loop_task is not None and not self._loop_task.done()
 
     # --- the log -> memory -------------------------------------------------------------------
+
+    async def _append_genesis(self, prices: Sequence[tuple[str, int]]) -> None:
+        """Append the seed prices of a new ledger as its first events, with their rows. If
+        another process appended first (several nodes on a fresh database), that log is folded
+        instead: only the first to append gives a log its genesis."""
+        state, now = self.state, self.clock()
+        events: list[Event] = [
+            ev.PriceSet(gpu_model=m, halala_per_gpu_hour=p, at_us=now) for m, p in prices
+        ]
+        for event in events:
+            apply(state, state.seq + 1, event)
+        hook = readmodel.batch_writer(events, 1, changed_rows(state, state.touched))
+        state.touched.clear()
+        requests = self._requests(events, ["genesis"] * len(events))
+        try:
+            results = await self.store.append_atomic(requests, expected_head=0, tx_hook=hook)
+        except StaleHeadError:
+            await self._load()
+            return
+        for r in results:
+            self._versions[r.stream_id] = r.last_version
 
     def _new_state(self) -> State:
         return State(ended_cap=self.ended_cap)

@@ -37,6 +37,11 @@ ENDED: frozenset[str] = frozenset({"completed", "timed_out", "failed", "cancelle
 LEASED: frozenset[str] = frozenset({"assigned", "running"})
 PRIORITY_RANK: dict[str, int] = {"priority": 0, "standard": 1, "economy": 2}
 
+# The prices every log starts from before its first event: part of the log's meaning, frozen
+# (a test pins it). Logs written before seed prices became events hold no price for these
+# until an admin sets one, so their replay rests on this table; never edit it. A new ledger
+# instead gets GENESIS_PRICES as its first events (dcp_app.service, docs/ledger.md), so what
+# it charges is in its log and a later change of the defaults changes no replay.
 SEED_PRICES: tuple[tuple[str, int], ...] = (
     ("H200", 919),
     ("H100", 709),
@@ -44,6 +49,9 @@ SEED_PRICES: tuple[tuple[str, int], ...] = (
     ("RTX 4090", 100),
     ("default", 33),
 )
+# The prices a new ledger's genesis events set (change these, not SEED_PRICES, for new
+# ledgers).
+GENESIS_PRICES: tuple[tuple[str, int], ...] = SEED_PRICES
 DEFAULT_PRICE_KEY = "default"
 ANY_GPU = frozenset({"", "any", "default"})
 # How long a renter's idempotency key names its job (docs/ledger.md): a repeat within the

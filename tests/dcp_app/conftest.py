@@ -2,7 +2,7 @@
 (SQLite on a file under tmp_path, PostgreSQL in a fresh database of its own: tests/pg.py),
 `sqlite_env` on SQLite only (for what is a SQLite specific)."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,3 +141,17 @@ async def sqlite_env(tmp_path: Path) -> AsyncIterator[Env]:
     path = tmp_path / "dcp.db"
     async for e in _env(str(path), path):
         yield e
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """What names a fresh, empty ledger on each backend (nothing opened on it yet)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "empty.db")
+        return
+    server = request.getfixturevalue("pg_server_dsn")
+    name, url = create_database(server, "dcp_app")
+    try:
+        yield url
+    finally:
+        drop_database(server, name)

@@ -17,6 +17,7 @@ from dcp_projections.errors import (
     NotFound,
 )
 from dcp_projections.fold import check_all
+from dcp_projections.state import GENESIS_PRICES
 from tests.dcp_app.conftest import SETTINGS, Env, open_store
 
 
@@ -293,14 +294,16 @@ async def test_rebuild_equals_the_live_read_models(env: Env, tmp_path):
     assert await env.rebuild_equals_live()
     report = await env.rebuild_in_place()
     assert report.events == (await env.store.head())[0]
-    # As of just after the credit: one renter with its deposit, nothing else.
-    await env.rebuild_in_place(until_seq=3)
+    # As of just after the credit (the genesis prices, the image, the renter, the credit): one
+    # renter with its deposit, nothing else.
+    credited = len(GENESIS_PRICES) + 3
+    await env.rebuild_in_place(until_seq=credited)
     from dcp_app.queries import Queries
 
     then = await Queries.open(env.db)
     try:
         assert (await then.balance(rid))["available_halala"] == 100_000
-        assert await then.projection_seq() == 3
+        assert await then.projection_seq() == credited
         assert (await then.jobs_of_renter(rid))["jobs"] == []
     finally:
         await then.close()
