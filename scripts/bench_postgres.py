@@ -9,9 +9,14 @@ durably (synchronous_commit on, checked) into a fresh database the script create
 - raw_batched: psycopg, transactions of 1000 rows (the faster of executemany and COPY);
 - peer_eventsourcing_pg: the `eventsourcing` library's PostgreSQL recorder, one event per save.
 
+And the API part: `POST /api/jobs/submit` through `dcp serve` processes on a fresh database of
+the same server, driven by wrk (64 connections): one node straight, one node behind nginx, and
+three nodes behind nginx (round robin). Needs `wrk` and `nginx` (Debian packages; this script's
+own dependency, no test needs them); `--no-api` skips the part, `--api-only` runs only it.
+
 Prints a table, then one JSON object as the last line.
 
-    python scripts/bench_postgres.py [--dsn postgresql://...] [--quick]
+    python scripts/bench_postgres.py [--dsn postgresql://...] [--quick] [--no-api | --api-only]
 
 The DSN defaults to $DCP_TEST_PG_DSN (scripts/ci/postgres.sh); its role must be allowed to
 CREATE DATABASE. The peer needs the optional `bench` extra (`pip install -e .[bench]`).
