@@ -40,6 +40,7 @@ from dcp_app.readside import (
     Dialect,
     Reads,
     change_statements,
+    missing_columns,
     tuples,
 )
 from dcp_app.readside import PROJECTION as PROJECTION  # re-exported: callers name them here
@@ -51,11 +52,13 @@ from dcp_events.codec import Codec, default_codec
 from dcp_events.event import Event
 from dcp_events.sqlite_store import apply_schema, open_connection
 from dcp_events.store import TxHook
+from dcp_projections import tables
 from dcp_projections.fold import apply, check_all
 from dcp_projections.rows import RowChanges, all_rows, posting_rows
 from dcp_projections.state import State
 
 READ_BATCH = 10_000  # events per read while rebuilding
+# The SQL is written once for both backends (dcp_app.readside); the rebuild below names it so.
 _INSERT = INSERT
 _INSERT_POSTING = INSERT_POSTING
 _SET_SEQ = SET_SEQ
@@ -129,6 +132,8 @@ def rebuild(
     at the end rather than row by row.
     """
     t0, cpu0 = time.perf_counter(), time.process_time()
+    if into is None:  # (a new `into` file gets today's tables from the DDL)
+        add_missing_columns(db_path)  # before any row names them
     # A rebuild allocates millions of objects that all live to the end; the cyclic garbage
     # collector would rescan them again and again for nothing (none form cycles).
     gc_was_enabled = gc.isenabled()
@@ -219,7 +224,8 @@ def catch_up(db_path: str | Path) -> RebuildReport | None:
     """Rebuild the read models of `db_path` if they are behind its log or were written for
     other tables (see `behind`); None when they are current. Blocking: call it in a thread,
     before serving. Rebuilding holds the write lock, so no other process appends meanwhile."""
-    reason = behind(db_path)
+    added = add_missing_columns(db_path)
+    reason = f"added {len(added)} columns" if added else behind(db_path)
     if reason is None:
         return None
     log.warning("read_models_rebuilding", reason=reason)
@@ -232,6 +238,29 @@ def catch_up(db_path: str | Path) -> RebuildReport | None:
         events_per_s=round(report.events_per_s),
     )
     return report
+
+
+def add_missing_columns(db_path: str | Path) -> list[str]:
+    """Add to the read-model tables of `db_path` the columns their specs name and the
+    database lacks (dcp_app.readside.missing_columns); the statements run, [] when none."""
+    conn = open_connection(db_path)
+    try:
+        present = {
+            t.name: {r[1] for r in conn.execute(f"PRAGMA table_info({t.name})")} for t in tables.ALL
+        }
+        statements = missing_columns({t: c for t, c in present.items() if c}, "sqlite")
+        if statements:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql in statements:
+                    conn.execute(sql)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return statements
+    finally:
+        conn.close()
 
 
 def table_contents(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:

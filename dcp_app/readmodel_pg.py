@@ -33,6 +33,7 @@ from dcp_app.readside import (
     Reads,
     RebuildReport,
     batch_writer,
+    missing_columns,
     tables_fingerprint,
     to_dialect,
 )
@@ -40,6 +41,7 @@ from dcp_events.codec import Codec, default_codec
 from dcp_events.errors import StoreError
 from dcp_events.event import Event
 from dcp_events.store import TxHook
+from dcp_projections import tables
 from dcp_projections.fold import apply, check_all
 from dcp_projections.rows import POSTING_COLUMNS, TABLES, RowChanges, all_rows, posting_rows
 from dcp_projections.state import State
@@ -89,6 +91,28 @@ def _why_behind(head: int, marks: dict[str, int]) -> str | None:
     if marks.get(PROJECTION, 0) != head:
         return f"at {marks.get(PROJECTION, 0)} of {head} events"
     return None
+
+
+async def _missing_columns(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """The ALTER TABLE statements that would add the columns the specs name and the tables
+    lack (readside.missing_columns)."""
+    cur = await conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema()"
+    )
+    present: dict[str, set[str]] = {}
+    for table, column in await cur.fetchall():
+        present.setdefault(table, set()).add(column)
+    wanted = {t.name for t in tables.ALL}
+    return missing_columns({t: c for t, c in present.items() if t in wanted}, "postgres")
+
+
+async def _add_missing_columns(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """Add them, inside the caller's transaction; the statements run."""
+    statements = await _missing_columns(conn)
+    for sql in statements:
+        await conn.execute(sql)
+    return statements
 
 
 async def behind(dsn: str) -> str | None:
@@ -175,8 +199,10 @@ async def rebuild(
             cur = await conn.execute(_HEAD_LOCK)
             row = await cur.fetchone()
             head = row[0] if row else 0
+            added = await _add_missing_columns(conn)  # before any row names them
             if only_if_behind:
-                reason = _why_behind(head, await _marks(conn))
+                marks = await _marks(conn)
+                reason = f"added {len(added)} columns" if added else _why_behind(head, marks)
                 if reason is None:
                     return None
                 log.warning("read_models_rebuilding", reason=reason)
@@ -197,7 +223,9 @@ async def catch_up(dsn: str) -> RebuildReport | None:
     """Rebuild the read models at `dsn` if they are behind its log or were written for other
     tables; None when they are current. Appends wait meanwhile (the head lock)."""
     if await behind(dsn) is None:  # the common case takes no lock at all
-        return None
+        async with await _connect(dsn) as conn:
+            if not await _missing_columns(conn):
+                return None
     report = await rebuild(dsn, only_if_behind=True)
     if report is not None:
         log.info(
@@ -254,17 +282,13 @@ class PostgresReads:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(_pg(sql), tuple(params))
                 return list(await cur.fetchall())
-        except psycopg.OperationalError as e:  # the server is away: 503, not a 500
+        except psycopg.Error as e:  # PoolTimeout (no connection in time) is one too
+            # As the store does: a server away is StoreError (503 at the API), not a crash.
             raise StoreError(f"read models unavailable: {e}") from e
 
     async def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
-        try:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(_pg(sql), tuple(params))
-                row: dict[str, Any] | None = await cur.fetchone()
-                return row
-        except psycopg.OperationalError as e:  # (PoolTimeout is one too)
-            raise StoreError(f"read models unavailable: {e}") from e
+        rows = await self.all(sql, params)
+        return rows[0] if rows else None
 
     def json_text(self, column: str, key: str) -> str:
         return f"({column}::json ->> '{key}')"

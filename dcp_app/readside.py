@@ -27,6 +27,7 @@ import msgspec
 
 from dcp_events.event import Event
 from dcp_events.store import RecordedEvent, TxHook
+from dcp_projections import tables
 from dcp_projections.errors import InvariantError
 from dcp_projections.rows import POSTING_COLUMNS, TABLES, Row, RowChanges, posting_rows
 
@@ -169,6 +170,20 @@ async def _write_pg(conn: Any, statements: Statements) -> None:
     async with conn.pipeline(), conn.cursor() as cur:
         for sql, rows in statements:
             await cur.executemany(_PG[sql], rows)
+
+
+def missing_columns(present: dict[str, set[str]], dialect: Dialect) -> list[str]:
+    """The ALTER TABLE statements that add to existing tables the columns their specs name and
+    `present` (table -> column names in the database) lacks. The DDL files create today's
+    tables in a fresh database; a column added to a spec reaches an existing one this way, at
+    its next catch-up, which then rebuilds every table (the fingerprint changed)."""
+    return [
+        tables.add_column(t, c, dialect)
+        for t in tables.ALL
+        if t.name in present
+        for c in t.columns
+        if c.name not in present[t.name]
+    ]
 
 
 # --- the interface -----------------------------------------------------------------------------

@@ -5,9 +5,9 @@ mirrors it.
 Everything else is derived from these specs: the rows (`dcp_projections.rows`), the DDL of
 each backend (`ddl`; schemas/postgres/002_projections.sql is its output, and a test checks that
 the SQLite and PostgreSQL schemas both equal the specs), the upsert and insert SQL
-(dcp_app.readside), and the replicator's column maps (dcp_replicator.tables). Adding a column
-is one edit here plus its migration: a new schemas/NNN_*.sql file for each backend (an edit of
-an applied file never reaches a database that has it).
+(dcp_app.readside), the ALTER TABLE that brings an existing database a new column (`add_column`,
+at its next catch-up), and the replicator's column maps (dcp_replicator.tables). Adding a column
+is one edit here plus the DDL a fresh database gets (docs/design.md, "Read models").
 
 Kinds: `int` (integer halala, microseconds, counts), `text`, `bool` (stored as 0/1 on both
 backends, so the same SQL reads it), `json` (text holding JSON; the replicator's target types
@@ -341,6 +341,18 @@ def create_table(table: Table, dialect: Dialect) -> str:
         for name, cols in table.indexes
     ]
     return "\n".join(out)
+
+
+_ZERO: dict[Kind, str] = {"int": "0", "bool": "0", "text": "''", "json": "'null'"}
+
+
+def add_column(table: Table, column: Column, dialect: Dialect) -> str:
+    """ALTER TABLE adding `column` to a database written before it existed. A NOT NULL column
+    gets a placeholder default for the rows already there; the rebuild that follows (the
+    tables' fingerprint changed) writes every row's real value."""
+    type_ = column_type(column.kind, dialect)
+    null = "" if column.nullable else f" NOT NULL DEFAULT {_ZERO[column.kind]}"
+    return f"ALTER TABLE {table.name} ADD COLUMN {column.name} {type_}{null}"
 
 
 def ddl(dialect: Dialect) -> str:

@@ -5,6 +5,7 @@ import sqlite3
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from dcp_app import readmodel, readmodel_pg
 from dcp_app.readmodel import SqliteReadModels
@@ -18,6 +19,7 @@ from dcp_app.readside import (
 )
 from dcp_events._append import COLUMNS
 from dcp_events.catalogue import GpuInfo
+from dcp_events.errors import StoreError
 from dcp_events.postgres_store import PostgresEventStore
 from dcp_projections import tables
 from tests.dcp_app.conftest import IMAGE, SETTINGS, Env, read_model_contents
@@ -85,15 +87,47 @@ def _pg_keys(url: str) -> dict[str, tuple[str, ...]]:
     return {t.name: out.get(t.name, ()) for t in tables.ALL}
 
 
+def _indexes(env: Env) -> dict[str, set[tuple[str, tuple[str, ...]]]]:
+    out: dict[str, set[tuple[str, tuple[str, ...]]]] = {t.name: set() for t in tables.ALL}
+    if env.backend == "sqlite":
+        conn = sqlite3.connect(env.path)
+        try:
+            for t in tables.ALL:
+                for _, name, _, origin, _ in conn.execute(f"PRAGMA index_list({t.name})"):
+                    if origin == "c":  # CREATE INDEX, not the primary key's
+                        cols = tuple(r[2] for r in conn.execute(f"PRAGMA index_info({name})"))
+                        out[t.name].add((name, cols))
+        finally:
+            conn.close()
+        return out
+    with psycopg.connect(env.db) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, ic.relname, a.attname FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indrelid JOIN pg_class ic ON ic.oid = i.indexrelid"
+            " JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) ON true"
+            " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum"
+            " WHERE NOT i.indisprimary ORDER BY ic.relname, k.n"
+        ).fetchall()
+    found: dict[tuple[str, str], tuple[str, ...]] = {}
+    for table, index, column in rows:
+        found[(table, index)] = (*found.get((table, index), ()), column)
+    for (table, index), cols in found.items():
+        if table in out:
+            out[table].add((index, cols))
+    return out
+
+
 async def test_the_schema_of_each_backend_equals_the_table_specs(env: Env):
     """A fresh database of either backend has exactly the columns (name, type, nullability, in
-    order) and keys the specs define: the DDL files cannot drift from the one definition."""
+    order), keys and indexes the specs define: the DDL files cannot drift from the one
+    definition."""
     if env.backend == "sqlite":
         columns, keys = _sqlite_columns(env.path), _sqlite_keys(env.path)
     else:
         columns, keys = _pg_columns(env.db), _pg_keys(env.db)
     assert columns == _spec_columns("sqlite" if env.backend == "sqlite" else "postgres")
     assert keys == {t.name: t.key for t in tables.ALL}
+    assert _indexes(env) == {t.name: set(t.indexes) for t in tables.ALL}
 
 
 def test_the_postgres_ddl_file_is_the_specs_output():
@@ -290,5 +324,43 @@ async def test_the_same_log_gives_the_same_read_models_on_both_backends(
         report = await side.catch_up()
         assert report is not None and report.last_seq == head
         assert await read_model_contents(url) == await read_model_contents(env.db)
+    finally:
+        drop_database(pg_server_dsn, name)
+
+
+async def test_a_column_added_to_a_spec_reaches_an_existing_database(env: Env):
+    """A database written before a column existed (here: the column dropped) gets it at its
+    next catch-up, from the spec, and every row's value from the rebuild that follows."""
+    await _scenario(env)
+    original = await read_model_contents(env.db)
+    await _damage(env, [("ALTER TABLE job_outputs DROP COLUMN last_seq", ())])
+    side = await open_read_side(env.db)
+    try:
+        report = await side.catch_up()
+        assert report is not None
+        assert await read_model_contents(env.db) == original
+        assert await side.catch_up() is None
+    finally:
+        await side.close()
+    sqlite = env.backend == "sqlite"
+    columns = _sqlite_columns(env.path) if sqlite else _pg_columns(env.db)
+    assert columns == _spec_columns("sqlite" if sqlite else "postgres")
+
+
+async def test_a_failing_postgres_read_is_a_store_error(pg_server_dsn: str):
+    """On PostgreSQL a read that fails (here: a table that is not there) raises StoreError, as
+    the store's reads do (the API answers 503 store_unavailable), never psycopg's own error."""
+    name, url = create_database(pg_server_dsn, "dcp_app")
+    try:
+        await (await PostgresEventStore.open(url)).close()  # the schema
+        side = await open_read_side(url)
+        reads = await side.reads()
+        try:
+            with pytest.raises(StoreError, match="read models unavailable"):
+                await reads.all("SELECT * FROM no_such_table WHERE x = ?", (1,))
+            assert await reads.one("SELECT 1 AS one", ()) == {"one": 1}  # the pool goes on
+        finally:
+            await reads.close()
+            await side.close()
     finally:
         drop_database(pg_server_dsn, name)
