@@ -5,9 +5,10 @@ command goes through one queue; a single loop takes a bounded batch, decides eac
 against the state (folding its events at once, so later commands of the batch see them), and
 appends the whole batch with `append_atomic(expected_head=<the state's seq>)`, the read models
 written by the tx hook in the same transaction. Callers get their answer only once the batch
-is durable. Before each batch it folds what other processes appended meanwhile; if a batch
-still fails (another process appended in between, a fault), the state is folded again from
-the log and each command of the batch is decided again on its own, once.
+is durable. Before each batch it folds what other processes appended meanwhile (on a shared
+PostgreSQL log, in the log's turn, so no other node appends in between); if a batch still
+fails because the log moved, the state is folded again from the log and each command of the
+batch is decided again on its own, once; after a store fault its callers get the StoreError.
 
 Every command method is a coroutine returning plain dicts (JSON-ready) and raising a
 `dcp_projections.errors.DomainError` (with `code` and `status`) when the domain refuses, or
