@@ -5,9 +5,10 @@ command goes through one queue; a single loop takes a bounded batch, decides eac
 against the state (folding its events at once, so later commands of the batch see them), and
 appends the whole batch with `append_atomic(expected_head=<the state's seq>)`, the read models
 written by the tx hook in the same transaction. Callers get their answer only once the batch
-is durable. Before each batch it folds what other processes appended meanwhile; if a batch
-still fails (another process appended in between, a fault), the state is folded again from
-the log and each command of the batch is decided again on its own, once.
+is durable. Before each batch it folds what other processes appended meanwhile (on a shared
+PostgreSQL log, in the log's turn, so no other node appends in between); if a batch still
+fails because the log moved, the state is folded again from the log and each command of the
+batch is decided again on its own, once; after a store fault its callers get the StoreError.
 
 Every command method is a coroutine returning a `dcp_app.views` Struct (the same types the
 read queries return, encoded as they are by the HTTP layer) and raising a
@@ -45,7 +46,7 @@ from dcp_app.views import (
 )
 from dcp_events import catalogue as ev
 from dcp_events.codec import Codec, default_codec
-from dcp_events.errors import DcpError, StaleHeadError, StoreError
+from dcp_events.errors import ConcurrencyError, DcpError, StaleHeadError, StoreError
 from dcp_events.event import Event
 from dcp_events.store import AppendRequest, EventStore, NewEvent, RecordedEvent
 from dcp_projections import commands as cmd
@@ -105,8 +106,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
 
 
+class _CatchUp:
+    """Not a command: fold what other processes appended, decide nothing (`catch_up`)."""
+
+
+CATCH_UP = _CatchUp()
+
+
 class _Pending(msgspec.Struct):
-    command: cmd.Command
+    command: cmd.Command | _CatchUp
     answer: Answer
     actor: str
     future: asyncio.Future[Any]
@@ -152,6 +160,9 @@ class LedgerService:
         self._sweep_task: asyncio.Task[None] | None = None
         self._in_flight: list[_Pending] = []
         self._closing = False
+        # True when memory may hold events that never became durable (a batch failed and
+        # the log could not be folded again then): the next batch refolds first.
+        self._stale = False
         self.batches = 0  # appended batches, for tests and metrics
         self.observer: ServiceObserver = NullObserver()  # dcp_http.metrics sets its own
 
@@ -348,12 +359,22 @@ class LedgerService:
         while True:
             first = await self._queue.get()
             batch = self._in_flight = [first]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
             try:
-                await self._run_batch(batch)
-            except Exception:  # a fault in the batch: refold, retry each command alone
-                await self._recover(batch)
+                if self._shared and not self._stale:
+                    # Most of what others appended is folded before the turn is taken: the
+                    # turn then covers only the last few events, and the others wait less.
+                    await self._catch_up()
+                async with self._turn():
+                    # Taken once the turn is ours: what queued while another process held it
+                    # joins this batch, so nodes sharing a log decide fewer, larger batches.
+                    while len(batch) < MAX_BATCH and not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                    answer = await self._decide_in_turn(batch)
+                # The batch is durable: its callers are answered once the turn is given back,
+                # so the other nodes do not wait while this one writes its responses.
+                answer()
+            except Exception as e:  # a fault in the batch: refold, retry or fail its commands
+                await self._recover(batch, e)
             self._in_flight = []
             if self.snapshot_dir is not None and self._snapshot_due():
                 await self._snapshot()
@@ -410,15 +431,30 @@ class LedgerService:
             return None
         return self.snapshot_dir / snapshots.file_name(self.state.seq)
 
-    async def _recover(self, batch: list[_Pending]) -> None:
+    async def _recover(self, batch: list[_Pending], error: Exception | None = None) -> None:
         """After a failed batch: fold the log again (dropping what the failed attempt folded
-        in memory only), then decide each command again on its own, once."""
+        in memory only), then decide each command again on its own, once.
+
+        Except after a store fault (the connection broke, the server is away): the batch may
+        have committed without our hearing so (COMMIT cut off), and deciding its commands
+        again could do each twice (a second job, a second lease). Its callers get the
+        StoreError (503) and retry, with their idempotency keys where the outcome matters.
+        A stale head or version clash is no such fault: the store wrote nothing.
+        """
         try:
             await self._load()
         except Exception as e:
+            self._stale = True  # memory may hold the failed batch: refold before the next
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(StoreError(f"cannot fold the log: {e!r}"))
+            return
+        if isinstance(error, StoreError) and not isinstance(
+            error, (StaleHeadError, ConcurrencyError)
+        ):
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
             return
         for p in batch:
             if p.future.done():
@@ -426,22 +462,58 @@ class LedgerService:
             try:
                 await self._run_batch([p])
             except Exception as e:
-                with contextlib.suppress(Exception):
+                try:
                     await self._load()  # memory equal to the log before the caller resumes
+                except Exception:
+                    self._stale = True
                 if not p.future.done():
                     p.future.set_exception(e if isinstance(e, DcpError) else StoreError(repr(e)))
 
     async def _catch_up(self) -> None:
         """Fold what other processes appended since our last batch (bounded reads), so a
         decision sees their events and our append does not fail on a stale head."""
-        head, _ = await self.store.head()
-        while self.state.seq < head:
+        # read_all until a short read, not head() first: one round trip per batch where the
+        # log is shared, whether or not another process appended.
+        while True:
             batch = await self.store.read_all(self.state.seq, READ_CHUNK)
-            if not batch:
+            if batch:
+                await self._fold_records(self.state, self._versions, batch)
+            if len(batch) < READ_CHUNK:
                 break
-            await self._fold_records(self.state, self._versions, batch)
+
+    async def catch_up(self) -> None:
+        """Fold what other processes appended, through the command loop (so it never runs
+        beside a batch's decisions), and return once done: e.g. before answering "unknown
+        key" for a key another node has just registered. Raises StoreError as `_execute`."""
+        await self._execute(CATCH_UP, lambda s, e: None, "system")  # type: ignore[arg-type]
+
+    @property
+    def _shared(self) -> bool:
+        """Whether the store takes turns between processes (so others append meanwhile)."""
+        return getattr(self.store, "turn", None) is not None
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The log's deciding turn where the store has turns (several processes on one
+        PostgreSQL log: PostgresEventStore.turn): fold, decide and append then run without
+        another process appending in between, so the head check passes instead of failing
+        and refolding; the check still guards whatever happens to the turn. Elsewhere none."""
+        turn = getattr(self.store, "turn", None)
+        return turn() if turn is not None else contextlib.nullcontext()
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        async with self._turn():
+            answer = await self._decide_in_turn(batch)
+        answer()
+
+    async def _decide_in_turn(self, batch: list[_Pending]) -> Callable[[], None]:
+        if self._stale:
+            await self._load()
+            self._stale = False
+        return await self._decide_and_append(batch)
+
+    async def _decide_and_append(self, batch: list[_Pending]) -> Callable[[], None]:
+        """Decide `batch` and append its events; returns what answers its callers (call it
+        once the batch is durable: it is when this returns)."""
         started = time.perf_counter()
         await self._catch_up()
         state = self.state
@@ -450,8 +522,12 @@ class LedgerService:
         events: list[Event] = []
         outcomes: list[tuple[_Pending, bool, Any]] = []
         actors: list[str] = []
+        caught_up: list[_Pending] = []
         for p in batch:
             if p.future.done():  # the caller gave up (cancelled) before its turn
+                continue
+            if isinstance(p.command, _CatchUp):
+                caught_up.append(p)
                 continue
             now_us = p.now_us if p.now_us is not None else self.clock()
             for job_id in jobs_to_recall(state, p.command, now_us):
@@ -492,13 +568,20 @@ class LedgerService:
                 time.perf_counter() - started,
             )
         state.trim_ended()  # the rows of what leaves are written (or nothing changed)
-        for p, ok, value in outcomes:
-            if p.future.done():
-                continue
-            if ok:
-                p.future.set_result(value)
-            else:
-                p.future.set_exception(value)
+
+        def answer() -> None:
+            for p in caught_up:
+                if not p.future.done():
+                    p.future.set_result(None)
+            for p, ok, value in outcomes:
+                if p.future.done():
+                    continue
+                if ok:
+                    p.future.set_result(value)
+                else:
+                    p.future.set_exception(value)
+
+        return answer
 
     def _requests(self, events: list[Event], actors: list[str]) -> list[AppendRequest]:
         """One request per run of consecutive events of one stream, so the log keeps the

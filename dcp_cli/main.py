@@ -21,7 +21,7 @@ DELEGATES: dict[str, str] = {
 }
 
 HELP = {
-    "serve": "the API on an embedded SQLite file (default ./dcp.db), with the background sweeps",
+    "serve": "the API on a SQLite file (default ./dcp.db) or a PostgreSQL URL, with the sweeps",
     "worker": "the provider worker: dcp worker --api URL --key KEY",
     "replicate": "stream projections to Supabase or to Postgres (--dsn)",
     "audit": "dcp audit verify|replay|export --db PATH|URL: check, rebuild or export the log",
@@ -36,7 +36,9 @@ OWN = {"backup": "dcp_cli.backup", "restore": "dcp_cli.backup", "migrate": "dcp_
 def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("serve", help=HELP["serve"], description=HELP["serve"])
     b = argparse.BooleanOptionalAction
-    p.add_argument("--db", help="event log file (DCP_DB, default ./dcp.db)")
+    p.add_argument(
+        "--db", help="the ledger: a SQLite file or a postgresql:// URL (DCP_DB, default ./dcp.db)"
+    )
     p.add_argument("--host", help="listen address (DCP_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (DCP_PORT, default 8000)")
     p.add_argument("--admin-token", help="admin credential (DCP_ADMIN_TOKEN; unset: admin API 503)")

@@ -67,6 +67,9 @@ RECONNECT_MAX_S = 5.0  # a tail's reconnect back-off grows to this
 
 # Any lock id will do as long as it is ours alone: it only serialises concurrent `open`s.
 _SCHEMA_LOCK = 0x0DC9_E7E5
+# The deciders' turn (`PostgresEventStore.turn`): a session-level advisory lock.
+_TURN_LOCK = 0x0DC9_7E17
+TURN_TIMEOUT_S = 10.0  # a node waits this long for its turn before the batch fails (503)
 
 # The hook of append_atomic on PostgreSQL: called inside the batch's transaction, after the
 # unit's events are inserted, with the writer's psycopg AsyncConnection and those events. It may
@@ -156,6 +159,7 @@ class PostgresEventStore(AppendsOne):
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._closed = False
         self._listeners: set[psycopg.AsyncConnection[Any]] = set()
+        self._turn_conn: psycopg.AsyncConnection[Any] | None = None
         # Told about every group commit (dcp_http.metrics); None: nobody listens.
         self.on_commit: CommitObserver | None = None
         self._writer = asyncio.get_running_loop().create_task(self._run(), name="dcp-pg-writer")
@@ -363,6 +367,59 @@ class PostgresEventStore(AppendsOne):
             written += len(done.rows)
         return outcomes, pending, head_seq, head_hash, written
 
+    # -- the deciders' turn -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold the log's one deciding turn: no other process holding it appends meanwhile.
+
+        A service that folds the log, decides against it and appends with `expected_head`
+        (dcp_app.service) takes the turn around all three, so several nodes on one database
+        take turns instead of deciding on the same head and all but one failing with
+        StaleHeadError and folding again (a retry storm). The turn is only a speed-up: the
+        head check inside the append stays the guard, so a turn lost with its connection
+        (the server restarted) costs at worst one refold. A session-level advisory lock on a
+        connection of its own: a node that dies releases it with its connection. Raises
+        StoreError when the turn cannot be had within TURN_TIMEOUT_S or the server is away.
+        """
+        conn = await self._turn_connection()
+        try:
+            await conn.execute("SELECT pg_advisory_lock(%s)", (_TURN_LOCK,))
+        except psycopg.Error as e:
+            await self._drop_turn_connection()
+            raise StoreError(f"cannot take the log's turn: {e}") from e
+        except BaseException:  # cancelled while waiting: the lock may come late; drop it
+            await self._drop_turn_connection()
+            raise
+        try:
+            yield
+        finally:
+            try:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (_TURN_LOCK,))
+            except psycopg.Error:
+                await self._drop_turn_connection()  # the lock went with the connection
+
+    async def _turn_connection(self) -> psycopg.AsyncConnection[Any]:
+        conn = self._turn_conn
+        if conn is not None and not conn.closed:
+            return conn
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
+            )
+            # lock_timeout bounds the wait behind a stuck holder (ms).
+            await conn.execute(f"SET lock_timeout = {int(TURN_TIMEOUT_S * 1000)}")
+        except psycopg.Error as e:
+            raise StoreError(f"cannot take the log's turn: {e}") from e
+        self._turn_conn = conn
+        return conn
+
+    async def _drop_turn_connection(self) -> None:
+        conn, self._turn_conn = self._turn_conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+
     # -- reads --------------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -449,6 +506,7 @@ class PostgresEventStore(AppendsOne):
         await self._writer
         for conn in list(self._listeners):
             await conn.close()
+        await self._drop_turn_connection()
         await self._pool.close()
 
     async def __aenter__(self) -> PostgresEventStore:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from dcp_events import redact
 from dcp_http import endpoints
 from dcp_http.auth import Authenticator
 from dcp_http.config import ServerConfig
@@ -130,13 +131,15 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
         app.state.metrics = metrics
         metrics.attach(svc)
         app.state.web = Site(config)
-        holder["authenticator"] = Authenticator(svc.lookup_key, config.admin_token)
+        holder["authenticator"] = Authenticator(
+            svc.lookup_key, config.admin_token, svc.ledger.catch_up
+        )
         tasks = [asyncio.create_task(sweep_loop(svc, config.sweep_interval_s))]
         if svc.payments is not None:
             tasks.append(asyncio.create_task(topup_sweep_loop(svc, config.topup_sweep_interval_s)))
         if config.gc_freeze_s > 0:
             tasks.append(asyncio.create_task(gc_loop(config.gc_freeze_s, config.gc_full_s)))
-        log.info("api_started", db=config.db, sandbox=config.sandbox)
+        log.info("api_started", db=redact(config.db), sandbox=config.sandbox)
         try:
             yield
         finally:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -137,8 +137,16 @@ class AdminDisabled(Unavailable):
 class Authenticator:
     """Resolves request credentials to an Identity for a route's allowed roles."""
 
-    def __init__(self, lookup: KeyLookup, admin_token: str | None) -> None:
+    def __init__(
+        self,
+        lookup: KeyLookup,
+        admin_token: str | None,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._lookup = lookup
+        # Called once before a well-formed key is refused: another node may have registered
+        # it a moment ago, and this node's memory has not folded that yet.
+        self._refresh = refresh
         self._admin = admin_token.encode() if admin_token else None
 
     def _check_admin(self, token: str) -> Identity:
@@ -185,6 +193,9 @@ class Authenticator:
         if len(key) > MAX_KEY_LEN:
             raise Unauthorized("invalid credentials", code="invalid_credentials")
         found_key = self._lookup(key)
+        if found_key is None and self._refresh is not None:
+            await self._refresh()  # StoreError (503) while the log is away, not a 401
+            found_key = self._lookup(key)
         if found_key is None:
             raise Unauthorized("invalid credentials", code="invalid_credentials")
         role, subject_id = found_key

@@ -16,7 +16,8 @@ from typing import Any
 
 import msgspec
 
-from dcp_events.errors import DcpError
+from dcp_events import is_postgres
+from dcp_events.errors import DcpError, StoreError
 from dcp_projections.settings import Settings
 
 MIB = 1024 * 1024
@@ -121,8 +122,10 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_every_s: float = 600.0
 
     def snapshot_path(self) -> Path | None:
-        """Where the service keeps its snapshots, or None when they are off."""
-        if self.snapshot_dir == "off":
+        """Where the service keeps its snapshots, or None when they are off. On a PostgreSQL
+        log they are off unless a directory is named: there is no file beside which to keep
+        them, and each node needs a directory of its own."""
+        if self.snapshot_dir == "off" or (not self.snapshot_dir and is_postgres(self.db)):
             return None
         return Path(self.snapshot_dir or f"{self.db}.snapshots")
 
@@ -268,6 +271,10 @@ def load_config(environ: Mapping[str, str], flags: Mapping[str, Any] | None = No
         config = msgspec.convert(values, ServerConfig)
     except msgspec.ValidationError as e:
         raise ConfigError(str(e)) from e
+    try:
+        is_postgres(config.db)
+    except StoreError as e:  # neither a path nor a postgresql:// URL
+        raise ConfigError(f"DCP_DB / --db: {e}") from None
     if config.online_s > config.stale_s:
         raise ConfigError("DCP_ONLINE_S must not exceed DCP_STALE_S")
     if config.topup_min_halala > config.topup_max_halala:

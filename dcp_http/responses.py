@@ -84,6 +84,9 @@ class Readiness(Out):
     projections_caught_up: bool
     head_seq: int
     projection_seq: int
+    # Events of the log this node's in-memory state has not folded yet (it folds them before
+    # its next decision; several nodes on one PostgreSQL log each fold the others' events).
+    events_behind: int = 0
 
 
 # --- jobs ----------------------------------------------------------------------------------

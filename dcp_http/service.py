@@ -18,7 +18,7 @@ from dcp_app.queries import Queries
 from dcp_app.readside import open_read_side
 from dcp_app.service import LedgerService
 from dcp_events import catalogue as ev
-from dcp_events.sqlite_store import SqliteEventStore
+from dcp_events import is_postgres, open_store
 from dcp_events.store import EventStore
 from dcp_http import requests as inp
 from dcp_http import responses as out
@@ -101,7 +101,10 @@ class ServiceAdapter:
     async def readiness(self) -> out.Readiness:
         head_seq, _ = await self.store.head()
         projection_seq = await self.queries.projection_seq()
-        writable = self.ledger.ready and os.access(self.config.db, os.W_OK)
+        # A PostgreSQL log that answered head() is reachable; its writability is the server's.
+        writable = self.ledger.ready and (
+            is_postgres(self.config.db) or os.access(self.config.db, os.W_OK)
+        )
         caught_up = projection_seq == head_seq
         return out.Readiness(
             status="ready" if writable and caught_up else "not_ready",
@@ -109,6 +112,7 @@ class ServiceAdapter:
             projections_caught_up=caught_up,
             head_seq=head_seq,
             projection_seq=projection_seq,
+            events_behind=max(0, head_seq - self.ledger.state.seq),
         )
 
     # --- renters -----------------------------------------------------------------------------
@@ -366,18 +370,24 @@ def _valid_job_cursor(cursor: str) -> bool:
 
 
 async def open_service(config: ServerConfig) -> ServiceAdapter:
-    """Open the event store at `config.db`, the ledger service over it, and the read queries.
+    """Open the event store at `config.db` (a SQLite path or a postgresql:// URL), the ledger
+    service over it, and the read queries.
 
     Sweeps are not started here: the app's lifespan runs them at `config.sweep_interval_s`.
     """
-    store = await SqliteEventStore.open(config.db)
+    # A path is a SQLite file, a postgresql:// URL a PostgreSQL database that any number of
+    # nodes share (docs/postgres.md): the same code runs on either from here on.
+    store = await open_store(config.db)
     try:
         # Read models behind the log (an events-only copy, a new table) are rebuilt before
         # anything reads them: the queries answer from them, and the ledger asks them whose an
         # ended job is.
         side = await open_read_side(config.db)
-        await side.catch_up()
-        queries = Queries(await side.reads())
+        try:
+            await side.catch_up()
+            queries = Queries(await side.reads())
+        finally:
+            await side.close()
     except BaseException:
         await store.close()
         raise

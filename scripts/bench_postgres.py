@@ -9,9 +9,14 @@ durably (synchronous_commit on, checked) into a fresh database the script create
 - raw_batched: psycopg, transactions of 1000 rows (the faster of executemany and COPY);
 - peer_eventsourcing_pg: the `eventsourcing` library's PostgreSQL recorder, one event per save.
 
+And the API part: `POST /api/jobs/submit` through `dcp serve` processes on a fresh database of
+the same server, driven by wrk (64 connections): one node straight, one node behind nginx, and
+three nodes behind nginx (round robin). Needs `wrk` and `nginx` (Debian packages; this script's
+own dependency, no test needs them); `--no-api` skips the part, `--api-only` runs only it.
+
 Prints a table, then one JSON object as the last line.
 
-    python scripts/bench_postgres.py [--dsn postgresql://...] [--quick]
+    python scripts/bench_postgres.py [--dsn postgresql://...] [--quick] [--no-api | --api-only]
 
 The DSN defaults to $DCP_TEST_PG_DSN (scripts/ci/postgres.sh); its role must be allowed to
 CREATE DATABASE. The peer needs the optional `bench` extra (`pip install -e .[bench]`).
@@ -22,16 +27,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib.util
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
@@ -41,6 +52,7 @@ from dcp_events.codec import Codec
 from dcp_events.event import Event
 from dcp_events.postgres_store import PostgresEventStore
 
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DSN = "postgresql://dcp_test:dcp_test@127.0.0.1:5432/dcp_test"
 
 
@@ -210,6 +222,208 @@ def peer_eventsourcing(dsn: str, r: int, n: int) -> tuple[int, float]:
     return n, seconds
 
 
+# --- the API part: submits through `dcp serve` nodes on this PostgreSQL ---------------------
+
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdefgh"
+IMAGE = "dcp-test/busybox:1"
+SUBMIT_BODY = json.dumps(
+    {
+        "container_spec": {"image": IMAGE, "command": ["true"]},
+        "gpu_requirements": {"gpu_type": "RTX 4090", "gpu_count": 1},
+        "max_duration_seconds": 60,
+    }
+).encode()
+
+
+def _bench_api() -> Any:
+    """scripts/bench_api.py (its wrk driver and process starter), loaded by path."""
+    spec = importlib.util.spec_from_file_location("bench_api", ROOT / "scripts" / "bench_api.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream dcp {{
+        {servers}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://dcp;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream off;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(tmp: Path, port: int, upstreams: list[int]) -> subprocess.Popen[bytes]:
+    """nginx (Debian's package) on `port`, round robin over `upstreams` with keep-alive
+    connections to them; one worker process (the machine's cores go to the nodes)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise SystemExit("the API part needs nginx (apt-get install -y nginx), or pass --no-api")
+    servers = "\n        ".join(f"server 127.0.0.1:{p};" for p in upstreams)
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, servers=servers))
+    proc = subprocess.Popen(
+        [nginx, "-p", str(tmp), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"nginx did not start: {(tmp / 'nginx-error.log').read_text()}")
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes `pids` have used so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on this machine (the backends serving the nodes among
+    them; on a shared server, others' too)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def api_run(
+    server_dsn: str, nodes: int, balanced: bool, clients: int, seconds: float, warmup: float
+) -> dict[str, float]:
+    """Submits/s and latency through wrk against `nodes` `dcp serve` processes on one fresh
+    database: straight at the one node, or through nginx (round robin) when `balanced`."""
+    api = _bench_api()
+    name = f"dcp_bench_api_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = url_for(server_dsn, name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DCP_DB": url}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="dcp-bench-pg-") as tmp:
+            ports = [api.free_port() for _ in range(nodes)]
+            for port in ports:  # one at a time: the first applies the schema
+                cmd = [sys.executable, "-m", "dcp_cli", "serve", "--port", str(port),
+                       "--no-rate-limits", "--admin-token", ADMIN_TOKEN]  # fmt: skip
+                procs.append(api.start(cmd, port, env))
+            base = f"http://127.0.0.1:{ports[0]}"
+            if balanced:
+                lb_port = api.free_port()
+                procs.append(start_nginx(Path(tmp), lb_port, ports))
+                base = f"http://127.0.0.1:{lb_port}"
+            admin = {"x-admin-token": ADMIN_TOKEN}
+            r = httpx.post(
+                f"{base}/api/renters/register", json={"name": "bench", "email": "b@example.com"}
+            )
+            r.raise_for_status()
+            renter = r.json()
+            httpx.post(
+                f"{base}/api/admin/images", json={"reference": IMAGE}, headers=admin
+            ).raise_for_status()
+            httpx.post(
+                f"{base}/api/admin/renters/{renter['renter_id']}/credit",
+                json={"amount_halala": 10**12, "reference": "bench", "reason": "bench"},
+                headers=admin,
+            ).raise_for_status()
+            headers = {"content-type": "application/json", "x-renter-key": renter["api_key"]}
+            target = f"{base}/api/jobs/submit"
+            api.wrk(target, headers, SUBMIT_BODY, clients, warmup)  # warm-up, not counted
+            node_pids = [p.pid for p in procs[:nodes]]
+            pg_pids = _postgres_pids()
+            before = (_cpu_s(node_pids), _cpu_s(pg_pids), time.perf_counter())
+            result: dict[str, float] = api.wrk(target, headers, SUBMIT_BODY, clients, seconds)
+            # Where the CPU went, per request: the nodes (all together) and the PostgreSQL
+            # server (the backends that were up when the run began).
+            n = max(1.0, result["rps"] * (time.perf_counter() - before[2]))
+            result["node_cpu_ms_per_req"] = 1000 * (_cpu_s(node_pids) - before[0]) / n
+            result["pg_cpu_ms_per_req"] = 1000 * (_cpu_s(pg_pids) - before[1]) / n
+            # Every node folded the same log: the one ledger all of them served.
+            heads = {httpx.get(f"http://127.0.0.1:{p}/readyz").json()["head_seq"] for p in ports}
+            result["heads_agree"] = float(len(heads) == 1)
+            return result
+    finally:
+        _stop(procs)
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def api_part(server_dsn: str, rounds: int, clients: int, seconds: float) -> dict[str, float]:
+    """The API figures, each the median of `rounds` (1 node straight, 1 node and 3 nodes
+    behind nginx, interleaved so that a burst from elsewhere on the machine hits all)."""
+    configs = {"api_1node": (1, False), "api_1node_lb": (1, True), "api_3node": (3, True)}
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in configs}
+    for _ in range(rounds):
+        for key, (n, lb) in configs.items():
+            runs[key].append(api_run(server_dsn, n, lb, clients, seconds, warmup=2.0))
+    for key, rs in runs.items():
+        line = ", ".join(
+            f"{r['rps']:,.0f}/s p99 {r['p99_ms']:.0f} ms, CPU/request: nodes"
+            f" {r['node_cpu_ms_per_req']:.2f} ms, PostgreSQL {r['pg_cpu_ms_per_req']:.2f} ms"
+            for r in rs
+        )
+        errors = sum(r["errors"] for r in rs)
+        print(f"({key} per round: {line}; {errors:.0f} errors)", file=sys.stderr)
+    med = {k: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for k, rs in runs.items()}
+    return {
+        "api_1node_rps": med["api_1node"]["rps"],
+        "api_1node_p99_ms": med["api_1node"]["p99_ms"],
+        "api_1node_lb_rps": med["api_1node_lb"]["rps"],
+        "api_3node_rps": med["api_3node"]["rps"],
+        "api_3node_p99_ms": med["api_3node"]["p99_ms"],
+        "api_1node_cpu_ms_per_req": med["api_1node"]["node_cpu_ms_per_req"],
+        "api_3node_cpu_ms_per_req": med["api_3node"]["node_cpu_ms_per_req"],
+    }
+
+
 def _server_sync_commit(dsn: str) -> str:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SHOW synchronous_commit").fetchone()
@@ -221,7 +435,20 @@ def main() -> None:
     parser.add_argument("--dsn", default=os.environ.get("DCP_TEST_PG_DSN", DEFAULT_DSN))
     parser.add_argument("--quick", action="store_true", help="smaller runs (< 30 s)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each figure is a median")
+    parser.add_argument("--no-api", action="store_true", help="the store part only")
+    parser.add_argument("--api-only", action="store_true", help="the API part only")
+    parser.add_argument("--clients", type=int, default=64, help="wrk connections (API part)")
+    parser.add_argument("--api-seconds", type=float, default=5.0, help="wrk seconds per run")
     args = parser.parse_args()
+    api_figures: dict[str, float] = {}
+    if not args.no_api:
+        if shutil.which("wrk") is None:
+            raise SystemExit("the API part needs wrk (apt-get install -y wrk), or pass --no-api")
+        api_figures = api_part(args.dsn, args.rounds, args.clients, args.api_seconds)
+    if args.api_only:
+        _report_api(api_figures)
+        print(json.dumps({k: round(v, 1) for k, v in api_figures.items()}))
+        return
     scale = 1 if args.quick else 3
     name = f"dcp_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(args.dsn, autocommit=True) as conn:
@@ -273,7 +500,20 @@ def main() -> None:
         f"ours_batched / raw_batched = "
         f"{results['ours_batched_eps'] / results['raw_batched_eps']:.2f}x (goal 0.5x)"
     )
-    print(json.dumps({k: round(v) if v == v else None for k, v in results.items()}))
+    line: dict[str, float | None] = {k: round(v) if v == v else None for k, v in results.items()}
+    if api_figures:
+        _report_api(api_figures)
+        line.update({k: round(v, 1) for k, v in api_figures.items()})
+    print(json.dumps(line))
+
+
+def _report_api(f: dict[str, float]) -> None:
+    print(f"\n{'API (submits through dcp serve)':<34}{'req/s':>10}{'p99 ms':>10}")
+    print(f"{'1 node, straight':<34}{f['api_1node_rps']:>10,.0f}{f['api_1node_p99_ms']:>10.1f}")
+    print(f"{'1 node behind nginx':<34}{f['api_1node_lb_rps']:>10,.0f}")
+    print(f"{'3 nodes behind nginx':<34}{f['api_3node_rps']:>10,.0f}{f['api_3node_p99_ms']:>10.1f}")
+    ratio = f["api_3node_rps"] / f["api_1node_rps"] if f["api_1node_rps"] else float("nan")
+    print(f"api_3node / api_1node = {ratio:.2f}x (goal 0.8x), p99 goal <= 100 ms")
 
 
 if __name__ == "__main__":
