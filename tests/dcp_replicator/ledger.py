@@ -72,7 +72,7 @@ class Ledger:
         )
         sim = sim_mod.Sim(svc, rng, clock)
         state = svc.state
-        if state.seq == 0:
+        if not state.renters and not state.providers:  # a new ledger (its genesis prices only)
             await sim.setup(n_renters=renters, n_providers=providers)
         else:
             sim.renters = list(state.renters)

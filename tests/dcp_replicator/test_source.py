@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -147,14 +148,19 @@ def test_secrets_and_outputs_are_never_mirrored():
         assert "last_seq" in t.target_columns, t.target
 
 
-async def test_rows_seeded_without_an_event_go_in_the_first_batch(ledger_db):
-    """A row with last_seq 0 (the seeded default price, which the ledger's read models hold
-    from the start) is mirrored by the first batch."""
-    conn = sqlite3.connect(ledger_db)
+async def test_rows_seeded_without_an_event_go_in_the_first_batch(ledger_db, tmp_path):
+    """A row with last_seq 0 (a ledger from before genesis events held its seeded default
+    price so, without an event) is mirrored by the first batch. A new ledger's prices come from
+    its genesis events, so the old shape is made on a copy."""
+    old = tmp_path / "old.db"
+    shutil.copy(ledger_db, old)
+    conn = sqlite3.connect(old)
+    with conn:
+        conn.execute("UPDATE pricing SET last_seq = 0 WHERE gpu_model = 'default'")
     seeded = conn.execute("SELECT gpu_model FROM pricing WHERE last_seq = 0").fetchall()
     conn.close()
     assert seeded == [("default",)]
-    source = await SqliteSource.open(ledger_db)
+    source = await SqliteSource.open(old)
     first = await source.read_batch(0, 10)
     later = await source.read_batch(first.upto_seq, 100_000)
     await source.close()
