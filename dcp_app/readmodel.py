@@ -40,6 +40,7 @@ from dcp_app.readside import (
     Dialect,
     Reads,
     change_statements,
+    contents_sql,
     missing_columns,
     tuples,
 )
@@ -283,7 +284,7 @@ def add_missing_columns(db_path: str | Path) -> list[str]:
 
 def table_contents(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
     """Every row of a read-model table, sorted, for comparisons."""
-    return sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+    return sorted(conn.execute(contents_sql(table)).fetchall(), key=repr)
 
 
 def compare(db_a: str | Path, db_b: str | Path) -> list[str]:

@@ -33,6 +33,7 @@ from dcp_app.readside import (
     Reads,
     RebuildReport,
     batch_writer,
+    contents_sql,
     missing_columns,
     tables_fingerprint,
     to_dialect,
@@ -241,7 +242,7 @@ async def catch_up(dsn: str) -> RebuildReport | None:
 async def table_contents(dsn: str, table: str) -> list[tuple[Any, ...]]:
     """Every row of a read-model table, sorted, for comparisons."""
     async with await _connect(dsn) as conn:
-        cur = await conn.execute(f"SELECT * FROM {table}")
+        cur = await conn.execute(contents_sql(table))
         return sorted(await cur.fetchall(), key=repr)
 
 

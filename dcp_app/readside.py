@@ -267,3 +267,10 @@ async def open_read_side(db: str | Path) -> ReadModels:
     from dcp_app.readmodel import SqliteReadModels
 
     return SqliteReadModels(str(db))
+
+
+def contents_sql(table: str) -> str:
+    """Every row of a read-model table, its columns named in the spec's order: a table that got
+    a column by ALTER TABLE (at the end) compares equal to one created with it (in place)."""
+    spec = next(t for t in tables.ALL if t.name == table)
+    return f"SELECT {', '.join(spec.column_names)} FROM {table}"
