@@ -1,15 +1,17 @@
 """Benchmark: what the ledger costs as its log grows (issue 11's table), at several log sizes.
 
-    python scripts/bench_scale.py --log 100k=/data/sim-100k.db --log 1m=/data/sim-1m.db
+    python scripts/bench_scale.py --log 100k=/data/log-100k.db --log 1m=/data/log-1m.db
     python scripts/bench_scale.py --build /data --sizes 100k,1m,10m   # make missing logs first
 
-Each log is one scripts/simulate.py run (the same generator at every size; --build makes
-them: 100k events with 1,000 renters / 100 providers, 1m with 10k / 1k, 10m with 100k / 10k).
-For each size, on a copy of the log:
+Each log is one scripts/build_log.py run (the same generator at every size, simulate.py's mix
+decided by the real domain and appended in large batches; --build makes them: 100k events
+with 1,000 renters / 100 providers, 1m with 10k / 1k, 10m with 100k / 10k; the 10M log takes
+some minutes). For each size, on a copy of the log and of the snapshot the builder wrote:
 
-- start_cold_s: `dcp serve` until /healthz answers, with no snapshot (a fold from scratch);
-- start_s, rss_mb: the same after that server wrote its snapshot (start-up from it), and the
-  server's resident memory once ready;
+- start_cold_s: `dcp serve` until /healthz answers, with no snapshot (a fold from scratch;
+  left out with --no-cold);
+- start_s, rss_mb: the same starting from the snapshot, and the server's resident memory
+  once ready;
 - submit_rps, submit_p99_ms: POST /api/jobs/submit from wrk, 64 connections, after a
   warm-up (the first sweeps end the leases and queue timeouts the simulated clock left);
 - rebuild_eps: every read model rebuilt from the log (dcp_app.readmodel.rebuild);
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,24 +45,24 @@ from dcp_app import readmodel
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token"
-IMAGE = "dcp/pytorch:2.3"  # allowlisted by simulate.py
+IMAGE = "dcp/pytorch:2.3"  # allowlisted by simulate.py and build_log.py
 WARMUP_S = 5  # seconds of load before each measurement, not counted
-# size -> (simulate commands, renters, providers): about 0.93 events per command.
+# size -> (events, renters, providers)
 RECIPES = {
-    "100k": (104_000, 1_000, 100),
-    "1m": (1_080_000, 10_000, 1_000),
-    "10m": (10_800_000, 100_000, 10_000),
+    "100k": (100_000, 1_000, 100),
+    "1m": (1_000_000, 10_000, 1_000),
+    "10m": (10_000_000, 100_000, 10_000),
 }
 
 
 def build(directory: Path, size: str) -> Path:
-    commands, renters, providers = RECIPES[size]
-    db = directory / f"sim-{size}.db"
+    events, renters, providers = RECIPES[size]
+    db = directory / f"log-{size}.db"
     if not db.exists():
         subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "simulate.py"), "--db", str(db),
+            [sys.executable, str(ROOT / "scripts" / "build_log.py"), "--db", str(db),
              "--seed", "4", "--renters", str(renters), "--providers", str(providers),
-             "--commands", str(commands), "--round", "2048", "--no-check"],
+             "--events", str(events), "--progress"],
             check=True,
         )  # fmt: skip
     return db
@@ -137,19 +140,25 @@ def audit_eps(db: Path, command: str) -> float:
     return events / (report.get("elapsed_s") or wall)
 
 
-def measure(size: str, source: Path, work: Path, seconds: float) -> dict[str, float]:
+def measure(size: str, source: Path, work: Path, seconds: float, cold: bool) -> dict[str, Any]:
     db = work / f"{size}.db"
     shutil.copyfile(source, db)
     events = readmodel_events(db)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc, start_cold = serve(db, port)
-    try:
-        headers, body = submitter(base)
-        wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)  # writes the snapshot
-        time.sleep(1.0)  # the snapshot file is written in a thread
-    finally:
-        stop(proc)
+    start_cold = None
+    if cold:
+        proc, start_cold = serve(db, port)
+        try:
+            headers, body = submitter(base)
+            wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)  # writes the snapshot
+            time.sleep(1.0)  # the snapshot file is written in a thread
+        finally:
+            stop(proc)
+    else:  # start from the snapshot the builder wrote at the log's head
+        snaps = Path(f"{source}.snapshots")
+        if snaps.is_dir():
+            shutil.copytree(snaps, Path(f"{db}.snapshots"))
     proc, start = serve(db, port)
     try:
         rss = rss_mb(proc.pid)
@@ -164,7 +173,7 @@ def measure(size: str, source: Path, work: Path, seconds: float) -> dict[str, fl
         rebuilt = readmodel.rebuild(db, into=Path(tmp) / "rebuilt.db")
     out = {
         "events": events,
-        "start_cold_s": round(start_cold, 2),
+        "start_cold_s": None if start_cold is None else round(start_cold, 2),
         "start_s": round(start, 2),
         "rss_mb": round(rss, 1),
         "submit_rps": round(result["rps"], 1),
@@ -192,10 +201,13 @@ def readmodel_events(db: Path) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--log", action="append", default=[], metavar="SIZE=PATH")
-    ap.add_argument("--build", type=Path, help="directory to find or make sim-<size>.db in")
+    ap.add_argument("--build", type=Path, help="directory to find or make log-<size>.db in")
     ap.add_argument("--sizes", default="100k,1m,10m", help="with --build: which sizes")
     ap.add_argument("--seconds", type=float, default=10.0, help="wrk seconds per size")
     ap.add_argument("--work", type=Path, help="where the copies go (default: beside the logs)")
+    ap.add_argument(
+        "--no-cold", dest="cold", action="store_false", help="skip the start without a snapshot"
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk (apt-get install -y wrk)")
@@ -206,17 +218,17 @@ def main() -> int:
             logs.setdefault(size, str(build(args.build, size)))
     if not logs:
         ap.error("give --log SIZE=PATH or --build DIR")
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for size, path in logs.items():
         source = Path(path)
         work = args.work or source.parent
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{size}-", dir=work) as tmp:
-            results[size] = measure(size, source, Path(tmp), args.seconds)
+            results[size] = measure(size, source, Path(tmp), args.seconds, args.cold)
     cols = ["events", "start_cold_s", "start_s", "rss_mb", "submit_rps", "submit_p99_ms",
             "rebuild_eps", "verify_eps", "replay_eps", "snapshot_mb"]  # fmt: skip
     print(f"{'size':>6} " + " ".join(f"{c:>13}" for c in cols))
     for size, r in results.items():
-        print(f"{size:>6} " + " ".join(f"{r[c]:>13}" for c in cols))
+        print(f"{size:>6} " + " ".join(f"{r[c]!s:>13}" for c in cols))
     print(f"load_avg={os.getloadavg()[0]:.1f} cpus={os.cpu_count()}")
     line = {f"{c}_{size}": r[c] for size, r in results.items() for c in cols if c != "events"}
     line.update({f"events_{size}": r["events"] for size, r in results.items()})
