@@ -15,7 +15,8 @@ last. The read models are then rebuilt from the log once (dcp_app.readmodel.rebu
 `dcp serve` looks for it (dcp_app.snapshots, with the service's own ended-job cap), so
 `dcp serve --db` starts from it. `dcp audit verify` and `dcp audit replay` pass on the result.
 
-The mix is simulate.py's: every provider heartbeats (listing its leases) and polls every
+The mix is simulate.py's (but most jobs ask for what some provider offers, FLEET_SHAPED):
+every provider heartbeats (listing its leases) and polls every
 HEARTBEAT_S of simulated time, spread over the interval, starts what it was given and
 reports results (completed, timed out, cancelled, failed); renters submit (some with
 idempotency keys), cancel and top up; admins credit, requeue failed jobs, set prices, pause,
@@ -71,6 +72,12 @@ from dcp_projections.streams import stream_of
 
 BATCH_EVENTS = 20_000  # events per append (one transaction, one fsync)
 BEATS_PER_ROUND = 512  # provider heartbeats per round of the simulated clock
+# The share of submits shaped after what a provider in the fleet offers (renters pick from
+# what the marketplace lists). simulate.py draws every requirement blindly, so at 10k
+# providers a backlog of jobs nobody can run (or not at their price) builds up for the queue
+# timeout's two hours and every poll scans claim_scan_limit of them: realistic for neither
+# a marketplace nor a benchmark of one.
+FLEET_SHAPED = 0.8
 SPEC = {
     image: ev.ContainerSpec(image=image, command=("python", "train.py"), env={"EPOCHS": "3"})
     for image in ["dcp/pytorch:2.3", "dcp/jax:0.4", "ghcr.io/dcp/train:7"]
@@ -315,14 +322,22 @@ class Builder:
 
     def submit(self, renter_id: str) -> cmd.SubmitJob:
         rng = self.rng
+        if rng.random() < FLEET_SHAPED:
+            # What the marketplace lists: the GPU model, memory and count of a provider in it.
+            p = self.state.providers[rng.choice(self.providers)]
+            gpu_type = p.gpu_model if rng.random() < 0.7 else "any"
+            min_vram = rng.choice([0, 0, p.vram_gb])
+            count = min(p.gpu_count, rng.choice([1, 1, 1, 2, 4]))
+        else:  # simulate.py's: anything, some of it for GPUs nobody offers
+            gpu_type = rng.choice([*GPU_MODELS, "any", "any"])
+            min_vram = rng.choice([0, 0, 24, 80])
+            count = rng.choice([1, 1, 1, 2, 4])
         return cmd.SubmitJob(
             job_id=self.new_id("job"),
             renter_id=renter_id,
             container_spec=SPEC[rng.choice(list(SPEC))],
             gpu_requirements=ev.GpuRequirements(
-                gpu_type=rng.choice([*GPU_MODELS, "any", "any"]),
-                min_vram_gb=rng.choice([0, 0, 24, 80]),
-                gpu_count=rng.choice([1, 1, 1, 2, 4]),
+                gpu_type=gpu_type, min_vram_gb=min_vram, gpu_count=count
             ),
             max_duration_seconds=rng.choice([60, 300, 600, 1800, 3600]),
             priority=rng.choice(["priority", "standard", "standard", "economy"]),
