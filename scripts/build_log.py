@@ -21,9 +21,9 @@ HEARTBEAT_S of simulated time, spread over the interval, starts what it was give
 reports results (completed, timed out, cancelled, failed); renters submit (some with
 idempotency keys), cancel and top up; admins credit, requeue failed jobs, set prices, pause,
 suspend and allowlist; providers withdraw and admins pay out or reject; quiet providers let
-leases expire and the sweep ends leases, deadlines and queue timeouts. Only decisions the
-state in memory can make are sent: a command about a job that left memory (the service would
-fold it back from the log) is skipped.
+leases expire and the sweep (every sweep_interval_s of simulated time) ends leases,
+deadlines and queue timeouts. Only decisions the state in memory can make are sent: a command
+about a job that left memory (the service would fold it back from the log) is skipped.
 
 The last line printed is one JSON object: {"events": n, "events_per_s": ..., ...}.
 """
@@ -77,7 +77,7 @@ BEATS_PER_ROUND = 512  # provider heartbeats per round of the simulated clock
 # providers a backlog of jobs nobody can run (or not at their price) builds up for the queue
 # timeout's two hours and every poll scans claim_scan_limit of them: realistic for neither
 # a marketplace nor a benchmark of one.
-FLEET_SHAPED = 0.8
+FLEET_SHAPED = 0.95
 SPEC = {
     image: ev.ContainerSpec(image=image, command=("python", "train.py"), env={"EPOCHS": "3"})
     for image in ["dcp/pytorch:2.3", "dcp/jax:0.4", "ghcr.io/dcp/train:7"]
@@ -107,6 +107,7 @@ class Builder:
         self.dead: dict[str, int] = {}
         self.pending: list[str] = []
         self.next_beat = 0
+        self.next_sweep = 0
         self.commands = 0
         self.refusals: Counter[str] = Counter()
         self.skipped = 0
@@ -313,10 +314,14 @@ class Builder:
                 do(cmd.RemoveImage(reference="dcp/legacy:1"), "admin")
             else:
                 do(cmd.AllowImage(reference="dcp/legacy:1"), "admin")
-        for _ in range(8):  # the service's sweep: bounded rounds until it ends fewer than a limit
-            swept = do(cmd.Sweep(), "system")
-            if swept is None or len(swept) < SETTINGS.sweep_limit:
-                break
+        # The service sweeps on a timer (every sweep_interval_s), in bounded rounds until one
+        # ends fewer than the limit; a sweep looks at every lease and queued job.
+        if now >= self.next_sweep:
+            self.next_sweep = now + SETTINGS.sweep_interval_s * S
+            for _ in range(8):
+                swept = do(cmd.Sweep(), "system")
+                if swept is None or len(swept) < SETTINGS.sweep_limit:
+                    break
         step_us = HEARTBEAT_S * S * beats // n
         self.now += int(step_us * rng.uniform(0.5, 1.5))
 
@@ -325,7 +330,7 @@ class Builder:
         if rng.random() < FLEET_SHAPED:
             # What the marketplace lists: the GPU model, memory and count of a provider in it.
             p = self.state.providers[rng.choice(self.providers)]
-            gpu_type = p.gpu_model if rng.random() < 0.7 else "any"
+            gpu_type = p.gpu_model
             min_vram = rng.choice([0, 0, p.vram_gb])
             count = min(p.gpu_count, rng.choice([1, 1, 1, 2, 4]))
         else:  # simulate.py's: anything, some of it for GPUs nobody offers
