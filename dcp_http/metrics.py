@@ -11,9 +11,8 @@ test builds) exposes only its own. Three sources feed it:
   and halala summed by account kind, so a gauge is never a second copy of the ledger.
 
 No label carries a renter, provider or job id: routes are templates, and everything else is a
-fixed set (command names, refusal codes, event types, statuses). Snapshot age and size are not
-exported because this ledger has no snapshots yet; they belong in `Metrics.refresh` once
-snapshots exist.
+fixed set (command names, refusal codes, event types, statuses). The snapshot gauges (age,
+size, events since) are set at each scrape too, from the service.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -106,7 +107,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, headers: dict[str, str], body: bytes, clients: int, seconds: float) -> dict:
+def wrk(
+    url: str, headers: dict[str, str], body: bytes, clients: int, seconds: float
+) -> dict[str, Any]:
     """One wrk run: {rps, p50_ms, p99_ms, errors}. wrk is a C load generator (Debian package
     `wrk`), so the client is never what limits the servers it measures."""
     lua = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body.decode())}"]
@@ -128,7 +131,7 @@ def wrk(url: str, headers: dict[str, str], body: bytes, clients: int, seconds: f
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def parse_wrk(out: str) -> dict:
+def parse_wrk(out: str) -> dict[str, Any]:
     """Requests/sec, the 50% and 99% latencies (ms) and non-2xx/socket errors of wrk's report."""
     result = {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": 0}
     for line in out.splitlines():
@@ -151,7 +154,7 @@ def parse_wrk(out: str) -> dict:
 
 def measured(
     pid: int, url: str, headers: dict[str, str], body: bytes, clients: int, s: float
-) -> dict:
+) -> dict[str, Any]:
     """wrk against the server `pid`, with its CPU microseconds per answered request."""
     cpu0 = cpu_seconds(pid)
     result = wrk(url, headers, body, clients, s)

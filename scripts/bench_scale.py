@@ -140,9 +140,14 @@ def audit_eps(db: Path, command: str) -> float:
     return events / (report.get("elapsed_s") or wall)
 
 
-def measure(size: str, source: Path, work: Path, seconds: float, cold: bool) -> dict[str, Any]:
-    db = work / f"{size}.db"
-    shutil.copyfile(source, db)
+def measure(
+    size: str, source: Path, work: Path, seconds: float, cold: bool, skip: set[str]
+) -> dict[str, Any]:
+    if "copy" in skip:  # in place: the log itself (the submits are appended to it)
+        db, cold = source, False
+    else:
+        db = work / f"{size}.db"
+        shutil.copyfile(source, db)
     events = readmodel_events(db)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -155,7 +160,7 @@ def measure(size: str, source: Path, work: Path, seconds: float, cold: bool) -> 
             time.sleep(1.0)  # the snapshot file is written in a thread
         finally:
             stop(proc)
-    else:  # start from the snapshot the builder wrote at the log's head
+    elif db != source:  # start from the snapshot the builder wrote at the log's head
         snaps = Path(f"{source}.snapshots")
         if snaps.is_dir():
             shutil.copytree(snaps, Path(f"{db}.snapshots"))
@@ -168,9 +173,11 @@ def measure(size: str, source: Path, work: Path, seconds: float, cold: bool) -> 
         result = wrk(f"{base}/api/jobs/submit", headers, body, 64, seconds)
     finally:
         stop(proc)
-    snapshots = sorted((work / f"{size}.db.snapshots").glob("snapshot-*"))
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
-        rebuilt = readmodel.rebuild(db, into=Path(tmp) / "rebuilt.db")
+    snapshots = sorted(Path(f"{db}.snapshots").glob("snapshot-*"))
+    rebuild_eps = None
+    if "rebuild" not in skip:
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            rebuild_eps = round(readmodel.rebuild(db, into=Path(tmp) / "rebuilt.db").events_per_s)
     out = {
         "events": events,
         "start_cold_s": None if start_cold is None else round(start_cold, 2),
@@ -179,9 +186,9 @@ def measure(size: str, source: Path, work: Path, seconds: float, cold: bool) -> 
         "submit_rps": round(result["rps"], 1),
         "submit_p99_ms": round(result["p99_ms"], 1),
         "submit_errors": result["errors"],
-        "rebuild_eps": round(rebuilt.events_per_s),
-        "verify_eps": round(audit_eps(db, "verify")),
-        "replay_eps": round(audit_eps(db, "replay")),
+        "rebuild_eps": rebuild_eps,
+        "verify_eps": None if "verify" in skip else round(audit_eps(db, "verify")),
+        "replay_eps": None if "replay" in skip else round(audit_eps(db, "replay")),
         "snapshot_mb": round(snapshots[-1].stat().st_size / 2**20, 1) if snapshots else 0.0,
     }
     print(f"  {size}: {out}", file=sys.stderr)
@@ -208,6 +215,12 @@ def main() -> int:
     ap.add_argument(
         "--no-cold", dest="cold", action="store_false", help="skip the start without a snapshot"
     )
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated: rebuild, verify, replay (figures left out), copy (measure the "
+        "log in place, from its snapshot: the benchmark's submits are appended to it)",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk (apt-get install -y wrk)")
@@ -219,11 +232,12 @@ def main() -> int:
     if not logs:
         ap.error("give --log SIZE=PATH or --build DIR")
     results: dict[str, dict[str, Any]] = {}
+    skip = set(filter(None, args.skip.split(",")))
     for size, path in logs.items():
         source = Path(path)
         work = args.work or source.parent
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{size}-", dir=work) as tmp:
-            results[size] = measure(size, source, Path(tmp), args.seconds, args.cold)
+            results[size] = measure(size, source, Path(tmp), args.seconds, args.cold, skip)
     cols = ["events", "start_cold_s", "start_s", "rss_mb", "submit_rps", "submit_p99_ms",
             "rebuild_eps", "verify_eps", "replay_eps", "snapshot_mb"]  # fmt: skip
     print(f"{'size':>6} " + " ".join(f"{c:>13}" for c in cols))

@@ -185,7 +185,7 @@ class Builder:
         for i in range(n_renters):
             rid = self.new_id("r")
             key = hash_key(f"dcp-renter-{rng.getrandbits(128):032x}")
-            c = cmd.RegisterRenter(
+            c: cmd.Command = cmd.RegisterRenter(
                 renter_id=rid, name=f"renter {i}", email=f"r{i}@example.sa", key_hash=key
             )
             if self.do(c, "anonymous") is not None:
@@ -264,7 +264,7 @@ class Builder:
                 rid = state.jobs[job_id].renter_id
                 do(cmd.CancelJob(job_id=job_id, renter_id=rid), f"renter:{rid}")
             elif kind == "credit":
-                c = cmd.CreditDeposit(
+                c: cmd.Command = cmd.CreditDeposit(
                     renter_id=rng.choice(self.renters),
                     amount_halala=rng.randint(10_000, 500_000),
                     reference=f"dep-{self.commands}",
@@ -303,7 +303,7 @@ class Builder:
                 )
         if rng.random() < 0.05:
             pid = rng.choice(providers)
-            flag = "resume" if state.providers[pid].paused else "pause"
+            flag: cmd.ProviderFlag = "resume" if state.providers[pid].paused else "pause"
             do(cmd.SetProviderFlag(provider_id=pid, flag=flag), f"provider:{pid}")
         if rng.random() < 0.02:  # an admin suspends a provider, or lifts a suspension
             pid = rng.choice(providers)
