@@ -16,7 +16,10 @@ some minutes). For each size, on a copy of the log and of the snapshot the build
   warm-up (the first sweeps end the leases and queue timeouts the simulated clock left);
 - rebuild_eps: every read model rebuilt from the log (dcp_app.readmodel.rebuild);
 - verify_eps, replay_eps: `dcp audit verify` and `dcp audit replay` over the whole log (the
-  events over the time each reports, without the interpreter's start-up).
+  events over the time each reports, without the interpreter's start-up);
+- start_cpu_s and *_eps_cpu: the same per CPU-second (the server's CPU time until ready; the
+  rebuild's process time; the audit command's, interpreter included), which load from
+  elsewhere on a shared machine disturbs far less than wall-clock figures.
 
 Wall-clock figures: on a shared machine they carry its load (the load average is printed).
 The last line is one JSON object with `<figure>_<size>` keys.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -39,12 +43,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_api import free_port, wrk
+from bench_api import cpu_seconds, free_port, wrk
 
 from dcp_app import readmodel
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_TOKEN = "bench-admin-token"
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdefgh"  # long enough for dcp serve
 IMAGE = "dcp/pytorch:2.3"  # allowlisted by simulate.py and build_log.py
 WARMUP_S = 5  # seconds of load before each measurement, not counted
 # size -> (events, renters, providers)
@@ -124,20 +128,24 @@ def submitter(base: str) -> tuple[dict[str, str], bytes]:
     return {"content-type": "application/json", "x-renter-key": renter["api_key"]}, body
 
 
-def audit_eps(db: Path, command: str) -> float:
+def audit_eps(db: Path, command: str) -> tuple[float, float]:
+    """(events/s of the audit's own time, events per CPU-second of the whole command)."""
     t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, "-m", "dcp_cli", "audit", command, "--db", str(db), "--json"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True,
     )  # fmt: skip
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     report = json.loads(out.stdout.strip().splitlines()[-1])
     if out.returncode != 0 or not report.get("ok", True):
         print(f"  {command}: exit {out.returncode}: {out.stdout[-500:]}", file=sys.stderr)
     events = report.get("events") or report.get("head_seq") or 0
     # The audit's own time, without the interpreter's start-up (about 1 s here).
-    return events / (report.get("elapsed_s") or wall)
+    return events / (report.get("elapsed_s") or wall), events / max(cpu, 1e-9)
 
 
 def measure(
@@ -167,6 +175,7 @@ def measure(
     proc, start = serve(db, port)
     try:
         rss = rss_mb(proc.pid)
+        start_cpu = cpu_seconds(proc.pid)
         headers, body = submitter(base)
         # Not counted: the first sweeps end what the simulated clock left expired.
         wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)
@@ -174,10 +183,15 @@ def measure(
     finally:
         stop(proc)
     snapshots = sorted(Path(f"{db}.snapshots").glob("snapshot-*"))
-    rebuild_eps = None
+    rebuild_eps = rebuild_cpu = verify = replay = None
     if "rebuild" not in skip:
         with tempfile.TemporaryDirectory(dir=work) as tmp:
-            rebuild_eps = round(readmodel.rebuild(db, into=Path(tmp) / "rebuilt.db").events_per_s)
+            report = readmodel.rebuild(db, into=Path(tmp) / "rebuilt.db")
+        rebuild_eps, rebuild_cpu = report.events_per_s, report.events / report.cpu_seconds
+    if "verify" not in skip:
+        verify = audit_eps(db, "verify")
+    if "replay" not in skip:
+        replay = audit_eps(db, "replay")
     out = {
         "events": events,
         "start_cold_s": None if start_cold is None else round(start_cold, 2),
@@ -186,9 +200,14 @@ def measure(
         "submit_rps": round(result["rps"], 1),
         "submit_p99_ms": round(result["p99_ms"], 1),
         "submit_errors": result["errors"],
-        "rebuild_eps": rebuild_eps,
-        "verify_eps": None if "verify" in skip else round(audit_eps(db, "verify")),
-        "replay_eps": None if "replay" in skip else round(audit_eps(db, "replay")),
+        "start_cpu_s": round(start_cpu, 2),
+        "rebuild_eps": rebuild_eps and round(rebuild_eps),
+        "verify_eps": verify and round(verify[0]),
+        "replay_eps": replay and round(replay[0]),
+        # Per CPU-second: what load from elsewhere on a shared machine disturbs least.
+        "rebuild_eps_cpu": rebuild_cpu and round(rebuild_cpu),
+        "verify_eps_cpu": verify and round(verify[1]),
+        "replay_eps_cpu": replay and round(replay[1]),
         "snapshot_mb": round(snapshots[-1].stat().st_size / 2**20, 1) if snapshots else 0.0,
     }
     print(f"  {size}: {out}", file=sys.stderr)
@@ -238,8 +257,9 @@ def main() -> int:
         work = args.work or source.parent
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{size}-", dir=work) as tmp:
             results[size] = measure(size, source, Path(tmp), args.seconds, args.cold, skip)
-    cols = ["events", "start_cold_s", "start_s", "rss_mb", "submit_rps", "submit_p99_ms",
-            "rebuild_eps", "verify_eps", "replay_eps", "snapshot_mb"]  # fmt: skip
+    cols = ["events", "start_cold_s", "start_s", "start_cpu_s", "rss_mb", "submit_rps",
+            "submit_p99_ms", "rebuild_eps", "verify_eps", "replay_eps", "rebuild_eps_cpu",
+            "verify_eps_cpu", "replay_eps_cpu", "snapshot_mb"]  # fmt: skip
     print(f"{'size':>6} " + " ".join(f"{c:>13}" for c in cols))
     for size, r in results.items():
         print(f"{size:>6} " + " ".join(f"{r[c]!s:>13}" for c in cols))

@@ -10,10 +10,12 @@ decides each command with dcp_projections' own decisions, folds the events into 
 (fold.apply, which checks every money rule), and appends tens of thousands of events at a
 time through the store (SqliteEventStore.append_atomic: the same hash chain, streams and
 versions the service writes), the next batch decided while the writer thread commits the
-last. The read models are then rebuilt from the log once (dcp_app.readmodel.rebuild, as
-`dcp rebuild` does) and a snapshot of the state at the head is written beside the log where
-`dcp serve` looks for it (dcp_app.snapshots, with the service's own ended-job cap), so
-`dcp serve --db` starts from it. `dcp audit verify` and `dcp audit replay` pass on the result.
+last. Each append's transaction also writes the batch's read-model rows and postings, as the
+service's does (dcp_app.readmodel.batch_writer), and at the end a snapshot of the state at
+the head is written beside the log where `dcp serve` looks for it (dcp_app.snapshots, with
+the service's own ended-job cap), so `dcp serve --db` starts from it. SIGTERM or SIGINT ends
+the build at the next batch with a whole ledger (read models and snapshot included).
+`dcp audit verify` and `dcp audit replay` pass on the result.
 
 The mix is simulate.py's (but most jobs ask for what some provider offers, FLEET_SHAPED):
 every provider heartbeats (listing its leases) and polls every
@@ -36,6 +38,7 @@ import gc
 import itertools
 import json
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -61,12 +64,13 @@ from dcp_events import catalogue as ev
 from dcp_events.codec import default_codec
 from dcp_events.event import Event
 from dcp_events.sqlite_store import SqliteEventStore
-from dcp_events.store import AppendRequest, NewEvent
+from dcp_events.store import AppendRequest, NewEvent, TxHook
 from dcp_projections import commands as cmd
 from dcp_projections.decisions import decide
 from dcp_projections.errors import DomainError
 from dcp_projections.fold import apply, check_all
 from dcp_projections.history import jobs_to_recall
+from dcp_projections.rows import changed_rows
 from dcp_projections.state import ENDED, State
 from dcp_projections.streams import stream_of
 
@@ -136,22 +140,27 @@ class Builder:
     async def flush(self, force: bool = False) -> None:
         if not self.events or (len(self.events) < BATCH_EVENTS and not force):
             return
+        state = self.state
         requests = self._requests()
         if self.writing is not None:
             await self.writing  # one append in flight: its head is the next one's expected head
         head, self.head = self.head, self.head + len(self.events)
+        # The batch's read-model rows, written in the append's transaction (the service's
+        # dcp_app.readmodel.batch_writer), computed now while the state holds still.
+        if head == 0:  # the first batch ever also writes the seeded prices' rows
+            state.touched.update(("price", key) for key in state.pricing)
+        hook = readmodel.batch_writer(self.events, head + 1, changed_rows(state, state.touched))
         self.events, self.actors = [], []
-        self.writing = asyncio.create_task(self._append(requests, head))
-        # Ended jobs beyond the cap leave memory, as in the service (their rows come from the
-        # rebuild at the end); the state's row bookkeeping is not needed here.
-        self.state.trim_ended()
-        self.state.touched.clear()
+        self.writing = asyncio.create_task(self._append(requests, head, hook))
+        # Ended jobs beyond the cap leave memory, as in the service: their rows are computed.
+        state.touched.clear()
+        state.trim_ended()
         if force:
             await self.writing
             self.writing = None
 
-    async def _append(self, requests: list[AppendRequest], head: int) -> None:
-        results = await self.store.append_atomic(requests, expected_head=head)
+    async def _append(self, requests: list[AppendRequest], head: int, hook: TxHook) -> None:
+        results = await self.store.append_atomic(requests, expected_head=head, tx_hook=hook)
         if results[-1].last_seq != head + sum(len(r.events) for r in requests):
             raise SystemExit(f"appended up to {results[-1].last_seq}, expected more")
 
@@ -383,7 +392,10 @@ async def build(args: argparse.Namespace) -> dict[str, Any]:
         b = Builder(store, rng, 1_750_000_000 * S)
         await b.setup(args.renters, args.providers)
         last = time.perf_counter()
-        while b.state.seq < args.events:
+        stop = asyncio.Event()  # SIGTERM / SIGINT: end at the next batch, with a whole ledger
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        while b.state.seq < args.events and not stop.is_set():
             b.round()
             await b.flush()
             if args.progress and time.perf_counter() - last > 30:
@@ -402,8 +414,9 @@ async def build(args: argparse.Namespace) -> dict[str, Any]:
     state = b.state
     if head_seq != state.seq:
         raise SystemExit(f"the log ends at {head_seq}, the state at {state.seq}")
-    # The read models, from the log (what `dcp rebuild` does).
-    report = readmodel.rebuild(db)
+    rebuild_s = None
+    if args.rebuild:  # the read models again, from the log (what `dcp rebuild` does)
+        rebuild_s = round(readmodel.rebuild(db).seconds, 1)
     # The snapshot the service would have written at the head.
     t1 = time.perf_counter()
     path = snapshots.write(snap_dir, state.seq, snapshots.encode(state, b.versions, head_hash))
@@ -419,7 +432,7 @@ async def build(args: argparse.Namespace) -> dict[str, Any]:
         "jobs_in_memory": dict(sorted(statuses.items())),
         "append_s": round(append_s, 1),
         "append_events_per_s": round(state.seq / append_s),
-        "rebuild_s": round(report.seconds, 1),
+        "rebuild_s": rebuild_s,
         "snapshot_s": round(snapshot_s, 1),
         "snapshot": str(path),
         "wall_s": round(wall, 1),
@@ -437,6 +450,9 @@ def cli() -> None:
     parser.add_argument("--renters", type=int, default=1_000)
     parser.add_argument("--providers", type=int, default=100)
     parser.add_argument("--progress", action="store_true", help="print progress to stderr")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="rebuild the read models from the log at the end"
+    )
     summary = asyncio.run(build(parser.parse_args()))
     print(json.dumps(summary))
     sys.exit(0 if summary["sum_halala"] == 0 else 1)
