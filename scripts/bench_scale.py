@@ -43,7 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_api import cpu_seconds, free_port, wrk
+from bench_api import cpu_seconds, free_port, measured, wrk
 
 from dcp_app import readmodel
 
@@ -179,7 +179,7 @@ def measure(
         headers, body = submitter(base)
         # Not counted: the first sweeps end what the simulated clock left expired.
         wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)
-        result = wrk(f"{base}/api/jobs/submit", headers, body, 64, seconds)
+        result = measured(proc.pid, f"{base}/api/jobs/submit", headers, body, 64, seconds)
     finally:
         stop(proc)
     snapshots = sorted(Path(f"{db}.snapshots").glob("snapshot-*"))
@@ -199,6 +199,7 @@ def measure(
         "rss_mb": round(rss, 1),
         "submit_rps": round(result["rps"], 1),
         "submit_p99_ms": round(result["p99_ms"], 1),
+        "submit_cpu_us": round(result["cpu_us"]),  # the server's CPU per answered submit
         "submit_errors": result["errors"],
         "start_cpu_s": round(start_cpu, 2),
         "rebuild_eps": rebuild_eps and round(rebuild_eps),
@@ -258,8 +259,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{size}-", dir=work) as tmp:
             results[size] = measure(size, source, Path(tmp), args.seconds, args.cold, skip)
     cols = ["events", "start_cold_s", "start_s", "start_cpu_s", "rss_mb", "submit_rps",
-            "submit_p99_ms", "rebuild_eps", "verify_eps", "replay_eps", "rebuild_eps_cpu",
-            "verify_eps_cpu", "replay_eps_cpu", "snapshot_mb"]  # fmt: skip
+            "submit_p99_ms", "submit_cpu_us", "rebuild_eps", "verify_eps", "replay_eps",
+            "rebuild_eps_cpu", "verify_eps_cpu", "replay_eps_cpu", "snapshot_mb"]  # fmt: skip
     print(f"{'size':>6} " + " ".join(f"{c:>13}" for c in cols))
     for size, r in results.items():
         print(f"{size:>6} " + " ".join(f"{r[c]!s:>13}" for c in cols))
