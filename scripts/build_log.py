@@ -138,6 +138,9 @@ class Builder:
         return new
 
     async def flush(self, force: bool = False) -> None:
+        if force and not self.events and self.writing is not None:
+            await self.writing  # nothing more to send: the last append must still land
+            self.writing = None
         if not self.events or (len(self.events) < BATCH_EVENTS and not force):
             return
         state = self.state
