@@ -24,7 +24,7 @@ from dcp_http.config import ServerConfig
 from dcp_http.cors import JsonCorsMiddleware
 from dcp_http.errors import ApiError, MethodNotAllowed, NotFound, encode_error
 from dcp_http.logs import redactor
-from dcp_http.metrics import METRICS_PATH, Metrics, MetricsMiddleware, metrics_endpoint
+from dcp_http.metrics import METRICS_PATH, Metrics, metrics_endpoint
 from dcp_http.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from dcp_http.openapi import build_openapi
 from dcp_http.ratelimit import RateLimitMiddleware
@@ -153,8 +153,7 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
     table = RouteTable(endpoints.api.routes(authenticator))
 
     middleware = [
-        Middleware(MetricsMiddleware, metrics=metrics),
-        Middleware(RequestContextMiddleware, resolve_route=table.template),
+        Middleware(RequestContextMiddleware, resolve_route=table.template, observer=metrics),
     ]
     if config.cors_origins:
         middleware.append(Middleware(JsonCorsMiddleware, origins=list(config.cors_origins)))

@@ -3,17 +3,16 @@
 One `CollectorRegistry` per app, never the process-global one, so each node (and each app a
 test builds) exposes only its own. Three sources feed it:
 
-- the request middleware: count and latency by method, route template and status, and the
-  rate-limit refusals by class;
+- the request context middleware (dcp_http.middleware, its observer): count and latency by
+  method, route template and status, and the rate-limit refusals by class;
 - observers the service and the store call (dcp_app.observer, dcp_events.store.CommitObserver):
   command batches and their commands, sweeps and what they ended, group commits;
 - the read models, read at each scrape (`Queries.gauges`): jobs by status, providers by state,
   and halala summed by account kind, so a gauge is never a second copy of the ledger.
 
 No label carries a renter, provider or job id: routes are templates, and everything else is a
-fixed set (command names, refusal codes, event types, statuses). Snapshot age and size are not
-exported because this ledger has no snapshots yet; they belong in `Metrics.refresh` once
-snapshots exist.
+fixed set (command names, refusal codes, event types, statuses). The snapshot gauges (age,
+size, events since) are set at each scrape too, from the service.
 """
 
 from __future__ import annotations
@@ -36,11 +35,10 @@ from prometheus_client import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from dcp_events.store import GroupCommit
 from dcp_http.errors import ApiError, Forbidden, Unauthorized, encode_error
-from dcp_http.middleware import request_info
 from dcp_http.ratelimit import classify
 from dcp_http.service import ServiceAdapter
 from dcp_projections.state import ENDED, LEASED
@@ -248,6 +246,22 @@ class Metrics:
         self.group_seconds.observe(stats.write_s)
         self.commit_seconds.observe(stats.commit_s)
 
+    # --- dcp_http.middleware.RequestObserver: the request context middleware calls these ----
+
+    def request_started(self) -> None:
+        self.in_progress.inc()
+
+    def request_finished(
+        self, scope: Scope, route: str | None, status: int, seconds: float
+    ) -> None:
+        """Count and time one request by its route template (UNMATCHED: no route knew it)."""
+        self.in_progress.dec()
+        if not route:
+            route = METRICS_PATH if scope["path"] == METRICS_PATH else UNMATCHED
+        self.request_done(scope["method"], route, status, seconds)
+        if status == 429:
+            self.rate_limited.labels(classify(scope["method"], scope["path"])).inc()
+
     def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method if method in _METHODS else "other", route, status)
         children = self._request_children.get(key)
@@ -289,40 +303,6 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request by its route template (plain ASGI, outermost)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # what the client sees if the app dies before answering
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.metrics.in_progress.inc()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.metrics.in_progress.dec()
-            info = request_info(scope)
-            route = info.route if info is not None and info.route else None
-            if route is None:
-                route = METRICS_PATH if scope["path"] == METRICS_PATH else UNMATCHED
-            self.metrics.request_done(scope["method"], route, status, time.perf_counter() - start)
-            if status == 429:
-                self.metrics.rate_limited.labels(classify(scope["method"], scope["path"])).inc()
 
 
 def _is_loopback(host: str | None) -> bool:

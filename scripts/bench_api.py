@@ -14,10 +14,19 @@ connections, so the generator is never the bottleneck (a Python client topped ou
 thirds of the bare endpoint's rate). Logging stays at dcp serve's default (one JSON access
 line per request, to /dev/null here).
 
-Prints a table, then as the last line one JSON object:
-{"submit_rps", "trivial_rps", "submit_p50_ms", "submit_p99_ms"}.
+Besides the rates, each round reads the servers' CPU time (utime + stime from /proc) around
+the wrk run: `*_cpu_us` is CPU microseconds per answered request, the figure that load from
+elsewhere on a shared machine disturbs least.
 
-    .venv/bin/python scripts/bench_api.py [--clients 64] [--seconds 8]
+With `--before DIR` (another checkout of this project, e.g. a `git worktree` of main), a third
+server, `dcp serve` run from DIR's code, is measured in the same rounds: a side-by-side
+before/after of a change to the request path.
+
+Prints a table, then as the last line one JSON object:
+{"submit_rps", "trivial_rps", "submit_p50_ms", "submit_p99_ms", "submit_cpu_us",
+"trivial_cpu_us"} (and "before_*" with --before).
+
+    .venv/bin/python scripts/bench_api.py [--clients 64] [--seconds 8] [--before /tmp/main]
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -71,9 +81,11 @@ def trivial_server(port: int) -> None:
     )
 
 
-def start(cmd: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start(
+    cmd: list[str], port: int, env: dict[str, str], cwd: Path = ROOT
+) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -89,7 +101,15 @@ def start(cmd: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[by
     raise SystemExit("server did not start")
 
 
-def wrk(url: str, headers: dict[str, str], body: bytes, clients: int, seconds: float) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process `pid` (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(
+    url: str, headers: dict[str, str], body: bytes, clients: int, seconds: float
+) -> dict[str, Any]:
     """One wrk run: {rps, p50_ms, p99_ms, errors}. wrk is a C load generator (Debian package
     `wrk`), so the client is never what limits the servers it measures."""
     lua = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body.decode())}"]
@@ -111,7 +131,7 @@ def wrk(url: str, headers: dict[str, str], body: bytes, clients: int, seconds: f
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def parse_wrk(out: str) -> dict:
+def parse_wrk(out: str) -> dict[str, Any]:
     """Requests/sec, the 50% and 99% latencies (ms) and non-2xx/socket errors of wrk's report."""
     result = {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": 0}
     for line in out.splitlines():
@@ -127,7 +147,48 @@ def parse_wrk(out: str) -> dict:
             result["errors"] += int(words[-1])
         elif line.strip().startswith("Socket errors:"):
             result["errors"] += sum(int(n) for n in re.findall(r"\d+", line))
+        elif "requests in" in line and words[0].isdigit():
+            result["requests"] = int(words[0])
     return result
+
+
+def measured(
+    pid: int, url: str, headers: dict[str, str], body: bytes, clients: int, s: float
+) -> dict[str, Any]:
+    """wrk against the server `pid`, with its CPU microseconds per answered request."""
+    cpu0 = cpu_seconds(pid)
+    result = wrk(url, headers, body, clients, s)
+    cpu = cpu_seconds(pid) - cpu0
+    result["cpu_us"] = 1e6 * cpu / max(1, result.get("requests", 0))
+    return result
+
+
+def serve_ours(root: Path, db: str, port: int, log_level: str) -> subprocess.Popen[bytes]:
+    """`dcp serve` run from the checkout at `root` (its code, this interpreter)."""
+    return start(
+        [sys.executable, "-m", "dcp_cli", "serve", "--db", db, "--port", str(port),
+         "--no-rate-limits", "--admin-token", ADMIN_TOKEN, "--log-level", log_level],
+        port, {**os.environ, "PYTHONPATH": str(root)}, cwd=root,
+    )  # fmt: skip
+
+
+def submitter(base: str) -> dict[str, str]:
+    """A renter with a large credit and the image allowlisted: the headers wrk sends."""
+    admin = {"x-admin-token": ADMIN_TOKEN}
+    r = httpx.post(
+        f"{base}/api/renters/register", json={"name": "bench", "email": "bench@example.com"}
+    )
+    r.raise_for_status()
+    renter = r.json()
+    httpx.post(
+        f"{base}/api/admin/images", json={"reference": IMAGE}, headers=admin
+    ).raise_for_status()
+    httpx.post(
+        f"{base}/api/admin/renters/{renter['renter_id']}/credit",
+        json={"amount_halala": 10**12, "reference": "bench", "reason": "bench"},
+        headers=admin,
+    ).raise_for_status()
+    return {"content-type": "application/json", "x-renter-key": renter["api_key"]}
 
 
 def main() -> int:
@@ -141,6 +202,9 @@ def main() -> int:
         default="info",
         help="dcp serve's log level; info (the default) writes the access line of every request",
     )
+    ap.add_argument(
+        "--before", type=Path, help="also measure `dcp serve` from this checkout (before/after)"
+    )
     ap.add_argument("--trivial-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.trivial_server:
@@ -148,46 +212,24 @@ def main() -> int:
         return 0
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if shutil.which("wrk") is None:
+        raise SystemExit("needs wrk (apt-get install -y wrk)")
+    names = ["trivial", "submit"] + (["before"] if args.before else [])
     with tempfile.TemporaryDirectory(prefix="dcp-bench-") as tmp:
-        ours_port, trivial_port = free_port(), free_port()
-        ours = start(
-            [
-                sys.executable,
-                "-m",
-                "dcp_cli",
-                "serve",
-                "--db",
-                f"{tmp}/bench.db",
-                "--port",
-                str(ours_port),
-                "--no-rate-limits",
-                "--admin-token",
-                ADMIN_TOKEN,
-                "--log-level",
-                args.server_log_level,
-            ],
-            ours_port,
+        ports = {name: free_port() for name in names}
+        procs = {
+            "submit": serve_ours(ROOT, f"{tmp}/bench.db", ports["submit"], args.server_log_level)
+        }
+        if args.before:
+            procs["before"] = serve_ours(
+                args.before, f"{tmp}/before.db", ports["before"], args.server_log_level
+            )
+        procs["trivial"] = start(
+            [sys.executable, __file__, "--trivial-server", str(ports["trivial"])],
+            ports["trivial"],
             env,
         )
-        trivial = start(
-            [sys.executable, __file__, "--trivial-server", str(trivial_port)], trivial_port, env
-        )
         try:
-            base = f"http://127.0.0.1:{ours_port}"
-            admin = {"x-admin-token": ADMIN_TOKEN}
-            r = httpx.post(
-                f"{base}/api/renters/register", json={"name": "bench", "email": "bench@example.com"}
-            )
-            r.raise_for_status()
-            renter = r.json()
-            httpx.post(
-                f"{base}/api/admin/images", json={"reference": IMAGE}, headers=admin
-            ).raise_for_status()
-            httpx.post(
-                f"{base}/api/admin/renters/{renter['renter_id']}/credit",
-                json={"amount_halala": 10**12, "reference": "bench", "reason": "bench"},
-                headers=admin,
-            ).raise_for_status()
             body = json.dumps(
                 {
                     "container_spec": {"image": IMAGE, "command": ["true"]},
@@ -195,64 +237,57 @@ def main() -> int:
                     "max_duration_seconds": 60,
                 }
             ).encode()
-            headers = {"content-type": "application/json"}
-            ours_headers = {**headers, "x-renter-key": renter["api_key"]}
-            ours_url = f"{base}/api/jobs/submit"
-            trivial_url = f"http://127.0.0.1:{trivial_port}/api/jobs/submit"
-            # Rounds alternate trivial and submit, so a burst of load from elsewhere on the
-            # machine hits both; the JSON line gives the median round.
+            headers = {"trivial": {"content-type": "application/json"}}
+            for name in names[1:]:
+                headers[name] = submitter(f"http://127.0.0.1:{ports[name]}")
+            urls = {name: f"http://127.0.0.1:{ports[name]}/api/jobs/submit" for name in names}
+            # Rounds take the servers in turn, so a burst of load from elsewhere on the
+            # machine hits each; the JSON line gives the median round.
             rounds: list[dict[str, float]] = []
-            if shutil.which("wrk") is None:
-                raise SystemExit("needs wrk (apt-get install -y wrk)")
-            for url, h in ((trivial_url, headers), (ours_url, ours_headers)):
-                wrk(url, h, body, args.clients, args.warmup)  # warm-up, not counted
+            for name in names:
+                wrk(urls[name], headers[name], body, args.clients, args.warmup)  # not counted
             for n in range(args.rounds):
-                t = wrk(trivial_url, headers, body, args.clients, args.seconds)
-                o = wrk(ours_url, ours_headers, body, args.clients, args.seconds)
-                rounds.append(
-                    {
-                        "round": n + 1,
-                        "submit_rps": o["rps"],
-                        "trivial_rps": t["rps"],
-                        "submit_p50_ms": o["p50_ms"],
-                        "submit_p99_ms": o["p99_ms"],
-                        "trivial_p50_ms": t["p50_ms"],
-                        "trivial_p99_ms": t["p99_ms"],
-                        "errors": o["errors"] + t["errors"],
-                    }
-                )
-            ready = httpx.get(f"{base}/readyz").json()
+                row: dict[str, float] = {"round": n + 1, "errors": 0}
+                for name in names:
+                    r = measured(
+                        procs[name].pid, urls[name], headers[name], body, args.clients, args.seconds
+                    )
+                    row[f"{name}_rps"] = r["rps"]
+                    row[f"{name}_p50_ms"] = r["p50_ms"]
+                    row[f"{name}_p99_ms"] = r["p99_ms"]
+                    row[f"{name}_cpu_us"] = r["cpu_us"]
+                    row["errors"] += r["errors"]
+                rounds.append(row)
+            ready = httpx.get(f"http://127.0.0.1:{ports['submit']}/readyz").json()
         finally:
-            for p in (ours, trivial):
+            for p in procs.values():
                 p.terminate()
-            for p in (ours, trivial):
+            for p in procs.values():
                 try:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
 
-    cols = (
-        "round",
-        "submit_rps",
-        "trivial_rps",
-        "submit_p50_ms",
-        "submit_p99_ms",
-        "trivial_p50_ms",
-        "trivial_p99_ms",
-        "errors",
-    )
-    print(" ".join(f"{c:>14}" for c in cols))
+    cols = ["round"] + [f"{n}_{f}" for n in names for f in ("rps", "p50_ms", "p99_ms", "cpu_us")]
+    cols.append("errors")
+    print(" ".join(f"{c:>15}" for c in cols))
     for r in rounds:
         print(
-            " ".join(f"{r[c]:>14.1f}" if isinstance(r[c], float) else f"{r[c]:>14}" for c in cols)
+            " ".join(f"{r[c]:>15.1f}" if isinstance(r[c], float) else f"{r[c]:>15}" for c in cols)
         )
-    median = {k: statistics.median(r[k] for r in rounds) for k in cols[1:5]}
+    median = {k: statistics.median(r[k] for r in rounds) for k in cols[1:-1]}
     print(
         f"clients={args.clients} seconds={args.seconds} rounds={args.rounds} "
         f"ratio={median['submit_rps'] / median['trivial_rps']:.2f} "
-        f"events={ready.get('head_seq')} load_avg={os.getloadavg()[0]:.1f} cpus={os.cpu_count()}"
+        + (
+            f"before_ratio={median['before_rps'] / median['trivial_rps']:.2f} "
+            if args.before
+            else ""
+        )
+        + f"events={ready.get('head_seq')} load_avg={os.getloadavg()[0]:.1f} cpus={os.cpu_count()}"
     )
-    print(json.dumps({k: round(v, 2) for k, v in median.items()}))
+    keep = ("submit_", "trivial_rps", "trivial_cpu_us", "before_")
+    print(json.dumps({k: round(v, 2) for k, v in median.items() if k.startswith(keep)}))
     return 0
 
 

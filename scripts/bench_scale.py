@@ -1,20 +1,27 @@
 """Benchmark: what the ledger costs as its log grows (issue 11's table), at several log sizes.
 
-    python scripts/bench_scale.py --log 100k=/data/sim-100k.db --log 1m=/data/sim-1m.db
+    python scripts/bench_scale.py --log 100k=/data/log-100k.db --log 1m=/data/log-1m.db
     python scripts/bench_scale.py --build /data --sizes 100k,1m,10m   # make missing logs first
 
-Each log is one scripts/simulate.py run (the same generator at every size; --build makes
-them: 100k events with 1,000 renters / 100 providers, 1m with 10k / 1k, 10m with 100k / 10k).
-For each size, on a copy of the log:
+Each log is one scripts/build_log.py run (the same generator at every size, simulate.py's mix
+decided by the real domain and appended in large batches; --build makes them: 100k events
+with 1,000 renters / 100 providers, 1m with 10k / 1k, 10m with 100k / 10k; the 10M log takes
+some minutes). For each size, on a copy of the log and of the snapshot the builder wrote:
 
-- start_cold_s: `dcp serve` until /healthz answers, with no snapshot (a fold from scratch);
-- start_s, rss_mb: the same after that server wrote its snapshot (start-up from it), and the
-  server's resident memory once ready;
-- submit_rps, submit_p99_ms: POST /api/jobs/submit from wrk, 64 connections, after a
-  warm-up (the first sweeps end the leases and queue timeouts the simulated clock left);
+- start_cold_s: `dcp serve` until /healthz answers, with no snapshot (a fold from scratch;
+  left out with --no-cold);
+- start_s, rss_mb: the same starting from the snapshot, and the server's resident memory
+  once ready;
+- submit_rps, submit_p99_ms, submit_cpu_us: POST /api/jobs/submit from wrk, 64 connections
+  (and the server's CPU microseconds per answered submit), after the first sweeps ended the
+  leases and queue timeouts the simulated clock left (settle_s: until /metrics shows no sweep
+  events for 12 s) and a warm-up;
 - rebuild_eps: every read model rebuilt from the log (dcp_app.readmodel.rebuild);
 - verify_eps, replay_eps: `dcp audit verify` and `dcp audit replay` over the whole log (the
-  events over the time each reports, without the interpreter's start-up).
+  events over the time each reports, without the interpreter's start-up);
+- start_cpu_s and *_eps_cpu: the same per CPU-second (the server's CPU time until ready; the
+  rebuild's process time; the audit command's, interpreter included), which load from
+  elsewhere on a shared machine disturbs far less than wall-clock figures.
 
 Wall-clock figures: on a shared machine they carry its load (the load average is printed).
 The last line is one JSON object with `<figure>_<size>` keys.
@@ -25,41 +32,43 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_api import free_port, wrk
+from bench_api import cpu_seconds, free_port, measured, wrk
 
 from dcp_app import readmodel
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_TOKEN = "bench-admin-token"
-IMAGE = "dcp/pytorch:2.3"  # allowlisted by simulate.py
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdefgh"  # long enough for dcp serve
+IMAGE = "dcp/pytorch:2.3"  # allowlisted by simulate.py and build_log.py
 WARMUP_S = 5  # seconds of load before each measurement, not counted
-# size -> (simulate commands, renters, providers): about 0.93 events per command.
+# size -> (events, renters, providers)
 RECIPES = {
-    "100k": (104_000, 1_000, 100),
-    "1m": (1_080_000, 10_000, 1_000),
-    "10m": (10_800_000, 100_000, 10_000),
+    "100k": (100_000, 1_000, 100),
+    "1m": (1_000_000, 10_000, 1_000),
+    "10m": (10_000_000, 100_000, 10_000),
 }
 
 
 def build(directory: Path, size: str) -> Path:
-    commands, renters, providers = RECIPES[size]
-    db = directory / f"sim-{size}.db"
+    events, renters, providers = RECIPES[size]
+    db = directory / f"log-{size}.db"
     if not db.exists():
         subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "simulate.py"), "--db", str(db),
+            [sys.executable, str(ROOT / "scripts" / "build_log.py"), "--db", str(db),
              "--seed", "4", "--renters", str(renters), "--providers", str(providers),
-             "--commands", str(commands), "--round", "2048", "--no-check"],
+             "--events", str(events), "--progress"],
             check=True,
         )  # fmt: skip
     return db
@@ -121,58 +130,112 @@ def submitter(base: str) -> tuple[dict[str, str], bytes]:
     return {"content-type": "application/json", "x-renter-key": renter["api_key"]}, body
 
 
-def audit_eps(db: Path, command: str) -> float:
+def swept(base: str) -> float:
+    """Events the server's sweeps have appended so far (its /metrics)."""
+    total = 0.0
+    for line in httpx.get(f"{base}/metrics", timeout=30).text.splitlines():
+        if line.startswith("dcp_sweep_events_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def settle(base: str, quiet_s: float = 12.0, limit_s: float = 300.0) -> float:
+    """Wait until the sweeps have ended what the log's simulated clock left expired (leases,
+    deadlines, queue timeouts: thousands of jobs on a big log, ended in bounded rounds every
+    sweep interval) and one more interval passed quietly; the seconds it took. Without it the
+    first measured seconds paid for that backlog."""
+    t0 = last_change = time.perf_counter()
+    last = swept(base)
+    while time.perf_counter() - last_change < quiet_s and time.perf_counter() - t0 < limit_s:
+        time.sleep(2.0)
+        now = swept(base)
+        if now != last:
+            last, last_change = now, time.perf_counter()
+    return time.perf_counter() - t0
+
+
+def audit_eps(db: Path, command: str) -> tuple[float, float]:
+    """(events/s of the audit's own time, events per CPU-second of the whole command)."""
     t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, "-m", "dcp_cli", "audit", command, "--db", str(db), "--json"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True,
     )  # fmt: skip
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     report = json.loads(out.stdout.strip().splitlines()[-1])
     if out.returncode != 0 or not report.get("ok", True):
         print(f"  {command}: exit {out.returncode}: {out.stdout[-500:]}", file=sys.stderr)
     events = report.get("events") or report.get("head_seq") or 0
     # The audit's own time, without the interpreter's start-up (about 1 s here).
-    return events / (report.get("elapsed_s") or wall)
+    return events / (report.get("elapsed_s") or wall), events / max(cpu, 1e-9)
 
 
-def measure(size: str, source: Path, work: Path, seconds: float) -> dict[str, float]:
-    db = work / f"{size}.db"
-    shutil.copyfile(source, db)
+def measure(
+    size: str, source: Path, work: Path, seconds: float, cold: bool, skip: set[str]
+) -> dict[str, Any]:
+    if "copy" in skip:  # in place: the log itself (the submits are appended to it)
+        db, cold = source, False
+    else:
+        db = work / f"{size}.db"
+        shutil.copyfile(source, db)
     events = readmodel_events(db)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc, start_cold = serve(db, port)
-    try:
-        headers, body = submitter(base)
-        wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)  # writes the snapshot
-        time.sleep(1.0)  # the snapshot file is written in a thread
-    finally:
-        stop(proc)
+    start_cold = None
+    if cold:
+        proc, start_cold = serve(db, port)
+        try:
+            headers, body = submitter(base)
+            wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)  # writes the snapshot
+            time.sleep(1.0)  # the snapshot file is written in a thread
+        finally:
+            stop(proc)
+    elif db != source:  # start from the snapshot the builder wrote at the log's head
+        snaps = Path(f"{source}.snapshots")
+        if snaps.is_dir():
+            shutil.copytree(snaps, Path(f"{db}.snapshots"))
     proc, start = serve(db, port)
     try:
         rss = rss_mb(proc.pid)
+        start_cpu = cpu_seconds(proc.pid)
         headers, body = submitter(base)
-        # Not counted: the first sweeps end what the simulated clock left expired.
-        wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)
-        result = wrk(f"{base}/api/jobs/submit", headers, body, 64, seconds)
+        settled = settle(base)
+        wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)  # not counted
+        result = measured(proc.pid, f"{base}/api/jobs/submit", headers, body, 64, seconds)
     finally:
         stop(proc)
-    snapshots = sorted((work / f"{size}.db.snapshots").glob("snapshot-*"))
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
-        rebuilt = readmodel.rebuild(db, into=Path(tmp) / "rebuilt.db")
+    snapshots = sorted(Path(f"{db}.snapshots").glob("snapshot-*"))
+    rebuild_eps = rebuild_cpu = verify = replay = None
+    if "rebuild" not in skip:
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            report = readmodel.rebuild(db, into=Path(tmp) / "rebuilt.db")
+        rebuild_eps, rebuild_cpu = report.events_per_s, report.events / report.cpu_seconds
+    if "verify" not in skip:
+        verify = audit_eps(db, "verify")
+    if "replay" not in skip:
+        replay = audit_eps(db, "replay")
     out = {
         "events": events,
-        "start_cold_s": round(start_cold, 2),
+        "start_cold_s": None if start_cold is None else round(start_cold, 2),
         "start_s": round(start, 2),
         "rss_mb": round(rss, 1),
         "submit_rps": round(result["rps"], 1),
         "submit_p99_ms": round(result["p99_ms"], 1),
+        "submit_cpu_us": round(result["cpu_us"]),  # the server's CPU per answered submit
         "submit_errors": result["errors"],
-        "rebuild_eps": round(rebuilt.events_per_s),
-        "verify_eps": round(audit_eps(db, "verify")),
-        "replay_eps": round(audit_eps(db, "replay")),
+        "settle_s": round(settled, 1),
+        "start_cpu_s": round(start_cpu, 2),
+        "rebuild_eps": rebuild_eps and round(rebuild_eps),
+        "verify_eps": verify and round(verify[0]),
+        "replay_eps": replay and round(replay[0]),
+        # Per CPU-second: what load from elsewhere on a shared machine disturbs least.
+        "rebuild_eps_cpu": rebuild_cpu and round(rebuild_cpu),
+        "verify_eps_cpu": verify and round(verify[1]),
+        "replay_eps_cpu": replay and round(replay[1]),
         "snapshot_mb": round(snapshots[-1].stat().st_size / 2**20, 1) if snapshots else 0.0,
     }
     print(f"  {size}: {out}", file=sys.stderr)
@@ -192,10 +255,19 @@ def readmodel_events(db: Path) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--log", action="append", default=[], metavar="SIZE=PATH")
-    ap.add_argument("--build", type=Path, help="directory to find or make sim-<size>.db in")
+    ap.add_argument("--build", type=Path, help="directory to find or make log-<size>.db in")
     ap.add_argument("--sizes", default="100k,1m,10m", help="with --build: which sizes")
     ap.add_argument("--seconds", type=float, default=10.0, help="wrk seconds per size")
     ap.add_argument("--work", type=Path, help="where the copies go (default: beside the logs)")
+    ap.add_argument(
+        "--no-cold", dest="cold", action="store_false", help="skip the start without a snapshot"
+    )
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated: rebuild, verify, replay (figures left out), copy (measure the "
+        "log in place, from its snapshot: the benchmark's submits are appended to it)",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk (apt-get install -y wrk)")
@@ -206,17 +278,19 @@ def main() -> int:
             logs.setdefault(size, str(build(args.build, size)))
     if not logs:
         ap.error("give --log SIZE=PATH or --build DIR")
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    skip = set(filter(None, args.skip.split(",")))
     for size, path in logs.items():
         source = Path(path)
         work = args.work or source.parent
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{size}-", dir=work) as tmp:
-            results[size] = measure(size, source, Path(tmp), args.seconds)
-    cols = ["events", "start_cold_s", "start_s", "rss_mb", "submit_rps", "submit_p99_ms",
-            "rebuild_eps", "verify_eps", "replay_eps", "snapshot_mb"]  # fmt: skip
+            results[size] = measure(size, source, Path(tmp), args.seconds, args.cold, skip)
+    cols = ["events", "start_cold_s", "start_s", "start_cpu_s", "rss_mb", "submit_rps",
+            "submit_p99_ms", "submit_cpu_us", "rebuild_eps", "verify_eps", "replay_eps",
+            "rebuild_eps_cpu", "verify_eps_cpu", "replay_eps_cpu", "snapshot_mb"]  # fmt: skip
     print(f"{'size':>6} " + " ".join(f"{c:>13}" for c in cols))
     for size, r in results.items():
-        print(f"{size:>6} " + " ".join(f"{r[c]:>13}" for c in cols))
+        print(f"{size:>6} " + " ".join(f"{r[c]!s:>13}" for c in cols))
     print(f"load_avg={os.getloadavg()[0]:.1f} cpus={os.cpu_count()}")
     line = {f"{c}_{size}": r[c] for size, r in results.items() for c in cols if c != "events"}
     line.update({f"events_{size}": r["events"] for size, r in results.items()})
