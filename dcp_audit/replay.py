@@ -35,15 +35,16 @@ from typing import Any
 
 import msgspec
 
+from dcp_app.foldlog import FoldFault, fold_batches, no_gc, sqlite_batches
 from dcp_app.readmodel import PROJECTION
 from dcp_audit._beside import beside
-from dcp_audit._log import file_of, head, iter_rows, no_gc, open_readonly, seq_as_of
+from dcp_audit._log import file_of, head, open_readonly, seq_as_of
 from dcp_audit.errors import AuditFault
 from dcp_audit.verify import PARALLEL_MIN_EVENTS
 from dcp_events.codec import Codec, default_codec
 from dcp_events.errors import DecodeError
 from dcp_projections.errors import InvariantError
-from dcp_projections.fold import apply, check_all
+from dcp_projections.fold import check_all
 from dcp_projections.rows import POSTING_COLUMNS, TABLES, all_rows, posting_rows
 from dcp_projections.state import State
 
@@ -203,19 +204,12 @@ def _stored_seq(conn: sqlite3.Connection) -> int | None:
 
 
 def _fold(conn: sqlite3.Connection, state: State, seq: int, codec: Codec, batch_size: int) -> None:
-    """Fold events 1..seq into `state`; raises AuditFault naming the event that fails."""
-    decode, fold = codec.decode_payload, apply
-    for rows in iter_rows(conn, "seq, type, schema_version, payload", seq, batch_size):
-        for s, type_, schema_version, payload in rows:
-            try:
-                event = decode(type_, schema_version, payload)
-            except DecodeError as e:
-                raise AuditFault(s, "decode", str(e)) from None
-            try:
-                fold(state, s, event)
-            except InvariantError as e:
-                raise AuditFault(s, "invariant", str(e)) from None
-        state.touched.clear()  # write-back hints for the live service; unused here
+    """Fold events 1..seq into `state` (dcp_app.foldlog's loop); raises AuditFault naming the
+    event that fails."""
+    try:
+        fold_batches(state, sqlite_batches(conn, seq, batch_size=batch_size), codec)
+    except FoldFault as f:
+        raise AuditFault(f.seq, f.check, f.detail) from None
 
 
 @dataclass(frozen=True)
@@ -240,8 +234,7 @@ def compare_postings(
     decode = (codec or default_codec()).decode_payload
     collector = Report(head_seq=until_seq, seq=until_seq, as_of_us=None, stored_seq=None)
     n_postings = 0
-    columns = "seq, type, schema_version, payload, recorded_at_us"
-    for rows in iter_rows(conn, columns, until_seq, batch_size):
+    for rows in sqlite_batches(conn, until_seq, batch_size=batch_size):
         rebuilt: list[tuple[Any, ...]] = []
         for s, type_, schema_version, payload, recorded_at_us in rows:
             try:
