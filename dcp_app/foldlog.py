@@ -31,7 +31,7 @@ from typing import Any, Union
 import msgspec
 
 from dcp_events.codec import Codec, default_codec
-from dcp_events.errors import DecodeError
+from dcp_events.errors import DcpError, DecodeError
 from dcp_events.event import Event
 from dcp_events.store import EventStore
 from dcp_projections.errors import InvariantError
@@ -50,9 +50,11 @@ class FoldFault(Exception):
     """The event at `seq` cannot be folded: it does not decode (`check` "decode") or breaks a
     money rule (`check` "invariant"); a caller's `on_event` may raise its own checks."""
 
-    def __init__(self, seq: int, check: str, detail: str) -> None:
+    def __init__(self, seq: int, check: str, detail: str, error: DcpError | None = None) -> None:
         super().__init__(f"seq {seq}: {check}: {detail}")
         self.seq, self.check, self.detail = seq, check, detail
+        # The domain's own error (DecodeError, InvariantError) for callers that raise it on.
+        self.error: DcpError = error if error is not None else InvariantError(str(self))
 
 
 _FAST: dict[int, tuple[Codec, Callable[[Any], Event]]] = {}
@@ -85,7 +87,7 @@ def fold_rows(
     payload that does not decode) goes through `Codec.decode_payload`, which says why.
     """
     types, decode_fast, decode = codec.types, _fast_decoder(codec), codec.decode_payload
-    fold = apply if state is not None else _no_fold
+    fold: Callable[[Any, int, Event], object] = apply if state is not None else _no_fold
     for seq, type_, version, payload, at_us in rows:
         cls = types.get(type_)
         try:
@@ -99,13 +101,13 @@ def fold_rows(
             try:
                 event = decode(type_, version, payload)
             except DecodeError as e:
-                raise FoldFault(seq, "decode", str(e)) from None
+                raise FoldFault(seq, "decode", str(e), e) from None
         if on_event is not None:
             on_event(seq, event, at_us)
         try:
             fold(state, seq, event)
         except InvariantError as e:
-            raise FoldFault(seq, "invariant", str(e)) from None
+            raise FoldFault(seq, "invariant", str(e), e) from None
     if state is not None:
         state.touched.clear()
 

@@ -31,7 +31,6 @@ import structlog
 
 from dcp_app import foldlog
 from dcp_events.codec import Codec, default_codec
-from dcp_events.errors import DecodeError
 from dcp_events.event import Event
 from dcp_events.sqlite_store import apply_schema, open_connection
 from dcp_events.store import RecordedEvent, TxHook
@@ -182,9 +181,7 @@ def fold_log(
             flush if sink is not None else None,
         )
     except foldlog.FoldFault as f:
-        if f.check == "decode":
-            raise DecodeError(f"seq {f.seq}: {f.detail}") from None
-        raise InvariantError(f.detail) from None
+        raise f.error from None
     return state
 
 
