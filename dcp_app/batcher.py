@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -122,6 +123,9 @@ class CommandLoop:
     async def start(self) -> None:
         """Fold the log into memory and start the batch loop."""
         await self._load()
+        # What start-up built (the state, the modules) lives as long as the process: moved out
+        # of the cyclic collector's sight, it is not rescanned by every later full collection.
+        gc.freeze()
         self._loop_task = asyncio.create_task(self._run(), name="dcp-ledger-batches")
 
     async def close(self) -> None:
@@ -179,7 +183,8 @@ class CommandLoop:
                     st = loaded.path.stat()
                     self.last_snapshot = (state.seq, st.st_mtime, st.st_size)
                 log.info("snapshot_loaded", path=str(loaded.path), seq=state.seq)
-        await self._fold_log(state, versions, trim=True)
+        with foldlog.no_gc():
+            await self._fold_log(state, versions, trim=True)
         check_all(state)
         self.state, self._versions = state, versions
 

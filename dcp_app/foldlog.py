@@ -3,9 +3,10 @@ catch-up (dcp_app.batcher), the read-model rebuild (dcp_app.readmodel) and `dcp 
 and `replay` (dcp_audit).
 
 The loop takes the log in bounded batches of plain rows `(seq, type, schema_version, payload,
-recorded_at_us)`, decodes each event, shows it to the caller (`on_event`: a rebuild's posting
-rows, verify's postings check) and folds it with `dcp_projections.fold.apply`. A fault names
-the event: `FoldFault(seq, "decode" | "invariant", detail)`.
+recorded_at_us)`, decodes each event, shows a money event to the caller (`on_money`: a
+rebuild's posting rows, verify's postings check) and folds it with
+`dcp_projections.fold.apply`. A fault names the event: `FoldFault(seq, "decode" | "invariant",
+detail)`.
 
 Where the rows come from is the caller's, so the same fold runs over any backend:
 `store_batches` reads through the `EventStore` interface (SQLite or PostgreSQL), and
@@ -42,8 +43,9 @@ from dcp_projections.state import State
 Row = tuple[int, str, int, Any, int]
 ROW_COLUMNS = "seq, type, schema_version, CAST(payload AS BLOB), recorded_at_us"
 BATCH_SIZE = 20_000  # events per read: amortises the query, bounds the memory
-# Called with (seq, event, recorded_at_us) for each decoded event, before it is folded.
-OnEvent = Callable[[int, Event, int], None]
+# Called with (seq, event, recorded_at_us) for each decoded event that carries postings,
+# before it is folded (a rebuild's posting rows, verify's postings check).
+OnMoney = Callable[[int, Any, int], None]
 
 
 class FoldFault(Exception):
@@ -73,13 +75,13 @@ def fold_rows(
     state: State | None,
     rows: Sequence[Row],
     codec: Codec,
-    on_event: OnEvent | None = None,
+    on_money: OnMoney | None = None,
 ) -> None:
     """Decode and fold one batch of rows into `state`, in order; raises FoldFault at the
     first event that does not decode or breaks a money rule (the events before it are
     folded). The fold's write-back hints (`state.touched`) are dropped: whoever writes rows
     computes them itself. With `state` None the events are only decoded and shown to
-    `on_event` (`dcp audit verify --no-invariants`).
+    `on_money` (`dcp audit verify --no-invariants`).
 
     The hot path decodes a payload at its type's current schema version with the codec's
     prebuilt decoder directly (0.76 us an event here, against 0.94 us through
@@ -102,8 +104,8 @@ def fold_rows(
                 event = decode(type_, version, payload)
             except DecodeError as e:
                 raise FoldFault(seq, "decode", str(e), e) from None
-        if on_event is not None:
-            on_event(seq, event, at_us)
+        if on_money is not None and getattr(event, "postings", None):
+            on_money(seq, event, at_us)
         try:
             fold(state, seq, event)
         except InvariantError as e:
@@ -120,14 +122,14 @@ def fold_batches(
     state: State | None,
     batches: Iterable[Sequence[Row]],
     codec: Codec | None = None,
-    on_event: OnEvent | None = None,
+    on_money: OnMoney | None = None,
     after_batch: Callable[[Sequence[Row]], bool] | None = None,
 ) -> State | None:
     """Fold every batch into `state` (None: decode only) and return it. `after_batch`,
     called after each batch, may return True to stop there. Raises FoldFault (see `fold_rows`)."""
     codec = codec or default_codec()
     for rows in batches:
-        fold_rows(state, rows, codec, on_event)
+        fold_rows(state, rows, codec, on_money)
         if after_batch is not None and after_batch(rows):
             break
     return state

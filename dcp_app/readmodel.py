@@ -163,8 +163,7 @@ def fold_log(
     postings: PostingRows = []
 
     def collect(seq: int, event: Event, recorded_at_us: int) -> None:
-        if getattr(event, "postings", None):
-            postings.extend(posting_rows(seq, event, recorded_at_us))
+        postings.extend(posting_rows(seq, event, recorded_at_us))
 
     def flush(_rows: object) -> bool:
         if sink is not None and postings:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
@@ -34,7 +34,6 @@ from dcp_audit._log import file_of, head, open_readonly
 from dcp_audit.errors import AuditFault
 from dcp_events.chain import GENESIS_HASH
 from dcp_events.codec import Codec, default_codec
-from dcp_events.event import Event
 from dcp_projections.errors import InvariantError
 from dcp_projections.fold import check_all
 from dcp_projections.state import State
@@ -183,6 +182,7 @@ def check_chain(
     """Check sequence and hash chain of events 1..until_seq; stop at the first fault."""
     expect_seq = 1
     prev_hash = GENESIS_HASH
+    prev_raw = bytes.fromhex(GENESIS_HASH)
     for rows in sqlite_batches(conn, until_seq, batch_size=batch_size, columns=_CHAIN_COLUMNS):
         for (
             seq,
@@ -204,25 +204,29 @@ def check_chain(
                 detail = f"seq {seq} out of order after {expect_seq - 1}"
                 return ChainResult(expect_seq - 1, prev_hash, (seq, "sequence", detail))
             # canonical_bytes() inlined: this is the hot loop (tests check it against chain.py).
-            sb = str(seq).encode()
+            # The previous hash's raw bytes are the previous digest, kept: parsed from hex
+            # only where the event records another prev_hash than its predecessor's hash.
+            sb = b"%d" % seq
             sid = stream_id.encode()
-            ver = str(version).encode()
+            ver = b"%d" % version
             typ = type_.encode()
-            sv = str(schema_version).encode()
-            at = str(at_us).encode()
+            sv = b"%d" % schema_version
+            at = b"%d" % at_us
             act = actor.encode()
-            kb = (key or "").encode()
-            pay = payload
-            canonical = b"%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b," % (
-                len(sb), sb, len(sid), sid, len(ver), ver, len(typ), typ, len(sv), sv,
-                len(at), at, len(act), act, len(kb), kb, len(pay), pay,
-            )  # fmt: skip
-            try:
-                digest = sha256(bytes.fromhex(prev) + canonical).hexdigest()
-            except (ValueError, TypeError):
-                detail = f"prev_hash {prev!r} is not hex"
-                return ChainResult(seq - 1, prev_hash, (seq, "chain", detail))
-            if digest != h:
+            kb = key.encode() if key else b""
+            if prev == prev_hash:
+                raw = prev_raw
+            else:
+                try:
+                    raw = bytes.fromhex(prev)
+                except (ValueError, TypeError):
+                    detail = f"prev_hash {prev!r} is not hex"
+                    return ChainResult(seq - 1, prev_hash, (seq, "chain", detail))
+            digest = sha256(b"%b%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b," % (
+                raw, len(sb), sb, len(sid), sid, len(ver), ver, len(typ), typ, len(sv), sv,
+                len(at), at, len(act), act, len(kb), kb, len(payload), payload,
+            )).digest()  # fmt: skip
+            if digest.hex() != h:
                 detail = "hash does not match the event's contents (the event was altered)"
                 return ChainResult(seq - 1, prev_hash, (seq, "chain", detail))
             if prev != prev_hash:
@@ -237,7 +241,7 @@ def check_chain(
                     "the event was altered and its hash recomputed"
                 )
                 return ChainResult(seq - 1, prev_hash, (seq - 1, "chain", detail))
-            prev_hash = h
+            prev_hash, prev_raw = h, digest
             expect_seq = seq + 1
     return ChainResult(expect_seq - 1, prev_hash, None)
 
@@ -258,40 +262,53 @@ def check_contents(
     """
     state = State() if invariants else None
     balances: dict[str, int] = {}
-    counts = [0, 0]  # events decoded, money events
+    money_events = events = 0  # counted batch by batch (and up to a fault)
     stopped = False
 
-    def check_postings(seq: int, event: Event, _at: int) -> None:
-        counts[0] += 1
-        postings = getattr(event, "postings", None)
-        if postings:
-            counts[1] += 1
-            total = 0
-            for p in postings:
-                amount = p.amount_halala
-                total += amount
-                balances[p.account] = balances.get(p.account, 0) + amount
-            if total != 0:
-                raise FoldFault(seq, "postings", f"postings sum to {total} halala, not 0")
+    def check_postings(seq: int, event: Any, _at: int) -> None:
+        nonlocal money_events
+        money_events += 1
+        total = 0
+        for p in event.postings:
+            amount = p.amount_halala
+            total += amount
+            balances[p.account] = balances.get(p.account, 0) + amount
+        if total != 0:
+            raise FoldFault(seq, "postings", f"postings sum to {total} halala, not 0")
 
     def after_batch(rows: Sequence[tuple[Any, ...]]) -> bool:
-        nonlocal stopped
+        nonlocal stopped, events
+        events += len(rows)
         fault_seq = stop_at() if stop_at is not None else None
         stopped = fault_seq is not None and rows[-1][0] >= fault_seq
         return stopped
 
-    batches = sqlite_batches(conn, until_seq, batch_size=batch_size)
+    batches = _counted(sqlite_batches(conn, until_seq, batch_size=batch_size))
     try:
         fold_batches(state, batches, codec, check_postings, after_batch)
     except FoldFault as f:
-        # An event is counted once it decoded and passed every check.
-        events = counts[0] - (0 if f.check == "decode" else 1)
-        return ContentResult(events, counts[1], balances, (f.seq, f.check, f.detail))
-    events, money_events = counts
+        # The events of the batch before the one at fault passed every check.
+        before = next(i for i, r in enumerate(batches.current) if r[0] == f.seq)
+        return ContentResult(events + before, money_events, balances, (f.seq, f.check, f.detail))
     if stopped:
         return ContentResult(events, money_events, balances, None)
     fault = _check_end(state, until_seq, balances) if state is not None else None
     return ContentResult(events, money_events, balances, fault)
+
+
+class _counted:
+    """Batches, remembering the one being folded (to count the events before a fault)."""
+
+    def __init__(self, batches: Iterator[list[tuple[Any, ...]]]) -> None:
+        self._batches = batches
+        self.current: list[tuple[Any, ...]] = []
+
+    def __iter__(self) -> _counted:
+        return self
+
+    def __next__(self) -> list[tuple[Any, ...]]:
+        self.current = next(self._batches)
+        return self.current
 
 
 def _check_end(state: State, seq: int, balances: dict[str, int]) -> Fault | None:
