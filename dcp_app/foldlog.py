@@ -71,6 +71,11 @@ def _fast_decoder(codec: Codec) -> Callable[[Any], Event]:
     return hit[1]
 
 
+def _money_types(codec: Codec) -> frozenset[str]:
+    """The tags of the event types that carry postings."""
+    return frozenset(t for t, cls in codec.types.items() if "postings" in cls.__struct_fields__)
+
+
 def fold_rows(
     state: State | None,
     rows: Sequence[Row],
@@ -89,6 +94,9 @@ def fold_rows(
     payload that does not decode) goes through `Codec.decode_payload`, which says why.
     """
     types, decode_fast, decode = codec.types, _fast_decoder(codec), codec.decode_payload
+    # By row type, not getattr(event, "postings"): most events have no such field, and a
+    # missing attribute costs an exception raised and caught inside getattr.
+    money = _money_types(codec) if on_money is not None else frozenset()
     fold: Callable[[Any, int, Event], object] = apply if state is not None else _no_fold
     for seq, type_, version, payload, at_us in rows:
         cls = types.get(type_)
@@ -104,8 +112,8 @@ def fold_rows(
                 event = decode(type_, version, payload)
             except DecodeError as e:
                 raise FoldFault(seq, "decode", str(e), e) from None
-        if on_money is not None and getattr(event, "postings", None):
-            on_money(seq, event, at_us)
+        if type_ in money and event.postings:  # type: ignore[attr-defined]
+            on_money(seq, event, at_us)  # type: ignore[misc]
         try:
             fold(state, seq, event)
         except InvariantError as e:
