@@ -62,6 +62,7 @@ CLOSE_TIMEOUT_S = 10.0  # how long close() lets queued commands finish
 ENDED_IN_MEMORY = 10_000
 SNAPSHOT_EVERY_EVENTS = 100_000  # a snapshot after this many events since the last...
 SNAPSHOT_EVERY_S = 600.0  # ...or this long after it, if anything was appended
+FREEZE_AFTER_EVENTS = 100_000  # start-up freezes the state it folded from a log this long
 _REQUEUED = str(ev.JobRequeued.__struct_config__.tag)
 
 log = structlog.get_logger("dcp_app.service")
@@ -123,9 +124,12 @@ class CommandLoop:
     async def start(self) -> None:
         """Fold the log into memory and start the batch loop."""
         await self._load()
-        # What start-up built (the state, the modules) lives as long as the process: moved out
-        # of the cyclic collector's sight, it is not rescanned by every later full collection.
-        gc.freeze()
+        if self.state.seq >= FREEZE_AFTER_EVENTS:
+            # What start-up built (the state, the modules) lives as long as the process: out
+            # of the cyclic collector's sight, it is not rescanned by every full collection.
+            # Not for a small log (tests open many services in one process, and anything
+            # frozen is never collected).
+            gc.freeze()
         self._loop_task = asyncio.create_task(self._run(), name="dcp-ledger-batches")
 
     async def close(self) -> None:
