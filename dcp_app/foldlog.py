@@ -27,7 +27,7 @@ import contextlib
 import gc
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import msgspec
 
@@ -112,8 +112,8 @@ def fold_rows(
                 event = decode(type_, version, payload)
             except DecodeError as e:
                 raise FoldFault(seq, "decode", str(e), e) from None
-        if type_ in money and event.postings:  # type: ignore[attr-defined]
-            on_money(seq, event, at_us)  # type: ignore[misc]
+        if type_ in money and on_money is not None and cast(Any, event).postings:
+            on_money(seq, event, at_us)
         try:
             fold(state, seq, event)
         except InvariantError as e:
