@@ -228,8 +228,6 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 # Cycles that exist today and are being taken out; a new cycle, or one that grows, fails.
 # Delete an entry once its cycle is gone.
 KNOWN_CYCLES = [
-    # The adapter picks HTTP statuses from the routing layer (issue 10 item 6).
-    {"dcp_http.routing", "dcp_http.service"},
     # The endpoints package registers its modules on import, and they import its `api`.
     {
         f"dcp_http.endpoints{s}"

@@ -22,9 +22,9 @@ async def _ledger(env) -> None:
     done = await env.submit(rid)
     await env.submit(rid)  # stays queued behind the first on the one GPU
     (lease,) = await env.svc.claim_jobs(pid)
-    assert lease["job_id"] == done["job_id"]
+    assert lease.job_id == done.job_id
     await env.svc.report_result(
-        pid, lease["job_id"], lease["attempt"], "completed", exit_code=0, runtime_seconds=600
+        pid, lease.job_id, lease.attempt, "completed", exit_code=0, runtime_seconds=600
     )
 
 
