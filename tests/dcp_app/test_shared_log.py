@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from dcp_app.service import LedgerService
+from dcp_app.views import JobView
 from dcp_events.errors import StoreError
 from dcp_projections.errors import InsufficientFunds
 
@@ -50,7 +51,7 @@ async def test_two_services_on_one_postgresql_log_take_turns(env: Env, monkeypat
         pytest.skip("turns are the PostgreSQL store's (SQLite's test: a second writer)")
     rid = await env.renter(credit=0)
     probe = await env.renter()
-    cost = (await env.submit(probe))["cost_halala"]
+    cost = (await env.submit(probe)).cost_halala
     await env.svc.credit(rid, 50 * cost, "exactly-50")
     other_store = await open_store(env.db)
     other = await LedgerService.open(other_store, SETTINGS, clock=env.clock)
@@ -69,7 +70,7 @@ async def test_two_services_on_one_postgresql_log_take_turns(env: Env, monkeypat
             *(e.submit(rid) for _ in range(60) for e in (env, other_env)),
             return_exceptions=True,
         )
-        accepted = [o for o in outcomes if isinstance(o, dict)]
+        accepted = [o for o in outcomes if isinstance(o, JobView)]
         refused = [o for o in outcomes if isinstance(o, InsufficientFunds)]
         assert (len(accepted), len(refused)) == (50, 70), outcomes
         assert recovered == []
