@@ -22,7 +22,6 @@ are not (the next start then catches up).
 from __future__ import annotations
 
 import asyncio
-import gc
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
+from dcp_app import foldlog
 from dcp_app.readside import (
     ALL_TABLES,
     INSERT,
@@ -54,7 +54,7 @@ from dcp_events.event import Event
 from dcp_events.sqlite_store import apply_schema, open_connection
 from dcp_events.store import TxHook
 from dcp_projections import tables
-from dcp_projections.fold import apply, check_all
+from dcp_projections.fold import check_all
 from dcp_projections.rows import RowChanges, all_rows, posting_rows
 from dcp_projections.state import State
 
@@ -74,9 +74,6 @@ def write_changes(conn: sqlite3.Connection, changes: RowChanges) -> None:
         conn.executemany(sql, rows)
 
 
-_EVENT_COLUMNS = "seq, type, schema_version, payload, recorded_at_us"
-
-
 PostingRows = list[tuple[Any, ...]]
 
 
@@ -86,35 +83,36 @@ def fold_log(
     codec: Codec | None = None,
     sink: Callable[[PostingRows], None] | None = None,
 ) -> State:
-    """A state folded from the log read through `conn`, up to `until_seq` (inclusive).
+    """A state folded from the log read through `conn`, up to `until_seq` (inclusive), by the
+    one fold loop (dcp_app.foldlog).
 
     `sink`, when given, receives the posting rows of each batch of events as it is folded.
     Raises InvariantError on a fault, DecodeError on an event that does not fit its schema.
     Reads only the columns a fold needs (the hash chain is `dcp audit verify`'s business), in
     bounded batches.
     """
-    codec = codec or default_codec()
-    decode = codec.decode_payload
     state = State()
-    last = until_seq if until_seq is not None else 2**62
-    after = 0
-    while True:
-        rows = conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-            (after, last, READ_BATCH),
-        ).fetchall()
-        if not rows:
-            break
-        postings: PostingRows = []
-        for seq, type_, version, payload, recorded_at_us in rows:
-            event = decode(type_, version, payload)
-            apply(state, seq, event)
-            if sink is not None and getattr(event, "postings", None):
-                postings.extend(posting_rows(seq, event, recorded_at_us))
+    postings: PostingRows = []
+
+    def collect(seq: int, event: Event, recorded_at_us: int) -> None:
+        postings.extend(posting_rows(seq, event, recorded_at_us))
+
+    def flush(_rows: object) -> bool:
         if sink is not None and postings:
-            sink(postings)
-        after = rows[-1][0]
-        state.touched.clear()  # a rebuild writes every row; the set only costs memory here
+            sink(postings[:])
+            postings.clear()
+        return False
+
+    try:
+        foldlog.fold_batches(
+            state,
+            foldlog.sqlite_batches(conn, until_seq, batch_size=READ_BATCH),
+            codec or default_codec(),
+            collect if sink is not None else None,
+            flush if sink is not None else None,
+        )
+    except foldlog.FoldFault as f:
+        raise f.error from None
     return state
 
 
@@ -135,15 +133,8 @@ def rebuild(
     t0, cpu0 = time.perf_counter(), time.process_time()
     if into is None:  # (a new `into` file gets today's tables from the DDL)
         add_missing_columns(db_path)  # before any row names them
-    # A rebuild allocates millions of objects that all live to the end; the cyclic garbage
-    # collector would rescan them again and again for nothing (none form cycles).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with foldlog.no_gc():  # millions of objects that live to the end (dcp_app.foldlog)
         return _rebuild(db_path, until_seq, into, t0, cpu0)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _rebuild(

@@ -15,7 +15,6 @@ events table refuses it).
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ import structlog
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from dcp_app import foldlog
 from dcp_app.readside import (
     ALL_TABLES,
     PROJECTION,
@@ -43,7 +43,7 @@ from dcp_events.errors import StoreError
 from dcp_events.event import Event
 from dcp_events.store import TxHook
 from dcp_projections import tables
-from dcp_projections.fold import apply, check_all
+from dcp_projections.fold import check_all
 from dcp_projections.rows import POSTING_COLUMNS, TABLES, RowChanges, all_rows, posting_rows
 from dcp_projections.state import State
 
@@ -134,26 +134,30 @@ async def fold_log(
     sink: PostingSink | None = None,
 ) -> State:
     """A state folded from the log read through `conn`, up to `until_seq` (inclusive); `sink`,
-    when given, receives the posting rows of each batch of events as it is folded. The same
-    loop as dcp_app.readmodel.fold_log over a psycopg connection."""
-    decode = (codec or default_codec()).decode_payload
+    when given, receives the posting rows of each batch of events as it is folded. The one
+    fold loop (dcp_app.foldlog.fold_rows) over batches read through a psycopg connection.
+    Raises InvariantError on a fault, DecodeError on an event that does not fit its schema."""
+    codec = codec or default_codec()
     state = State()
+    postings: list[tuple[Any, ...]] = []
+
+    def collect(seq: int, event: Event, recorded_at_us: int) -> None:
+        postings.extend(posting_rows(seq, event, recorded_at_us))
+
     after = 0
     while True:
         cur = await conn.execute(_EVENTS, (after, until_seq, READ_BATCH))
         rows = await cur.fetchall()
         if not rows:
             break
-        postings: list[tuple[Any, ...]] = []
-        for seq, type_, version, payload, recorded_at_us in rows:
-            event = decode(type_, version, payload)
-            apply(state, seq, event)
-            if sink is not None and getattr(event, "postings", None):
-                postings.extend(posting_rows(seq, event, recorded_at_us))
+        try:
+            foldlog.fold_rows(state, rows, codec, collect if sink is not None else None)
+        except foldlog.FoldFault as f:
+            raise f.error from None
         if sink is not None and postings:
-            await sink(postings)
+            await sink(postings[:])
+            postings.clear()
         after = rows[-1][0]
-        state.touched.clear()  # a rebuild writes every row; the set only costs memory here
     return state
 
 
@@ -193,9 +197,8 @@ async def rebuild(
     lock) that they are behind, and return None when they are not. Raises InvariantError if the
     log breaks a money rule, DecodeError if an event does not decode; nothing changes then."""
     t0, cpu0 = time.perf_counter(), time.process_time()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # millions of objects that all live to the end (see readmodel.rebuild)
-    try:
+    # Millions of objects that all live to the end (dcp_app.foldlog).
+    with foldlog.no_gc():
         async with await _connect(dsn) as conn, conn.transaction():
             cur = await conn.execute(_HEAD_LOCK)
             row = await cur.fetchone()
@@ -208,9 +211,6 @@ async def rebuild(
                     return None
                 log.warning("read_models_rebuilding", reason=reason)
             events, n_rows = await _rebuild_locked(conn, head, until_seq)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     return RebuildReport(
         events=events,
         last_seq=events,
@@ -240,7 +240,8 @@ async def catch_up(dsn: str) -> RebuildReport | None:
 
 
 async def table_contents(dsn: str, table: str) -> list[tuple[Any, ...]]:
-    """Every row of a read-model table, sorted, for comparisons."""
+    """Every row of a read-model table, sorted, its columns in the spec's order (as
+    dcp_app.readmodel.table_contents), for comparisons."""
     async with await _connect(dsn) as conn:
         cur = await conn.execute(contents_sql(table))
         return sorted(await cur.fetchall(), key=repr)

@@ -9,7 +9,6 @@ unchanged on either log.
 from __future__ import annotations
 
 import contextlib
-import gc
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -162,43 +161,3 @@ def seq_as_of(conn: sqlite3.Connection, as_of_us: int) -> int:
         return int(row[0]) - 1
     last = head(conn)
     return last[0] if last else 0
-
-
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while folding a whole log.
-
-    A replay allocates millions of small tracked objects (decoded events, state entities) and
-    frees few, so every generation-2 collection rescans the whole growing state: on a
-    1,000,000-event log that cost more than the decoding itself. The fold builds no reference
-    cycles, so reference counting frees everything it drops; the collector resumes afterwards.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def iter_rows(
-    conn: sqlite3.Connection,
-    columns: str,
-    until_seq: int,
-    batch_size: int = 20_000,
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Batches of rows of `columns` (a fixed, comma-separated list starting with `seq`) for
-    events 1..until_seq, in sequence order.
-
-    The folds need four or five of the eleven columns; building full RecordedEvents
-    (dcp_events.sqlite_store.iter_event_batches) for them cost a third of a replay.
-    """
-    after = 0
-    query = f"SELECT {columns} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
-    while after < until_seq:
-        rows = conn.execute(query, (after, until_seq, batch_size)).fetchall()
-        if not rows:
-            return
-        after = rows[-1][0]
-        yield rows

@@ -35,15 +35,16 @@ from typing import Any
 
 import msgspec
 
+from dcp_app.foldlog import ROW_COLUMNS, FoldFault, fold_batches, no_gc, sqlite_batches
 from dcp_app.readmodel import PROJECTION
 from dcp_audit._beside import beside
-from dcp_audit._log import file_of, head, iter_rows, no_gc, open_readonly, seq_as_of
+from dcp_audit._log import file_of, head, open_readonly, seq_as_of
 from dcp_audit.errors import AuditFault
 from dcp_audit.verify import PARALLEL_MIN_EVENTS
 from dcp_events.codec import Codec, default_codec
 from dcp_events.errors import DecodeError
 from dcp_projections.errors import InvariantError
-from dcp_projections.fold import apply, check_all
+from dcp_projections.fold import check_all
 from dcp_projections.rows import POSTING_COLUMNS, TABLES, all_rows, posting_rows
 from dcp_projections.state import State
 
@@ -203,19 +204,12 @@ def _stored_seq(conn: sqlite3.Connection) -> int | None:
 
 
 def _fold(conn: sqlite3.Connection, state: State, seq: int, codec: Codec, batch_size: int) -> None:
-    """Fold events 1..seq into `state`; raises AuditFault naming the event that fails."""
-    decode, fold = codec.decode_payload, apply
-    for rows in iter_rows(conn, "seq, type, schema_version, payload", seq, batch_size):
-        for s, type_, schema_version, payload in rows:
-            try:
-                event = decode(type_, schema_version, payload)
-            except DecodeError as e:
-                raise AuditFault(s, "decode", str(e)) from None
-            try:
-                fold(state, s, event)
-            except InvariantError as e:
-                raise AuditFault(s, "invariant", str(e)) from None
-        state.touched.clear()  # write-back hints for the live service; unused here
+    """Fold events 1..seq into `state` (dcp_app.foldlog's loop); raises AuditFault naming the
+    event that fails."""
+    try:
+        fold_batches(state, sqlite_batches(conn, seq, batch_size=batch_size), codec)
+    except FoldFault as f:
+        raise AuditFault(f.seq, f.check, f.detail) from None
 
 
 @dataclass(frozen=True)
@@ -237,11 +231,22 @@ def compare_postings(
     """Compare the stored `postings` rows of events 1..until_seq with the rows the events
     carry, batch by batch. An event that does not decode is skipped here: the fold reports it.
     """
-    decode = (codec or default_codec()).decode_payload
+    codec = codec or default_codec()
+    decode = codec.decode_payload
     collector = Report(head_seq=until_seq, seq=until_seq, as_of_us=None, stored_seq=None)
     n_postings = 0
-    columns = "seq, type, schema_version, payload, recorded_at_us"
-    for rows in iter_rows(conn, columns, until_seq, batch_size):
+    # Only money events carry postings, and a row decodes only to its own type: the others
+    # (more than half of a log) need not be read or decoded here. Each stored range read
+    # runs from the last money event compared to the next, so no stored posting goes unseen.
+    money = [t for t, cls in codec.types.items() if "postings" in cls.__struct_fields__]
+    query = (
+        f"SELECT {ROW_COLUMNS} FROM events WHERE seq > ? AND seq <= ?"
+        f" AND type IN ({', '.join('?' * len(money))}) ORDER BY seq LIMIT ?"
+    )
+    after = 0
+    while True:
+        rows = conn.execute(query, (after, until_seq, *money, batch_size)).fetchall()
+        last = rows[-1][0] if rows else until_seq
         rebuilt: list[tuple[Any, ...]] = []
         for s, type_, schema_version, payload, recorded_at_us in rows:
             try:
@@ -250,10 +255,13 @@ def compare_postings(
                 continue
             if getattr(event, "postings", None):
                 rebuilt.extend(posting_rows(s, event, recorded_at_us))
-        stored = conn.execute(_POSTINGS_SQL, (rows[0][0], rows[-1][0])).fetchall()
+        stored = conn.execute(_POSTINGS_SQL, (after + 1, last)).fetchall()
         n_postings += len(rebuilt)
         if stored != rebuilt:
             _diff_postings(collector, stored, rebuilt)
+        if not rows or last >= until_seq:
+            break
+        after = last
     return PostingsResult(n_postings, until_seq, collector.differences, collector.differences_total)
 
 

@@ -23,27 +23,29 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
+from typing import Any
 
+from dcp_app.foldlog import FoldFault, fold_batches, no_gc, sqlite_batches
 from dcp_audit._beside import beside
-from dcp_audit._log import file_of, head, iter_rows, no_gc, open_readonly
+from dcp_audit._log import file_of, head, open_readonly
 from dcp_audit.errors import AuditFault
 from dcp_events.chain import GENESIS_HASH
 from dcp_events.codec import Codec, default_codec
-from dcp_events.errors import DecodeError
 from dcp_projections.errors import InvariantError
-from dcp_projections.fold import apply, check_all
+from dcp_projections.fold import check_all
 from dcp_projections.state import State
 
 BATCH_SIZE = 20_000  # rows per read: big enough to amortise the query, small enough to bound memory
 PARALLEL_MIN_EVENTS = 50_000  # below this a second process costs more than it saves
 CHECK_ORDER = {"sequence": 0, "chain": 1, "decode": 2, "postings": 3, "invariant": 4}
 
+# The payload as a BLOB: its UTF-8 bytes are what the hash covers, without a str between.
 _CHAIN_COLUMNS = (
     "seq, stream_id, stream_version, type, schema_version, recorded_at_us, actor,"
-    " idempotency_key, payload, prev_hash, hash"
+    " idempotency_key, CAST(payload AS BLOB), prev_hash, hash"
 )
 
 Fault = tuple[int, str, str]  # (seq, check, detail): plain data, so it crosses processes
@@ -180,7 +182,8 @@ def check_chain(
     """Check sequence and hash chain of events 1..until_seq; stop at the first fault."""
     expect_seq = 1
     prev_hash = GENESIS_HASH
-    for rows in iter_rows(conn, _CHAIN_COLUMNS, until_seq, batch_size):
+    prev_raw = bytes.fromhex(GENESIS_HASH)
+    for rows in sqlite_batches(conn, until_seq, batch_size=batch_size, columns=_CHAIN_COLUMNS):
         for (
             seq,
             stream_id,
@@ -201,25 +204,29 @@ def check_chain(
                 detail = f"seq {seq} out of order after {expect_seq - 1}"
                 return ChainResult(expect_seq - 1, prev_hash, (seq, "sequence", detail))
             # canonical_bytes() inlined: this is the hot loop (tests check it against chain.py).
-            sb = str(seq).encode()
+            # The previous hash's raw bytes are the previous digest, kept: parsed from hex
+            # only where the event records another prev_hash than its predecessor's hash.
+            sb = b"%d" % seq
             sid = stream_id.encode()
-            ver = str(version).encode()
+            ver = b"%d" % version
             typ = type_.encode()
-            sv = str(schema_version).encode()
-            at = str(at_us).encode()
+            sv = b"%d" % schema_version
+            at = b"%d" % at_us
             act = actor.encode()
-            kb = (key or "").encode()
-            pay = payload.encode()
-            canonical = b"%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b," % (
-                len(sb), sb, len(sid), sid, len(ver), ver, len(typ), typ, len(sv), sv,
-                len(at), at, len(act), act, len(kb), kb, len(pay), pay,
-            )  # fmt: skip
-            try:
-                digest = sha256(bytes.fromhex(prev) + canonical).hexdigest()
-            except (ValueError, TypeError):
-                detail = f"prev_hash {prev!r} is not hex"
-                return ChainResult(seq - 1, prev_hash, (seq, "chain", detail))
-            if digest != h:
+            kb = key.encode() if key else b""
+            if prev == prev_hash:
+                raw = prev_raw
+            else:
+                try:
+                    raw = bytes.fromhex(prev)
+                except (ValueError, TypeError):
+                    detail = f"prev_hash {prev!r} is not hex"
+                    return ChainResult(seq - 1, prev_hash, (seq, "chain", detail))
+            digest = sha256(b"%b%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b,%d:%b," % (
+                raw, len(sb), sb, len(sid), sid, len(ver), ver, len(typ), typ, len(sv), sv,
+                len(at), at, len(act), act, len(kb), kb, len(payload), payload,
+            )).digest()  # fmt: skip
+            if digest.hex() != h:
                 detail = "hash does not match the event's contents (the event was altered)"
                 return ChainResult(seq - 1, prev_hash, (seq, "chain", detail))
             if prev != prev_hash:
@@ -234,7 +241,7 @@ def check_chain(
                     "the event was altered and its hash recomputed"
                 )
                 return ChainResult(seq - 1, prev_hash, (seq - 1, "chain", detail))
-            prev_hash = h
+            prev_hash, prev_raw = h, digest
             expect_seq = seq + 1
     return ChainResult(expect_seq - 1, prev_hash, None)
 
@@ -253,41 +260,55 @@ def check_contents(
     `stop_at`, asked after each batch, may name a sequence where another pass already found a
     fault: once past it, no fault found here could come first, so the pass stops early.
     """
-    decode = (codec or default_codec()).decode_payload
     state = State() if invariants else None
     balances: dict[str, int] = {}
-    money_events = events = 0
-    for rows in iter_rows(conn, "seq, type, schema_version, payload", until_seq, batch_size):
-        for seq, type_, schema_version, payload in rows:
-            try:
-                event = decode(type_, schema_version, payload)
-            except DecodeError as e:
-                return ContentResult(events, money_events, balances, (seq, "decode", str(e)))
-            postings = getattr(event, "postings", None)
-            if postings:
-                money_events += 1
-                total = 0
-                for p in postings:
-                    amount = p.amount_halala
-                    total += amount
-                    balances[p.account] = balances.get(p.account, 0) + amount
-                if total != 0:
-                    detail = f"postings sum to {total} halala, not 0"
-                    return ContentResult(events, money_events, balances, (seq, "postings", detail))
-            if state is not None:
-                try:
-                    apply(state, seq, event)
-                except InvariantError as e:
-                    return ContentResult(events, money_events, balances, (seq, "invariant", str(e)))
-            events += 1
-        if state is not None:
-            state.touched.clear()  # the fold's write-back hints; nobody writes rows here
-        if stop_at is not None:
-            fault_seq = stop_at()
-            if fault_seq is not None and rows[-1][0] >= fault_seq:
-                return ContentResult(events, money_events, balances, None)
+    money_events = events = 0  # counted batch by batch (and up to a fault)
+    stopped = False
+
+    def check_postings(seq: int, event: Any, _at: int) -> None:
+        nonlocal money_events
+        money_events += 1
+        total = 0
+        for p in event.postings:
+            amount = p.amount_halala
+            total += amount
+            balances[p.account] = balances.get(p.account, 0) + amount
+        if total != 0:
+            raise FoldFault(seq, "postings", f"postings sum to {total} halala, not 0")
+
+    def after_batch(rows: Sequence[tuple[Any, ...]]) -> bool:
+        nonlocal stopped, events
+        events += len(rows)
+        fault_seq = stop_at() if stop_at is not None else None
+        stopped = fault_seq is not None and rows[-1][0] >= fault_seq
+        return stopped
+
+    batches = _counted(sqlite_batches(conn, until_seq, batch_size=batch_size))
+    try:
+        fold_batches(state, batches, codec, check_postings, after_batch)
+    except FoldFault as f:
+        # The events of the batch before the one at fault passed every check.
+        before = next(i for i, r in enumerate(batches.current) if r[0] == f.seq)
+        return ContentResult(events + before, money_events, balances, (f.seq, f.check, f.detail))
+    if stopped:
+        return ContentResult(events, money_events, balances, None)
     fault = _check_end(state, until_seq, balances) if state is not None else None
     return ContentResult(events, money_events, balances, fault)
+
+
+class _counted:
+    """Batches, remembering the one being folded (to count the events before a fault)."""
+
+    def __init__(self, batches: Iterator[list[tuple[Any, ...]]]) -> None:
+        self._batches = batches
+        self.current: list[tuple[Any, ...]] = []
+
+    def __iter__(self) -> _counted:
+        return self
+
+    def __next__(self) -> list[tuple[Any, ...]]:
+        self.current = next(self._batches)
+        return self.current
 
 
 def _check_end(state: State, seq: int, balances: dict[str, int]) -> Fault | None:

@@ -188,7 +188,7 @@ async def test_memory_stays_flat_while_ended_jobs_accumulate(tmp_path):
                     rid, spec(), GpuRequirements(gpu_type="H100"), idempotency_key=f"{key}{i}"
                 )
             while svc.state.queue:
-                await svc.heartbeat(pid, running_job_ids=svc.leases_of(pid))
+                await svc.heartbeat(pid, running_job_ids=sorted(svc.state.providers[pid].leased))
                 for lease in await svc.claim_jobs(pid):
                     await svc.report_result(
                         pid, lease.job_id, lease.attempt, "completed", runtime_seconds=1
