@@ -15,7 +15,8 @@ from typing import Any
 import msgspec
 
 from dcp_app import views as v
-from dcp_app.readside import PROJECTION, Reads, open_read_side
+from dcp_app.read_sides import open_read_side
+from dcp_app.readside import PROJECTION, Reads
 from dcp_app.views import rfc3339
 from dcp_projections import ledger
 from dcp_projections.presence import heartbeat_bounds, presence

@@ -2,8 +2,8 @@
 up and rebuilt from the log) and `Reads` (the async query executor `dcp_app.queries` runs on),
 with a SQLite implementation (dcp_app.readmodel) and a PostgreSQL one (dcp_app.readmodel_pg).
 
-Open the read side of a ledger named by a string with `open_read_side(db)`: a path is SQLite,
-a `postgresql://` URL is PostgreSQL (the same string that names the event store).
+Open the read side of a ledger named by a string with `dcp_app.read_sides.open_read_side(db)`:
+a path is SQLite, a `postgresql://` URL is PostgreSQL (the same string that names the store).
 
 The SQL is written once, with `?` placeholders; `to_dialect` translates it for psycopg. What
 differs between the backends and cannot be written once (reading a field of an event's JSON
@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Awaitable, Sequence
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -37,11 +36,6 @@ PROJECTION = "read_models"
 # The projection_state row whose last_seq is `tables_fingerprint()` of the tables written.
 SCHEMA_ROW = "read_models_tables"
 ALL_TABLES = (*TABLES, "postings")
-
-
-def is_postgres(db: str | Path) -> bool:
-    """Whether `db` names a PostgreSQL ledger (a postgresql:// URL) rather than a SQLite file."""
-    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
 
 
 def to_dialect(sql: str, dialect: Dialect) -> str:
@@ -252,21 +246,6 @@ class ReadModels(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-async def open_read_side(db: str | Path) -> ReadModels:
-    """The read models of the ledger named by `db`: a SQLite file path, or a postgresql:// URL.
-
-    The schema must exist (opening the event store on `db` applies it). Nothing is rebuilt
-    here: call `catch_up()` before serving reads.
-    """
-    if is_postgres(db):
-        from dcp_app.readmodel_pg import PostgresReadModels
-
-        return await PostgresReadModels.open(str(db))
-    from dcp_app.readmodel import SqliteReadModels
-
-    return SqliteReadModels(str(db))
 
 
 def contents_sql(table: str) -> str:

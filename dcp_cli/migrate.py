@@ -269,7 +269,7 @@ def _stream(src: sqlite3.Connection, head_seq: int, write: Any) -> str:
 async def _rebuild_read_models(url: str) -> RebuildReport:
     """Rebuild the target's read models from its log (the fold runs every money invariant),
     as `dcp serve` would at its first start, so the ledger serves at once."""
-    from dcp_app.readside import open_read_side
+    from dcp_app.read_sides import open_read_side
 
     models = await open_read_side(url)
     try:

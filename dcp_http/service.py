@@ -15,7 +15,7 @@ import os
 import msgspec
 
 from dcp_app.queries import Queries
-from dcp_app.readside import open_read_side
+from dcp_app.read_sides import open_read_side
 from dcp_app.service import LedgerService
 from dcp_events import catalogue as ev
 from dcp_events import is_postgres, open_store

@@ -239,10 +239,6 @@ KNOWN_CYCLES = [
         f"dcp_http.web.pages.{p}"
         for p in ("account", "admin", "admin_topups", "provider", "public", "renter", "wallet")
     },
-    # The read side's opener (readside.open_read_side) imports its backend's module inside the
-    # function, and each backend imports the read side's shared SQL; out once the opener has a
-    # module of its own.
-    {"dcp_app.readside", "dcp_app.readmodel", "dcp_app.readmodel_pg"},
 ]
 
 

@@ -11,9 +11,10 @@ import pytest
 
 from dcp_app import readmodel, readmodel_pg
 from dcp_app.queries import Queries
-from dcp_app.readside import ALL_TABLES, is_postgres
+from dcp_app.readside import ALL_TABLES
 from dcp_app.service import LedgerService
 from dcp_events.catalogue import ContainerSpec, GpuRequirements
+from dcp_events.opener import is_postgres
 from dcp_events.postgres_store import PostgresEventStore
 from dcp_events.sqlite_store import SqliteEventStore, open_connection
 from dcp_projections.settings import Settings

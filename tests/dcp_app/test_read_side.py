@@ -10,13 +10,13 @@ import psycopg
 import pytest
 
 from dcp_app import readmodel, readmodel_pg
+from dcp_app.read_sides import open_read_side
 from dcp_app.readmodel import SqliteReadModels
 from dcp_app.readmodel_pg import PostgresReadModels
 from dcp_app.readside import (
     ALL_TABLES,
     PROJECTION,
     SCHEMA_ROW,
-    open_read_side,
     to_dialect,
 )
 from dcp_events._append import COLUMNS
