@@ -105,7 +105,9 @@ class ServiceAdapter:
         writable = self.ledger.ready and (
             is_postgres(self.config.db) or os.access(self.config.db, os.W_OK)
         )
-        caught_up = projection_seq == head_seq
+        # The head is read first: a batch committed between the two reads moves the read
+        # models past it (they commit with the events), which is caught up, not behind.
+        caught_up = projection_seq >= head_seq
         return out.Readiness(
             status="ready" if writable and caught_up else "not_ready",
             store_writable=writable,
