@@ -30,7 +30,8 @@ from dcp_http.openapi import build_openapi
 from dcp_http.ratelimit import RateLimitMiddleware
 from dcp_http.routing import RouteTable
 from dcp_http.service import ServiceAdapter, open_service
-from dcp_http.web.site import Site, is_web_path, not_found, web_routes
+from dcp_http.web.shared import Site
+from dcp_http.web.site import is_web_path, not_found, web_routes
 
 log = structlog.get_logger("dcp_http")
 

@@ -4,12 +4,10 @@ Handlers are thin: the routing layer has already authenticated and decoded; a ha
 the service adapter and returns its response type.
 """
 
-from dcp_http.routing import Api
-
-api = Api()
-
 # Registration happens on import, in this order: the router tries routes in it, so the busy
 # ones (submit, heartbeat, polls, results) come first. It is also the order in /openapi.json.
-from dcp_http.endpoints import jobs, providers, renters, admin, payments, system  # noqa: E402, I001
+# Each module registers on the table in `_api`, which imports none of them.
+from dcp_http.endpoints import jobs, providers, renters, admin, payments, system  # noqa: I001
+from dcp_http.endpoints._api import api
 
 __all__ = ["admin", "api", "jobs", "payments", "providers", "renters", "system"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dcp_http import requests as inp
 from dcp_http import responses as out
 from dcp_http.auth import ADMIN
-from dcp_http.endpoints import api
+from dcp_http.endpoints._api import api
 from dcp_http.routing import Call
 
 A = (ADMIN,)

@@ -10,7 +10,7 @@ import msgspec
 
 from dcp_http import topup_types as tt
 from dcp_http.auth import ADMIN, RENTER
-from dcp_http.endpoints import api
+from dcp_http.endpoints._api import api
 from dcp_http.endpoints.jobs import idempotency_key
 from dcp_http.errors import InvalidRequest, NotFound
 from dcp_http.payments import Payments, PaymentsDisabled

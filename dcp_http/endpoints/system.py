@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from dcp_http import responses as out
-from dcp_http.endpoints import api
+from dcp_http.endpoints._api import api
 from dcp_http.errors import Unavailable
 from dcp_http.routing import Call
 

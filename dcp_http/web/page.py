@@ -29,7 +29,7 @@ from dcp_http.web.sessions import COOKIE, Session
 
 if TYPE_CHECKING:
     from dcp_http.service import ServiceAdapter
-    from dcp_http.web.site import Site
+    from dcp_http.web.shared import Site
 
 log = structlog.get_logger("dcp_http.web")
 

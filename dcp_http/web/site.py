@@ -1,4 +1,7 @@
-"""The web plane as routes for the app: pages, static files, and the pieces they share."""
+"""The web plane as routes for the app: every page, the static files, and the HTML 404.
+
+The one module that imports the pages; what they share (`Site`) is in `shared.py`.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +10,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.staticfiles import StaticFiles
 
-from dcp_http.config import RateLimit, ServerConfig
-from dcp_http.ratelimit import TokenBuckets
 from dcp_http.web import i18n
 from dcp_http.web.headers import HEADERS, NO_STORE, WebHeaders
 from dcp_http.web.pages import account, admin, admin_topups, provider, public, renter, wallet
-from dcp_http.web.render import STATIC, templates
-from dcp_http.web.sessions import COOKIE, SessionStore
-
-# Sign-in attempts per client address: enough for typing a key wrong a few times, too few to
-# guess one (a key has 128 random bits; this only keeps the log and the CPU quiet).
-SIGNIN_LIMIT = RateLimit(10, 60.0)
-
-
-class Site:
-    """What the pages share: templates, sessions, and the sign-in and sign-up throttles."""
-
-    def __init__(self, config: ServerConfig) -> None:
-        self.config = config
-        self.templates = templates()
-        self.sessions = SessionStore()
-        self.signin_buckets = TokenBuckets({"web": SIGNIN_LIMIT, "default": SIGNIN_LIMIT})
-        register = config.rate_limit_table.get("register", SIGNIN_LIMIT)
-        self.signup_buckets = TokenBuckets({"web": register, "default": register})
-
+from dcp_http.web.render import STATIC
+from dcp_http.web.sessions import COOKIE
+from dcp_http.web.shared import Site
 
 GET, POST, BOTH = ["GET"], ["POST"], ["GET", "POST"]
 
