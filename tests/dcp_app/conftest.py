@@ -144,6 +144,17 @@ async def sqlite_env(tmp_path: Path) -> AsyncIterator[Env]:
         yield e
 
 
+@pytest.fixture
+async def postgres_env(tmp_path: Path, pg_server_dsn: str) -> AsyncIterator[Env]:
+    """`env` on PostgreSQL only (for what only the PostgreSQL store has: its turns)."""
+    name, url = create_database(pg_server_dsn, "dcp_app")
+    try:
+        async for e in _env(url, tmp_path / "dcp.db"):
+            yield e
+    finally:
+        drop_database(pg_server_dsn, name)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """What names a fresh, empty ledger on each backend (nothing opened on it yet)."""

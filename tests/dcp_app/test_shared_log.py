@@ -43,12 +43,12 @@ async def test_a_batch_whose_commit_went_unheard_is_not_decided_again(env: Env, 
     assert await _submitted(env) == 2 and env.svc.state.held(rid) == 2 * cost
 
 
-async def test_two_services_on_one_postgresql_log_take_turns(env: Env, monkeypatch):
+async def test_two_services_on_one_postgresql_log_take_turns(postgres_env: Env, monkeypatch):
     """Two services (two nodes) on one PostgreSQL log, 60 concurrent submits through each
     against funds for 50: exactly 50 accepted, and no batch failed on a stale head (each
     decided in its turn, on the state after the other's batches)."""
-    if env.backend != "postgres":
-        pytest.skip("turns are the PostgreSQL store's (SQLite's test: a second writer)")
+    # Turns are the PostgreSQL store's (SQLite's counterpart: the second-writer tests).
+    env = postgres_env
     rid = await env.renter(credit=0)
     probe = await env.renter()
     cost = (await env.submit(probe)).cost_halala
