@@ -352,9 +352,15 @@ class Queries:
 
     # --- gateway top-ups ---------------------------------------------------------------------
 
-    async def topup(self, topup_id: str) -> dict[str, Any] | None:
-        """The `topups` row, or None. The caller checks it is the asker's."""
-        return await self._one("SELECT * FROM topups WHERE topup_id = ?", (topup_id,))
+    async def topup(self, topup_id: str, renter_id: str | None = None) -> v.TopUpView | None:
+        """The top-up view (as `dcp_app.views.topup_view`), or None if unknown or, when
+        `renter_id` is given, not that renter's."""
+        sql, params = "SELECT * FROM topups WHERE topup_id = ?", [topup_id]
+        if renter_id is not None:
+            sql += " AND renter_id = ?"
+            params.append(renter_id)
+        row = await self._one(sql, tuple(params))
+        return None if row is None else _topup_view(row)
 
     async def topups(
         self,
@@ -362,9 +368,10 @@ class Queries:
         status: str | None = None,
         limit: int = 50,
         before: tuple[int, str] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> v.TopUpsPage:
         """Top-ups, newest first, of one renter and/or in one status, created before the
-        (created_at_us, topup_id) cursor `before`."""
+        (created_at_us, topup_id) cursor `before`, and the cursor of the next page
+        (`created_at_us:topup_id`; None: none)."""
         sql = "SELECT * FROM topups WHERE 1 = 1"
         params: list[Any] = []
         if renter_id is not None:
@@ -376,21 +383,27 @@ class Queries:
         if before is not None:
             sql += " AND (created_at_us, topup_id) < (?, ?)"
             params += [before[0], before[1]]
+        n = _limit(limit)
         sql += " ORDER BY created_at_us DESC, topup_id DESC LIMIT ?"
-        return await self._all(sql, (*params, _limit(limit)))
+        rows = await self._all(sql, (*params, n + 1))
+        more = len(rows) > n
+        rows = rows[:n]
+        nxt = f"{rows[-1]['created_at_us']}:{rows[-1]['topup_id']}" if more and rows else None
+        return v.TopUpsPage(topups=[_topup_view(r) for r in rows], next_cursor=nxt)
 
     async def topups_to_reconcile(
         self, updated_before_us: int, after: tuple[int, str], limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[v.TopUpView]:
         """Pending and refunding top-ups not changed since `updated_before_us`, in
         (updated_at_us, topup_id) order after the cursor `after`: the reconcile sweep's next
         bounded page."""
-        return await self._all(
+        rows = await self._all(
             "SELECT * FROM topups WHERE status IN ('pending', 'refunding')"
             " AND updated_at_us <= ? AND (updated_at_us, topup_id) > (?, ?)"
             " ORDER BY updated_at_us, topup_id LIMIT ?",
             (updated_before_us, after[0], after[1], _limit(limit)),
         )
+        return [_topup_view(r) for r in rows]
 
     # --- platform ----------------------------------------------------------------------------
 
@@ -593,4 +606,22 @@ def _job_view(row: dict[str, Any], queue_position: int | None) -> v.JobView:
         ended_at=rfc3339(row["ended_at_us"]),
         exit_code=row["exit_code"],
         error=row["error"],
+    )
+
+
+def _topup_view(row: dict[str, Any]) -> v.TopUpView:
+    """A `topups` row as the top-up view `dcp_app.views.topup_view` builds from the state."""
+    return v.TopUpView(
+        topup_id=row["topup_id"],
+        renter_id=row["renter_id"],
+        status=row["status"],
+        amount_halala=row["amount_halala"],
+        checkout_url=row["checkout_url"],
+        invoice_id=row["invoice_id"],
+        payment_id=row["payment_id"],
+        reason=row["reason"],
+        gateway_amount_halala=row["gateway_amount_halala"],
+        gateway_currency=row["gateway_currency"],
+        created_at=rfc3339(row["created_at_us"]),
+        updated_at=rfc3339(row["updated_at_us"]),
     )

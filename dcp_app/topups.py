@@ -1,27 +1,23 @@
 """Gateway top-up commands of the application service (docs/payments.md).
 
 `TopUps` puts the top-up commands through the ledger service's batch loop and answers with
-the top-up's read-model row from the state right after its events were folded. It does no
-I/O of its own: the gateway is called by `dcp_http.payments`, which tells this module what the
-gateway said.
+the top-up's view (`dcp_app.views.TopUpView`, the Struct the reads answer with too) from the
+state right after its events were folded. It does no I/O of its own: the gateway is called by
+`dcp_http.payments`, which tells this module what the gateway said.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from dcp_app.service import LedgerService
+from dcp_app.views import TopUpView, topup_view
 from dcp_events.event import Event
 from dcp_projections import commands as cmd
 from dcp_projections.errors import NotFound
-from dcp_projections.rows import topup_row
 from dcp_projections.state import State
-
-TopUpView = dict[str, Any]
 
 
 def _view(state: State, topup_id: str) -> TopUpView:
-    return topup_row(state.topups[topup_id])
+    return topup_view(state.topups[topup_id])
 
 
 class TopUps:

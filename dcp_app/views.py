@@ -6,8 +6,8 @@ command and a later read are the same type with the same fields. They are the AP
 they go on the wire: the HTTP layer encodes them as they are (SPEC: amounts in integer
 halala, times as RFC 3339 strings in UTC with microseconds, `*_at`).
 
-The builders at the end (`job_view`, `lease_view`, `provider_view`, ...) read the domain's
-state; `dcp_app.queries` builds the same Structs from rows.
+The builders at the end (`job_view`, `lease_view`, `provider_view`, `topup_view`, ...) read
+the domain's state; `dcp_app.queries` builds the same Structs from rows.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Literal, overload
 
 import msgspec
 
-from dcp_events.catalogue import Priority
+from dcp_events.catalogue import Priority, TopUpStatus
 from dcp_projections.presence import Presence, presence
 from dcp_projections.settings import Settings
-from dcp_projections.state import Job, JobStatus, Price, Provider, State, Withdrawal
+from dcp_projections.state import Job, JobStatus, Price, Provider, State, TopUp, Withdrawal
 
 ApprovalStatus = Literal["pending", "approved"]
 WithdrawalStatus = Literal["pending", "completed", "rejected"]
@@ -42,6 +42,13 @@ def rfc3339(us: int | None) -> str | None:
     if us is None:
         return None
     return (_EPOCH + dt.timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def micros(at: str) -> int:
+    """The inverse of `rfc3339`: `2026-01-01T00:00:00.000000Z` -> integer microseconds since
+    the epoch (exact: the string carries all six fraction digits)."""
+    t = dt.datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return (t - _EPOCH) // dt.timedelta(microseconds=1)
 
 
 # The class names and docstrings are the OpenAPI document's component names and descriptions
@@ -257,6 +264,39 @@ class WithdrawalView(View):
     decided_at: str | None
 
 
+# --- gateway top-ups ------------------------------------------------------------------------
+
+
+class TopUpView(View):
+    topup_id: str
+    renter_id: str
+    status: TopUpStatus
+    amount_halala: int
+    checkout_url: str | None
+    invoice_id: str | None
+    payment_id: str | None
+    reason: str
+    # What the gateway said about a disputed payment (null otherwise).
+    gateway_amount_halala: int | None
+    gateway_currency: str | None
+    created_at: str
+    updated_at: str
+
+    # The gateway flows (dcp_http.payments) time their requests and cursors in microseconds.
+    @property
+    def created_at_us(self) -> int:
+        return micros(self.created_at)
+
+    @property
+    def updated_at_us(self) -> int:
+        return micros(self.updated_at)
+
+
+class TopUpsPage(View):
+    topups: list[TopUpView]
+    next_cursor: str | None
+
+
 # --- platform ------------------------------------------------------------------------------
 
 
@@ -375,6 +415,23 @@ def withdrawal_view(w: Withdrawal) -> WithdrawalView:
 def balance_view(state: State, renter_id: str) -> Balance:
     available, held = state.available(renter_id), state.held(renter_id)
     return Balance(balance_halala=available + held, held_halala=held, available_halala=available)
+
+
+def topup_view(t: TopUp) -> TopUpView:
+    return TopUpView(
+        topup_id=t.topup_id,
+        renter_id=t.renter_id,
+        status=t.status,
+        amount_halala=t.amount_halala,
+        checkout_url=t.checkout_url,
+        invoice_id=t.invoice_id,
+        payment_id=t.payment_id,
+        reason=t.reason,
+        gateway_amount_halala=t.gateway_amount_halala,
+        gateway_currency=t.gateway_currency,
+        created_at=rfc3339(t.created_at_us),
+        updated_at=rfc3339(t.updated_at_us),
+    )
 
 
 def price_view(p: Price) -> PriceView:

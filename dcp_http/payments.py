@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-from typing import Any
+from typing import Literal
 
 import structlog
 
 from dcp_app.queries import Queries
 from dcp_app.service import LedgerService
-from dcp_app.topups import TopUps, TopUpView
+from dcp_app.topups import TopUps
+from dcp_app.views import TopUpView
+from dcp_events.catalogue import TopUpStatus
 from dcp_events.errors import DcpError
 from dcp_http.config import ServerConfig
 from dcp_http.errors import ApiError, Unauthorized
@@ -76,29 +78,29 @@ class Payments:
         pending, and a repeat with the same Idempotency-Key or the sweep finds its invoice),
         and the domain's errors."""
         view, new = await self.topups.request(renter_id, amount_halala, idempotency_key)
-        if view["invoice_id"] is not None or view["status"] != "pending":
+        if view.invoice_id is not None or view.status != "pending":
             return view
         if not new:
             found = await self._recover_invoice(view)
             if found is None:
                 raise GatewayError(
-                    f"the invoice of top-up {view['topup_id']} is not confirmed yet; retry later"
+                    f"the invoice of top-up {view.topup_id} is not confirmed yet; retry later"
                 )
             return found
         try:
             invoice = await self.client.create_invoice(
                 amount_halala=amount_halala,
                 currency=CURRENCY,
-                description=f"DCP balance top-up {view['topup_id']}",
-                metadata={METADATA_KEY: view["topup_id"]},
-                success_url=self._return_url(view["topup_id"]),
-                back_url=self._return_url(view["topup_id"]),
-                expired_at=self._expiry(view["created_at_us"]),
+                description=f"DCP balance top-up {view.topup_id}",
+                metadata={METADATA_KEY: view.topup_id},
+                success_url=self._return_url(view.topup_id),
+                back_url=self._return_url(view.topup_id),
+                expired_at=self._expiry(view.created_at_us),
             )
         except GatewayRefused as e:
             await self.topups.observe(
                 cmd.ObserveTopUp(
-                    topup_id=view["topup_id"],
+                    topup_id=view.topup_id,
                     source="request",
                     invoice_status="failed",
                     reason=f"the gateway refused the invoice (HTTP {e.http_status})",
@@ -106,20 +108,20 @@ class Payments:
             )
             raise
         except GatewayError:
-            log.warning("topup_invoice_unknown", topup_id=view["topup_id"])
+            log.warning("topup_invoice_unknown", topup_id=view.topup_id)
             raise
-        return await self._record(view["topup_id"], invoice)
+        return await self._record(view.topup_id, invoice)
 
     async def _record(self, topup_id: str, invoice: Invoice) -> TopUpView:
         return await self.topups.record_invoice(topup_id, invoice.id, invoice.url)
 
-    async def _recover_invoice(self, view: dict[str, Any]) -> TopUpView | None:
+    async def _recover_invoice(self, view: TopUpView) -> TopUpView | None:
         """The invoice the gateway holds for this top-up (by our metadata), recorded; None if
         it holds none. Raises GatewayError."""
-        for invoice in await self.client.invoices_with(METADATA_KEY, view["topup_id"]):
+        for invoice in await self.client.invoices_with(METADATA_KEY, view.topup_id):
             meta = invoice.metadata or {}
-            if meta.get(METADATA_KEY) == view["topup_id"]:
-                return await self._record(view["topup_id"], invoice)
+            if meta.get(METADATA_KEY) == view.topup_id:
+                return await self._record(view.topup_id, invoice)
         return None
 
     def _return_url(self, topup_id: str) -> str:
@@ -143,7 +145,9 @@ class Payments:
         if not hmac.compare_digest(token.encode(), expected.encode()):
             raise Unauthorized("invalid webhook token")
 
-    async def notified(self, payment_id: str) -> tuple[str | None, str]:
+    async def notified(
+        self, payment_id: str
+    ) -> tuple[str | None, TopUpStatus | Literal["ignored"]]:
         """Decide on the payment the gateway says `payment_id` is: (top-up id, its status),
         (None, "ignored") for a payment that is not of one of our invoices. Raises
         GatewayError when the gateway cannot be asked (the gateway retries the webhook, and
@@ -160,21 +164,21 @@ class Payments:
             log.info("webhook_ignored", payment_id=payment_id)
             return None, "ignored"
         view, changed = await self.topups.observe(_observation(topup_id, payment, "webhook"))
-        log.info("webhook", topup_id=topup_id, status=view["status"], changed=changed)
-        return topup_id, str(view["status"])
+        log.info("webhook", topup_id=topup_id, status=view.status, changed=changed)
+        return topup_id, view.status
 
     # --- reconcile -------------------------------------------------------------------------
 
-    async def reconcile(self, view: dict[str, Any], now_us: int) -> bool:
+    async def reconcile(self, view: TopUpView, now_us: int) -> bool:
         """Ask the gateway about one pending or refunding top-up and decide on the answer.
         True when the top-up changed. Raises GatewayError."""
-        topup_id = view["topup_id"]
-        if view["status"] == "refunding":
+        topup_id = view.topup_id
+        if view.status == "refunding":
             return await self._reconcile_refund(view, now_us)
-        if view["invoice_id"] is None:
+        if view.invoice_id is None:
             # Its invoice POST may still be in flight (whatever the reconcile delay is set to):
             # wait until that request has surely timed out.
-            if self._in_flight(view["created_at_us"], now_us):
+            if self._in_flight(view.created_at_us, now_us):
                 return False
             found = await self._recover_invoice(view)
             if found is None:
@@ -190,7 +194,8 @@ class Payments:
                 )
                 return changed
             view = found
-        invoice = await self.client.invoice(view["invoice_id"])
+        assert view.invoice_id is not None  # it had one, or `_recover_invoice` recorded one
+        invoice = await self.client.invoice(view.invoice_id)
         changed = False
         for payment_id in _paid_payment_ids(invoice):
             payment = await self.client.payment(payment_id)
@@ -217,15 +222,15 @@ class Payments:
         rows = await self.queries.topups_to_reconcile(cutoff, self._cursor, limit)
         # A short page is the end: the next round starts from the oldest again.
         last = rows[-1] if len(rows) == limit else None
-        self._cursor = (last["updated_at_us"], last["topup_id"]) if last else (0, "")
+        self._cursor = (last.updated_at_us, last.topup_id) if last else (0, "")
         changed = 0
         for row in rows:
             try:
                 changed += await self.reconcile(row, now_us)
             except GatewayError as e:
-                log.warning("topup_reconcile_deferred", topup_id=row["topup_id"], error=str(e))
+                log.warning("topup_reconcile_deferred", topup_id=row.topup_id, error=str(e))
             except DcpError as e:  # a domain refusal: logged, never stops the round
-                log.error("topup_reconcile_refused", topup_id=row["topup_id"], error=str(e))
+                log.error("topup_reconcile_refused", topup_id=row.topup_id, error=str(e))
         return changed
 
     # --- refund ----------------------------------------------------------------------------
@@ -237,10 +242,11 @@ class Payments:
         view = await self.topups.refund(topup_id)
         return await self._send_refund(view)
 
-    async def _send_refund(self, view: dict[str, Any]) -> TopUpView:
-        topup_id = view["topup_id"]
+    async def _send_refund(self, view: TopUpView) -> TopUpView:
+        topup_id = view.topup_id
+        assert view.payment_id is not None  # refunding: the credited payment is recorded
         try:
-            payment = await self.client.refund(view["payment_id"], view["amount_halala"])
+            payment = await self.client.refund(view.payment_id, view.amount_halala)
         except GatewayRefused as e:
             return await self.topups.settle_refund(
                 topup_id, False, f"the gateway refused the refund (HTTP {e.http_status})"
@@ -248,25 +254,26 @@ class Payments:
         except GatewayError:
             log.warning("topup_refund_unknown", topup_id=topup_id)
             return view
-        if _refunded(payment, view["amount_halala"]):
+        if _refunded(payment, view.amount_halala):
             return await self.topups.settle_refund(topup_id, True)
         return view
 
-    async def _reconcile_refund(self, view: dict[str, Any], now_us: int) -> bool:
-        payment = await self.client.payment(view["payment_id"])
-        if _refunded(payment, view["amount_halala"]):
-            await self.topups.settle_refund(view["topup_id"], True)
+    async def _reconcile_refund(self, view: TopUpView, now_us: int) -> bool:
+        assert view.payment_id is not None  # refunding: the credited payment is recorded
+        payment = await self.client.payment(view.payment_id)
+        if _refunded(payment, view.amount_halala):
+            await self.topups.settle_refund(view.topup_id, True)
             return True
         if (
             payment.status in PAID_STATUSES
             and payment.refunded == 0
-            and not self._in_flight(view["updated_at_us"], now_us)
+            and not self._in_flight(view.updated_at_us, now_us)
         ):
             # The gateway shows no refund, and our refund request is older than the reconcile
             # delay and any gateway timeout, so none of ours is still in flight: ask again
             # (refused -> reversed).
             after = await self._send_refund(view)
-            return bool(after["status"] != "refunding")
+            return after.status != "refunding"
         return False
 
     def _in_flight(self, since_us: int, now_us: int) -> bool:
@@ -287,10 +294,12 @@ def open_payments(config: ServerConfig, ledger: LedgerService, queries: Queries)
     return Payments(config, TopUps(ledger), queries, client)
 
 
-def _observation(topup_id: str, payment: Payment, source: str) -> cmd.ObserveTopUp:
+def _observation(
+    topup_id: str, payment: Payment, source: Literal["webhook", "sweep"]
+) -> cmd.ObserveTopUp:
     return cmd.ObserveTopUp(
         topup_id=topup_id,
-        source=source,  # type: ignore[arg-type]
+        source=source,
         invoice_id=payment.invoice_id or "",
         payment_id=payment.id,
         payment_status=payment.status,

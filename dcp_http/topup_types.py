@@ -12,10 +12,26 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+# A top-up as the API shows it is dcp_app's own view Struct, encoded as it is: the same one
+# answers a command (dcp_app.topups) and a read (dcp_app.queries).
+from dcp_app.views import TopUpsPage, TopUpView
+from dcp_events.catalogue import TopUpStatus
 from dcp_http.requests import AmountHalala, Body, Query
 from dcp_http.responses import Out
 
-TopUpStatus = Literal["pending", "paid", "failed", "expired", "disputed", "refunding", "refunded"]
+__all__ = [
+    "AdminTopUpsQuery",
+    "CreateTopUp",
+    "TopUpReply",
+    "TopUpStatus",
+    "TopUpView",
+    "TopUpsPage",
+    "TopUpsQuery",
+    "WebhookBody",
+    "WebhookPayment",
+    "WebhookReply",
+]
+
 # The gateway's ids are UUIDs; anything else in a notification is not one of its payments.
 GatewayId = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -47,29 +63,8 @@ class WebhookBody(msgspec.Struct, kw_only=True):
     data: WebhookPayment
 
 
-class TopUpView(Out):
-    topup_id: str
-    renter_id: str
-    status: TopUpStatus
-    amount_halala: int
-    checkout_url: str | None
-    invoice_id: str | None
-    payment_id: str | None
-    reason: str
-    # What the gateway said about a disputed payment (null otherwise).
-    gateway_amount_halala: int | None
-    gateway_currency: str | None
-    created_at: str
-    updated_at: str
-
-
 class TopUpReply(Out):
     topup: TopUpView
-
-
-class TopUpsPage(Out):
-    topups: list[TopUpView]
-    next_cursor: str | None
 
 
 class WebhookReply(Out):

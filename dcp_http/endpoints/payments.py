@@ -4,17 +4,12 @@ answers 503 `payments_disabled`."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
-
 from dcp_http import topup_types as tt
 from dcp_http.auth import ADMIN, RENTER
 from dcp_http.endpoints._api import api
 from dcp_http.endpoints.jobs import idempotency_key
 from dcp_http.errors import InvalidRequest, NotFound
 from dcp_http.payments import Payments, PaymentsDisabled
-from dcp_http.responses import rfc3339
 from dcp_http.routing import Call
 
 R = (RENTER,)
@@ -26,15 +21,6 @@ def _payments(call: Call) -> Payments:
     if payments is None:
         raise PaymentsDisabled("payments are not configured on this server")
     return payments
-
-
-def view(row: dict[str, Any]) -> tt.TopUpView:
-    """A `topups` row (or the service's view of one) as the API shows it."""
-    d = dict(row)
-    d["created_at"] = rfc3339(d.pop("created_at_us"))
-    d["updated_at"] = rfc3339(d.pop("updated_at_us"))
-    d.pop("last_seq", None)
-    return msgspec.convert(d, tt.TopUpView)
 
 
 def _cursor(raw: str | None) -> tuple[int, str] | None:
@@ -52,11 +38,7 @@ async def _page(
     call: Call, renter_id: str | None, status: str | None, q: tt.TopUpsQuery
 ) -> tt.TopUpsPage:
     _payments(call)
-    rows = await call.service.queries.topups(renter_id, status, q.limit + 1, _cursor(q.cursor))
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    nxt = f"{rows[-1]['created_at_us']}:{rows[-1]['topup_id']}" if more and rows else None
-    return tt.TopUpsPage(topups=[view(r) for r in rows], next_cursor=nxt)
+    return await call.service.queries.topups(renter_id, status, q.limit, _cursor(q.cursor))
 
 
 @api.endpoint(
@@ -77,8 +59,7 @@ async def _page(
 async def create_topup(call: Call) -> tt.TopUpReply:
     payments = _payments(call)
     key = idempotency_key(call)
-    row = await payments.create(call.subject, call.body.amount_halala, key)
-    return tt.TopUpReply(topup=view(row))
+    return tt.TopUpReply(topup=await payments.create(call.subject, call.body.amount_halala, key))
 
 
 @api.endpoint(
@@ -106,10 +87,10 @@ async def list_topups(call: Call) -> tt.TopUpsPage:
 )
 async def get_topup(call: Call) -> tt.TopUpReply:
     _payments(call)
-    row = await call.service.queries.topup(call.path["topup_id"])
-    if row is None or row["renter_id"] != call.subject:
+    topup = await call.service.queries.topup(call.path["topup_id"], renter_id=call.subject)
+    if topup is None:
         raise NotFound("top-up not found")
-    return tt.TopUpReply(topup=view(row))
+    return tt.TopUpReply(topup=topup)
 
 
 @api.endpoint(
@@ -126,7 +107,7 @@ async def webhook(call: Call) -> tt.WebhookReply:
     payments = _payments(call)
     payments.check_token(call.body.secret_token)
     topup_id, status = await payments.notified(call.body.data.id)
-    return tt.WebhookReply(topup_id=topup_id, status=status)  # type: ignore[arg-type]
+    return tt.WebhookReply(topup_id=topup_id, status=status)
 
 
 @api.endpoint(
@@ -153,5 +134,4 @@ async def admin_topups(call: Call) -> tt.TopUpsPage:
     tag="admin",
 )
 async def refund_topup(call: Call) -> tt.TopUpReply:
-    row = await _payments(call).refund(call.path["topup_id"])
-    return tt.TopUpReply(topup=view(row))
+    return tt.TopUpReply(topup=await _payments(call).refund(call.path["topup_id"]))

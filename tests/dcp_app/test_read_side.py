@@ -215,7 +215,7 @@ async def test_every_query_answers_on_each_backend(env: Env):
     assert provider.state == "online" and provider.paused is False
     assert [(g.model, g.vram_total_mb) for g in provider.gpus] == [("H100", 81_920)]
     assert [p.provider_id for p in await q.marketplace(now, SETTINGS)] == [pid]
-    assert await q.withdrawals() == [] and await q.topups(renter_id=rid) == []
+    assert await q.withdrawals() == [] and (await q.topups(renter_id=rid)).topups == []
     assert await q.topups_to_reconcile(now, (0, ""), 10) == []
     prices = {p.gpu_model: p.halala_per_gpu_hour for p in await q.pricing()}
     assert prices["H100"] == 709

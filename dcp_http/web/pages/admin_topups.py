@@ -26,20 +26,20 @@ async def topups(c: Ctx) -> Response:
             raise NotFound("no such action")
         # InsufficientFunds (402) and a top-up not paid (409) become the error page with
         # their message; nothing is ledgered for either.
-        row = await payments.refund(c.field("topup_id")[:100])
+        topup = await payments.refund(c.field("topup_id")[:100])
         done = {
             "refunded": c._("Top-up refunded."),
             "refunding": c._("Refund asked of the gateway; its answer is not in yet."),
-        }.get(row["status"], c._("The gateway refused the refund; the balance was restored."))
-        return c.redirect("/admin/topups?status=" + row["status"], done)
+        }.get(topup.status, c._("The gateway refused the refund; the balance was restored."))
+        return c.redirect("/admin/topups?status=" + topup.status, done)
     status = c.request.query_params.get("status") or None
     if status is not None and status not in STATUSES:
         raise NotFound("no such status")
-    rows = await c.service.queries.topups(None, status, PAGE, None) if payments else []
+    listed = await c.service.queries.topups(None, status, PAGE, None) if payments else None
     return c.render(
         "admin_topups.html",
         payments=payments is not None,
-        topups=rows,
+        topups=listed.topups if listed else [],
         status=status or "",
         statuses=STATUSES,
         labels=labels(c),

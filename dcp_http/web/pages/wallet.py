@@ -20,6 +20,7 @@ from dcp_http.auth import RENTER
 from dcp_http.errors import NotFound
 from dcp_http.moyasar import GatewayError, GatewayRefused
 from dcp_http.payments import PaymentsDisabled
+from dcp_http.topup_types import TopUpView
 from dcp_http.web.forms import sar_to_halala
 from dcp_http.web.headers import CSP
 from dcp_http.web.i18n import sar
@@ -42,9 +43,9 @@ def labels(c: Ctx) -> dict[str, str]:
     }
 
 
-def _explain(c: Ctx, row: dict[str, Any]) -> str:
+def _explain(c: Ctx, topup: TopUpView) -> str:
     """What the state of a top-up means for the renter's balance."""
-    amount = sar(row["amount_halala"])
+    amount = sar(topup.amount_halala)
     return {
         "pending": c._(
             "Waiting for the payment gateway to confirm the payment. Nothing has been added"
@@ -61,7 +62,7 @@ def _explain(c: Ctx, row: dict[str, Any]) -> str:
         ),
         "refunding": c._("A refund of %(amount)s SAR is in progress.", amount=amount),
         "refunded": c._("%(amount)s SAR was refunded to your card.", amount=amount),
-    }[row["status"]]
+    }[topup.status]
 
 
 def bounds_message(c: Ctx) -> str:
@@ -76,16 +77,17 @@ def bounds_message(c: Ctx) -> str:
 async def _wallet(c: Ctx, status: int = 200, **extra: Any) -> Response:
     rid = c.session.subject_id
     payments = c.service.payments is not None
-    topups: list[dict[str, Any]] = []
-    shown = None
+    topups: list[TopUpView] = []
+    shown, explain = None, ""
     if payments:
-        topups = await c.service.queries.topups(rid, None, LISTED, None)
+        topups = (await c.service.queries.topups(rid, None, LISTED, None)).topups
         wanted = c.request.query_params.get("topup")
         if wanted:
-            shown = await c.service.queries.topup(wanted[:100])
-            if shown is None or shown["renter_id"] != rid:  # another renter's: not there
+            # Another renter's top-up is not there, like an unknown one.
+            shown = await c.service.queries.topup(wanted[:100], renter_id=rid)
+            if shown is None:
                 raise NotFound("top-up not found")
-            shown = {**shown, "explain": _explain(c, shown)}
+            explain = _explain(c, shown)
     values = {
         "amount": c.field("amount"),
         "token": c.field("token") or secrets.token_urlsafe(16),
@@ -98,6 +100,7 @@ async def _wallet(c: Ctx, status: int = 200, **extra: Any) -> Response:
         payments=payments,
         topups=topups,
         shown=shown,
+        explain=explain,
         labels=labels(c),
         hint=bounds_message(c),
         values=values,
@@ -130,7 +133,9 @@ async def start_topup(c: Ctx) -> Response:
     token = c.field("token")[:100]
     fresh = {"token": secrets.token_urlsafe(16)}
     try:
-        row = await payments.create(c.session.subject_id, amount, f"web-{token}" if token else None)
+        topup = await payments.create(
+            c.session.subject_id, amount, f"web-{token}" if token else None
+        )
     except ValidationError:  # the domain's bounds: no top-up recorded, nothing sent
         return await _wallet(c, 400, errors={"amount": bounds_message(c)})
     except IdempotencyKeyReused:  # this form was sent before with another amount
@@ -148,10 +153,10 @@ async def start_topup(c: Ctx) -> Response:
             " balance; please try again in a moment."
         )
         return await _wallet(c, 503, problem=problem)
-    url = row["checkout_url"]
-    if row["status"] == "pending" and url and url.startswith(checkout + "/"):
+    url = topup.checkout_url
+    if topup.status == "pending" and url and url.startswith(checkout + "/"):
         return c.redirect(url)
     # A repeat of a form whose top-up is already decided: show it rather than pay again (or
     # a checkout elsewhere than configured, which the browser would refuse to follow: the
     # wallet links to it instead).
-    return c.redirect(f"/wallet?topup={row['topup_id']}")
+    return c.redirect(f"/wallet?topup={topup.topup_id}")
