@@ -224,8 +224,7 @@ def peer_eventsourcing(dsn: str, r: int, n: int) -> tuple[int, float]:
 
 # --- the API part: submits through `dcp serve` nodes on this PostgreSQL ---------------------
 
-ADMIN_TOKEN = "bench-admin-token-0123456789abcdefgh"
-IMAGE = "dcp-test/busybox:1"
+IMAGE = "dcp-test/busybox:1"  # the image bench_api.submitter allowlists
 SUBMIT_BODY = json.dumps(
     {
         "container_spec": {"image": IMAGE, "command": ["true"]},
@@ -353,28 +352,14 @@ def api_run(
             ports = [api.free_port() for _ in range(nodes)]
             for port in ports:  # one at a time: the first applies the schema
                 cmd = [sys.executable, "-m", "dcp_cli", "serve", "--port", str(port),
-                       "--no-rate-limits", "--admin-token", ADMIN_TOKEN]  # fmt: skip
+                       "--no-rate-limits", "--admin-token", api.ADMIN_TOKEN]  # fmt: skip
                 procs.append(api.start(cmd, port, env))
             base = f"http://127.0.0.1:{ports[0]}"
             if balanced:
                 lb_port = api.free_port()
                 procs.append(start_nginx(Path(tmp), lb_port, ports))
                 base = f"http://127.0.0.1:{lb_port}"
-            admin = {"x-admin-token": ADMIN_TOKEN}
-            r = httpx.post(
-                f"{base}/api/renters/register", json={"name": "bench", "email": "b@example.com"}
-            )
-            r.raise_for_status()
-            renter = r.json()
-            httpx.post(
-                f"{base}/api/admin/images", json={"reference": IMAGE}, headers=admin
-            ).raise_for_status()
-            httpx.post(
-                f"{base}/api/admin/renters/{renter['renter_id']}/credit",
-                json={"amount_halala": 10**12, "reference": "bench", "reason": "bench"},
-                headers=admin,
-            ).raise_for_status()
-            headers = {"content-type": "application/json", "x-renter-key": renter["api_key"]}
+            headers = api.submitter(base)  # a funded renter, the image allowed
             target = f"{base}/api/jobs/submit"
             api.wrk(target, headers, SUBMIT_BODY, clients, warmup)  # warm-up, not counted
             node_pids = [p.pid for p in procs[:nodes]]

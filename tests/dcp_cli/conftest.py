@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from tests.dcp_events.conftest import _url_for
-from tests.pg import drop_database
+from tests.pg import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,8 +34,6 @@ def simulated_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def pg_url(pg_server_dsn: str) -> Iterator[str]:
     """A postgresql:// URL of a fresh, empty database of its own; dropped afterwards."""
-    name = f"dcp_cli_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _url_for(pg_server_dsn, name)
+    name, url = create_database(pg_server_dsn, "dcp_cli")
+    yield url
     drop_database(pg_server_dsn, name)

@@ -9,39 +9,23 @@ from __future__ import annotations
 
 import inspect
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 from dcp_events.postgres_store import PostgresEventStore
 from dcp_events.sqlite_store import SqliteEventStore
 from dcp_events.store import EventStore, NewEvent, RecordedEvent
-from tests.pg import drop_database
-
-
-def _url_for(server_dsn: str, dbname: str) -> str:
-    """A postgresql:// URL for database `dbname` on the server of `server_dsn` (a URL, so that
-    tools telling a PostgreSQL log from a SQLite path by its scheme take it for what it is)."""
-    p = {k: str(v) for k, v in conninfo_to_dict(server_dsn).items()}
-    auth = quote(p.get("user", ""), safe="")
-    if "password" in p:
-        auth += ":" + quote(p["password"], safe="")
-    host = p.get("host", "localhost")
-    return f"postgresql://{auth}@{host}:{p.get('port', '5432')}/{quote(dbname, safe='')}"
+from tests.pg import create_database, drop_database
 
 
 @pytest.fixture
 def pg_dsn(pg_server_dsn: str) -> Iterator[str]:
     """A fresh, empty database of its own for one test; dropped afterwards."""
-    name = f"dcp_st_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _url_for(pg_server_dsn, name)
+    name, url = create_database(pg_server_dsn, "dcp_st")
+    yield url
     drop_database(pg_server_dsn, name)
 
 

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from dcp_replicator.errors import SourceError
 from dcp_replicator.source import PostgresSource, SqliteSource, open_source
 from dcp_replicator.tables import MIRRORED
-from tests.dcp_events.conftest import _url_for
-from tests.pg import drop_database
+from tests.pg import create_database, drop_database
 
 from .conftest import _normal, assert_mirrored, head_seq
 
@@ -47,10 +44,7 @@ def simulated_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def ledger_url(pg_server_dsn: str, simulated_log: Path) -> Iterator[str]:
     """A PostgreSQL ledger holding the simulated log, moved over by `dcp migrate`."""
-    name = f"dcp_rs_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _url_for(pg_server_dsn, name)
+    name, url = create_database(pg_server_dsn, "dcp_rs")
     done = dcp("migrate", "--from", str(simulated_log), "--to", url)
     assert done.returncode == 0, done.stderr
     yield url
@@ -129,8 +123,6 @@ async def test_what_is_not_a_ledger_is_a_source_error(pg_url_empty: str) -> None
 
 @pytest.fixture
 def pg_url_empty(pg_server_dsn: str) -> Iterator[str]:
-    name = f"dcp_rs_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _url_for(pg_server_dsn, name)
+    name, url = create_database(pg_server_dsn, "dcp_rs")
+    yield url
     drop_database(pg_server_dsn, name)

@@ -7,37 +7,21 @@ skip, unless DCP_REQUIRE_POSTGRES is set (CI), where they fail.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
 
-import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
-from tests.pg import drop_database
+from tests.pg import create_database, drop_database
 
 from ._nodes import Node
-
-
-def url_for(server_dsn: str, dbname: str) -> str:
-    """A postgresql:// URL for database `dbname` on the server of `server_dsn`."""
-    p = {k: str(v) for k, v in conninfo_to_dict(server_dsn).items()}
-    auth = quote(p.get("user", ""), safe="")
-    if "password" in p:
-        auth += ":" + quote(p["password"], safe="")
-    host = p.get("host", "localhost")
-    return f"postgresql://{auth}@{host}:{p.get('port', '5432')}/{quote(dbname, safe='')}"
 
 
 @pytest.fixture
 def pg_url(pg_server_dsn: str) -> Iterator[str]:
     """A fresh, empty database of its own for one test, as a URL; dropped afterwards."""
-    name = f"dcp_mn_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield url_for(pg_server_dsn, name)
+    name, url = create_database(pg_server_dsn, "dcp_mn")
+    yield url
     drop_database(pg_server_dsn, name)
 
 
