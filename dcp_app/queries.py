@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from dcp_app import views as v
 from dcp_app.read_sides import open_read_side
 from dcp_app.readside import PROJECTION, Reads
@@ -26,8 +24,6 @@ from dcp_projections.state import DEFAULT_PRICE_KEY, SEED_PRICES, gpu_key
 from dcp_projections.streams import renter_stream
 
 MAX_LIMIT = 500
-_json = msgspec.json.Decoder()
-_gpus = msgspec.json.Decoder(list[v.GpuInfoOut])
 # The domain's queue order (dcp_projections.state.State.enqueue): priority rank, then the
 # sequence of the job's submit event, which the `jobs` table stores as `submit_seq`.
 _RANK = "CASE priority " + " ".join(f"WHEN '{n}' THEN {r}" for n, r in PRIORITY_RANK.items())
@@ -110,7 +106,7 @@ class Queries:
 
     async def _job_views(self, rows: list[dict[str, Any]]) -> list[v.JobView]:
         positions = await self._queue_positions(rows)
-        return [_job_view(r, positions.get(r["job_id"])) for r in rows]
+        return [v.job_view_of_row(r, positions.get(r["job_id"])) for r in rows]
 
     async def job(
         self, job_id: str, *, renter_id: str | None = None, provider_id: str | None = None
@@ -133,7 +129,7 @@ class Queries:
         if row is None:
             return None
         queued = row["status"] == "queued"
-        return _job_view(row, await self._queue_position(row) if queued else None)
+        return v.job_view_of_row(row, await self._queue_position(row) if queued else None)
 
     async def job_owner(self, job_id: str) -> str | None:
         """The renter of a job, or None if unknown: how the service finds the stream of an
@@ -275,24 +271,11 @@ class Queries:
             (ledger.provider_earnings(provider_id), ledger.provider_payout_pending(provider_id)),
         )
         by = {r["account_id"]: r["balance_halala"] for r in accounts}
-        return v.ProviderProfile(
-            provider_id=row["provider_id"],
-            name=row["name"],
-            email=row["email"],
-            gpu_model=row["gpu_model"],
-            gpu_count=row["gpu_count"],
-            vram_gb=row["vram_gb"],
-            approval_status=row["approval_status"],
-            paused=bool(row["paused"]),
-            suspended=bool(row["suspended"]),
-            state=presence(row["last_heartbeat_us"], now_us, settings),
-            accepting_jobs=bool(row["accepting_jobs"]),
-            daemon_version=row["daemon_version"],
-            last_heartbeat_at=rfc3339(row["last_heartbeat_us"]),
-            gpus=_gpus.decode(row["gpus_json"]),
-            created_at=rfc3339(row["created_at_us"]),
-            earnings_halala=by.get(ledger.provider_earnings(provider_id), 0),
-            payout_pending_halala=by.get(ledger.provider_payout_pending(provider_id), 0),
+        return v.provider_view_of_row(
+            row,
+            presence(row["last_heartbeat_us"], now_us, settings),
+            by.get(ledger.provider_earnings(provider_id), 0),
+            by.get(ledger.provider_payout_pending(provider_id), 0),
         )
 
     async def marketplace(self, now_us: int, settings: Settings) -> list[v.MarketplaceEntry]:
@@ -337,18 +320,7 @@ class Queries:
             params.append(provider_id)
         sql += " ORDER BY requested_at_us, withdrawal_id LIMIT ? OFFSET ?"
         rows = await self._all(sql, (*params, _limit(limit), max(0, int(offset))))
-        return [
-            v.WithdrawalView(
-                withdrawal_id=r["withdrawal_id"],
-                provider_id=r["provider_id"],
-                amount_halala=r["amount_halala"],
-                iban=r["iban"],
-                status=r["status"],
-                requested_at=rfc3339(r["requested_at_us"]),
-                decided_at=rfc3339(r["decided_at_us"]),
-            )
-            for r in rows
-        ]
+        return [v.withdrawal_view_of_row(r) for r in rows]
 
     # --- gateway top-ups ---------------------------------------------------------------------
 
@@ -360,7 +332,7 @@ class Queries:
             sql += " AND renter_id = ?"
             params.append(renter_id)
         row = await self._one(sql, tuple(params))
-        return None if row is None else _topup_view(row)
+        return None if row is None else v.topup_view_of_row(row)
 
     async def topups(
         self,
@@ -389,7 +361,7 @@ class Queries:
         more = len(rows) > n
         rows = rows[:n]
         nxt = f"{rows[-1]['created_at_us']}:{rows[-1]['topup_id']}" if more and rows else None
-        return v.TopUpsPage(topups=[_topup_view(r) for r in rows], next_cursor=nxt)
+        return v.TopUpsPage(topups=[v.topup_view_of_row(r) for r in rows], next_cursor=nxt)
 
     async def topups_to_reconcile(
         self, updated_before_us: int, after: tuple[int, str], limit: int
@@ -403,7 +375,7 @@ class Queries:
             " ORDER BY updated_at_us, topup_id LIMIT ?",
             (updated_before_us, after[0], after[1], _limit(limit)),
         )
-        return [_topup_view(r) for r in rows]
+        return [v.topup_view_of_row(r) for r in rows]
 
     # --- platform ----------------------------------------------------------------------------
 
@@ -574,54 +546,3 @@ class Queries:
             )
             for row in rows
         ]
-
-
-def _job_view(row: dict[str, Any], queue_position: int | None) -> v.JobView:
-    """A `jobs` row as the job view `dcp_app.views.job_view` builds from the state."""
-    return v.JobView(
-        job_id=row["job_id"],
-        renter_id=row["renter_id"],
-        status=row["status"],
-        provider_id=row["provider_id"],
-        requested_provider_id=row["requested_provider_id"],
-        image=row["image"],
-        command=_json.decode(row["command_json"]),
-        gpu_type=row["gpu_type"],
-        min_vram_gb=row["min_vram_gb"],
-        gpu_count=row["gpu_count"],
-        priority=row["priority"],
-        max_duration_seconds=row["max_duration_seconds"],
-        rate_halala_per_hour=row["rate_halala_per_hour"],
-        cost_halala=row["cost_halala"],
-        actual_cost_halala=row["actual_cost_halala"],
-        refunded_halala=row["refunded_halala"],
-        provider_earned_halala=row["provider_earned_halala"],
-        platform_fee_halala=row["platform_fee_halala"],
-        attempt=row["attempt"],
-        queue_position=queue_position,
-        lease_expires_at=rfc3339(row["lease_expires_us"]),
-        submitted_at=rfc3339(row["submitted_at_us"]),
-        assigned_at=rfc3339(row["assigned_at_us"]),
-        started_at=rfc3339(row["started_at_us"]),
-        ended_at=rfc3339(row["ended_at_us"]),
-        exit_code=row["exit_code"],
-        error=row["error"],
-    )
-
-
-def _topup_view(row: dict[str, Any]) -> v.TopUpView:
-    """A `topups` row as the top-up view `dcp_app.views.topup_view` builds from the state."""
-    return v.TopUpView(
-        topup_id=row["topup_id"],
-        renter_id=row["renter_id"],
-        status=row["status"],
-        amount_halala=row["amount_halala"],
-        checkout_url=row["checkout_url"],
-        invoice_id=row["invoice_id"],
-        payment_id=row["payment_id"],
-        reason=row["reason"],
-        gateway_amount_halala=row["gateway_amount_halala"],
-        gateway_currency=row["gateway_currency"],
-        created_at=rfc3339(row["created_at_us"]),
-        updated_at=rfc3339(row["updated_at_us"]),
-    )

@@ -6,8 +6,11 @@ command and a later read are the same type with the same fields. They are the AP
 they go on the wire: the HTTP layer encodes them as they are (SPEC: amounts in integer
 halala, times as RFC 3339 strings in UTC with microseconds, `*_at`).
 
-The builders at the end (`job_view`, `lease_view`, `provider_view`, `topup_view`, ...) read
-the domain's state; `dcp_app.queries` builds the same Structs from rows.
+The builders at the end build each view from its read-model row (`job_view_of_row`,
+`provider_view_of_row`, `withdrawal_view_of_row`, `topup_view_of_row`: `dcp_app.queries` calls
+these), and the command path's builders (`job_view`, `provider_view`, ...) go through the same
+ones with the row `dcp_projections.rows` makes of the state: one mapping of each view's fields,
+so the two paths cannot drift apart.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import msgspec
 
 from dcp_events.catalogue import Priority, TopUpStatus
 from dcp_projections.presence import Presence, presence
+from dcp_projections.rows import Row, job_row, provider_row, topup_row, withdrawal_row
 from dcp_projections.settings import Settings
 from dcp_projections.state import Job, JobStatus, Price, Provider, State, TopUp, Withdrawal
 
@@ -322,38 +326,49 @@ class Reconciliation(View):
 # --- from the in-memory state (the command answers) ----------------------------------------
 
 
-def job_view(state: State, job: Job) -> JobView:
-    """A job as the read model holds it, with its place in the queue."""
-    s, spec, req = job.settlement, job.container_spec, job.gpu_requirements
+# The JSON columns of the read models, decoded into the views' types.
+_command = msgspec.json.Decoder(list[str])
+_gpus = msgspec.json.Decoder(list[GpuInfoOut])
+
+
+def job_view_of_row(row: Row, queue_position: int | None) -> JobView:
+    """A `jobs` read-model row as the job view, with its place in the queue (None unless
+    queued)."""
     return JobView(
-        job_id=job.job_id,
-        renter_id=job.renter_id,
-        status=job.status,
-        provider_id=job.provider_id,
-        requested_provider_id=job.requested_provider_id,
-        image=spec.image,
-        command=list(spec.command),
-        gpu_type=req.gpu_type,
-        min_vram_gb=req.min_vram_gb,
-        gpu_count=req.gpu_count,
-        priority=job.priority,
-        max_duration_seconds=job.max_duration_seconds,
-        rate_halala_per_hour=job.rate_halala_per_hour,
-        cost_halala=job.cost_halala,
-        actual_cost_halala=s.actual_cost_halala if s else None,
-        refunded_halala=s.refunded_halala if s else None,
-        provider_earned_halala=s.provider_earned_halala if s else None,
-        platform_fee_halala=s.platform_fee_halala if s else None,
-        attempt=job.attempt,
-        queue_position=state.queue_position(job),
-        lease_expires_at=rfc3339(job.lease_expires_us),
-        submitted_at=rfc3339(job.submitted_at_us),
-        assigned_at=rfc3339(job.assigned_at_us),
-        started_at=rfc3339(job.started_at_us),
-        ended_at=rfc3339(job.ended_at_us),
-        exit_code=job.output.exit_code if job.output else None,
-        error=job.error,
+        job_id=row["job_id"],
+        renter_id=row["renter_id"],
+        status=row["status"],
+        provider_id=row["provider_id"],
+        requested_provider_id=row["requested_provider_id"],
+        image=row["image"],
+        command=_command.decode(row["command_json"]),
+        gpu_type=row["gpu_type"],
+        min_vram_gb=row["min_vram_gb"],
+        gpu_count=row["gpu_count"],
+        priority=row["priority"],
+        max_duration_seconds=row["max_duration_seconds"],
+        rate_halala_per_hour=row["rate_halala_per_hour"],
+        cost_halala=row["cost_halala"],
+        actual_cost_halala=row["actual_cost_halala"],
+        refunded_halala=row["refunded_halala"],
+        provider_earned_halala=row["provider_earned_halala"],
+        platform_fee_halala=row["platform_fee_halala"],
+        attempt=row["attempt"],
+        queue_position=queue_position,
+        lease_expires_at=rfc3339(row["lease_expires_us"]),
+        submitted_at=rfc3339(row["submitted_at_us"]),
+        assigned_at=rfc3339(row["assigned_at_us"]),
+        started_at=rfc3339(row["started_at_us"]),
+        ended_at=rfc3339(row["ended_at_us"]),
+        exit_code=row["exit_code"],
+        error=row["error"],
     )
+
+
+def job_view(state: State, job: Job) -> JobView:
+    """A job as the read model holds it (its `jobs` row: one definition of the fields for both
+    paths), with its place in the queue."""
+    return job_view_of_row(job_row(job), state.queue_position(job))
 
 
 def lease_view(job: Job) -> LeasedJob:
@@ -377,39 +392,56 @@ def lease_view(job: Job) -> LeasedJob:
     )
 
 
-def provider_view(state: State, p: Provider, now_us: int, settings: Settings) -> ProviderProfile:
-    """A provider's own view: presence, earnings and payout_pending included."""
+def provider_view_of_row(
+    row: Row, state: Presence, earnings_halala: int, payout_pending_halala: int
+) -> ProviderProfile:
+    """A `providers` read-model row as the provider's view, with its presence and balances."""
     return ProviderProfile(
-        provider_id=p.provider_id,
-        name=p.name,
-        email=p.email,
-        gpu_model=p.gpu_model,
-        gpu_count=p.gpu_count,
-        vram_gb=p.vram_gb,
-        approval_status="approved" if p.approved else "pending",
-        paused=p.paused,
-        suspended=p.suspended,
-        state=presence(p.last_heartbeat_us, now_us, settings),
-        accepting_jobs=p.accepting_jobs,
-        daemon_version=p.daemon_version,
-        last_heartbeat_at=rfc3339(p.last_heartbeat_us),
-        gpus=[GpuInfoOut(**msgspec.structs.asdict(g)) for g in p.gpus],
-        created_at=rfc3339(p.created_at_us),
-        earnings_halala=state.earnings(p.provider_id),
-        payout_pending_halala=state.payout_pending(p.provider_id),
+        provider_id=row["provider_id"],
+        name=row["name"],
+        email=row["email"],
+        gpu_model=row["gpu_model"],
+        gpu_count=row["gpu_count"],
+        vram_gb=row["vram_gb"],
+        approval_status=row["approval_status"],
+        paused=bool(row["paused"]),
+        suspended=bool(row["suspended"]),
+        state=state,
+        accepting_jobs=bool(row["accepting_jobs"]),
+        daemon_version=row["daemon_version"],
+        last_heartbeat_at=rfc3339(row["last_heartbeat_us"]),
+        gpus=_gpus.decode(row["gpus_json"]),
+        created_at=rfc3339(row["created_at_us"]),
+        earnings_halala=earnings_halala,
+        payout_pending_halala=payout_pending_halala,
+    )
+
+
+def provider_view(state: State, p: Provider, now_us: int, settings: Settings) -> ProviderProfile:
+    """A provider's own view: its `providers` row, presence, earnings and payout_pending."""
+    return provider_view_of_row(
+        provider_row(p),
+        presence(p.last_heartbeat_us, now_us, settings),
+        state.earnings(p.provider_id),
+        state.payout_pending(p.provider_id),
+    )
+
+
+def withdrawal_view_of_row(row: Row) -> WithdrawalView:
+    """A `withdrawals` read-model row as the withdrawal's view."""
+    return WithdrawalView(
+        withdrawal_id=row["withdrawal_id"],
+        provider_id=row["provider_id"],
+        amount_halala=row["amount_halala"],
+        iban=row["iban"],
+        status=row["status"],
+        requested_at=rfc3339(row["requested_at_us"]),
+        decided_at=rfc3339(row["decided_at_us"]),
     )
 
 
 def withdrawal_view(w: Withdrawal) -> WithdrawalView:
-    return WithdrawalView(
-        withdrawal_id=w.withdrawal_id,
-        provider_id=w.provider_id,
-        amount_halala=w.amount_halala,
-        iban=w.iban,
-        status=w.status,
-        requested_at=rfc3339(w.requested_at_us),
-        decided_at=rfc3339(w.decided_at_us),
-    )
+    return withdrawal_view_of_row(withdrawal_row(w))
 
 
 def balance_view(state: State, renter_id: str) -> Balance:
@@ -417,21 +449,26 @@ def balance_view(state: State, renter_id: str) -> Balance:
     return Balance(balance_halala=available + held, held_halala=held, available_halala=available)
 
 
-def topup_view(t: TopUp) -> TopUpView:
+def topup_view_of_row(row: Row) -> TopUpView:
+    """A `topups` read-model row as the top-up view."""
     return TopUpView(
-        topup_id=t.topup_id,
-        renter_id=t.renter_id,
-        status=t.status,
-        amount_halala=t.amount_halala,
-        checkout_url=t.checkout_url,
-        invoice_id=t.invoice_id,
-        payment_id=t.payment_id,
-        reason=t.reason,
-        gateway_amount_halala=t.gateway_amount_halala,
-        gateway_currency=t.gateway_currency,
-        created_at=rfc3339(t.created_at_us),
-        updated_at=rfc3339(t.updated_at_us),
+        topup_id=row["topup_id"],
+        renter_id=row["renter_id"],
+        status=row["status"],
+        amount_halala=row["amount_halala"],
+        checkout_url=row["checkout_url"],
+        invoice_id=row["invoice_id"],
+        payment_id=row["payment_id"],
+        reason=row["reason"],
+        gateway_amount_halala=row["gateway_amount_halala"],
+        gateway_currency=row["gateway_currency"],
+        created_at=rfc3339(row["created_at_us"]),
+        updated_at=rfc3339(row["updated_at_us"]),
     )
+
+
+def topup_view(t: TopUp) -> TopUpView:
+    return topup_view_of_row(topup_row(t))
 
 
 def price_view(p: Price) -> PriceView:
