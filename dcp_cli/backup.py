@@ -28,6 +28,7 @@ from typing import Any
 from dcp_audit.errors import AuditError, AuditFault
 from dcp_audit.verify import verify
 from dcp_events.errors import DcpError
+from dcp_events.opener import StoreTargetError, is_postgres
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -188,7 +189,12 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as e:
         return EXIT_OK if e.code == 0 else EXIT_USAGE
     raw_db = args.db or os.environ.get("DCP_DB", "./dcp.db")
-    if raw_db.startswith(("postgresql://", "postgres://")):
+    try:
+        postgres = is_postgres(raw_db)
+    except StoreTargetError as e:  # a URL of another scheme: not a ledger at all
+        print(f"dcp {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if postgres:
         print(
             f"dcp {args.command}: a PostgreSQL ledger is backed up with pg_dump and restored with"
             " pg_restore (docs/operations.md)",
