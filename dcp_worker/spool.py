@@ -86,7 +86,13 @@ class Spool:
         with os.scandir(self.pending) as it:
             for entry in it:
                 if entry.name.endswith(".json") and not entry.name.startswith("."):
-                    files.append((entry.stat().st_mtime_ns, Path(entry.path)))
+                    try:
+                        mtime = entry.stat().st_mtime_ns
+                    except FileNotFoundError:
+                        # Delivered (or buried) by another thread between the listing and the
+                        # stat: it is no longer pending, so it is not listed.
+                        continue
+                    files.append((mtime, Path(entry.path)))
                     if len(files) >= MAX_SPOOL_FILES:
                         break
         return [p for _, p in sorted(files)]

@@ -168,6 +168,37 @@ def test_spool_is_durable_and_idempotent(tmp_path):
     assert not spool.has("k", 2) and spool.pending_job_ids() == set()
 
 
+def test_spool_listing_skips_a_result_delivered_while_it_lists(tmp_path, monkeypatch):
+    """Delivery removes files from a thread while the loop lists the spool (CI saw the stat of a
+    just-removed file raise). The listing is cut in the real race window: each entry's file is
+    unlinked after the directory read names it and before its stat."""
+    import dcp_worker.spool as spool_mod
+
+    spool = Spool(tmp_path)
+    gone = spool.put({"job_id": "gone", "attempt": 1})
+    kept = spool.put({"job_id": "kept", "attempt": 1})
+    real_scandir = spool_mod.os.scandir
+
+    class RacingScandir:
+        def __init__(self, path):
+            self.it = real_scandir(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.it.close()
+
+        def __iter__(self):
+            for entry in self.it:
+                if entry.name == gone.name:
+                    spool.remove(gone)  # what the delivery thread does
+                yield entry
+
+    monkeypatch.setattr(spool_mod.os, "scandir", RacingScandir)
+    assert spool.list() == [kept]
+
+
 def test_output_keeps_the_tail_on_a_character_boundary():
     """The cap keeps the last bytes and never starts inside a UTF-8 character."""
     buf = _TailBuffer(10)
