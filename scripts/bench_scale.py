@@ -3,19 +3,23 @@
     python scripts/bench_scale.py --log 100k=/data/log-100k.db --log 1m=/data/log-1m.db
     python scripts/bench_scale.py --build /data --sizes 100k,1m,10m   # make missing logs first
 
-Each log is one scripts/build_log.py run (the same generator at every size, simulate.py's mix
-decided by the real domain and appended in large batches; --build makes them: 100k events
-with 1,000 renters / 100 providers, 1m with 10k / 1k, 10m with 100k / 10k; the 10M log takes
-some minutes). For each size, on a copy of the log and of the snapshot the builder wrote:
+Each log is one scripts/build_log.py run (the same generator at every size: 90 simulated days
+of a marketplace decided by the real domain and appended in large batches, ending at about
+the time the build ends, with a queue of what waits for a poll and the last day's
+idempotency keys; --build makes them with the builder's defaults: 100k events with 1,000
+renters / 100 providers, 1m with 10k / 1k, 10m with 100k / 10k; the 10M log takes about half
+an hour). --build makes a missing log just before measuring it, so its leases and queue are
+still live when `dcp serve` starts. For each size, on a copy of the log and of the snapshot
+the builder wrote:
 
 - start_cold_s: `dcp serve` until /healthz answers, with no snapshot (a fold from scratch;
   left out with --no-cold);
 - start_s, rss_mb: the same starting from the snapshot, and the server's resident memory
   once ready;
 - submit_rps, submit_p99_ms, submit_cpu_us: POST /api/jobs/submit from wrk, 64 connections
-  (and the server's CPU microseconds per answered submit), after the first sweeps ended the
-  leases and queue timeouts the simulated clock left (settle_s: until /metrics shows no sweep
-  events for 12 s) and a warm-up;
+  (and the server's CPU microseconds per answered submit), after the first sweeps ended what
+  fell due since the log's last event (the leases of a fleet that stopped heartbeating when
+  the build ended; settle_s: until /metrics shows no sweep events for 12 s) and a warm-up;
 - rebuild_eps: every read model rebuilt from the log (dcp_app.readmodel.rebuild);
 - verify_eps, replay_eps: `dcp audit verify` and `dcp audit replay` over the whole log (the
   events over the time each reports, without the interpreter's start-up);
@@ -62,9 +66,16 @@ RECIPES = {
 
 
 def build(directory: Path, size: str) -> Path:
+    """The log of `size` in `directory`, made first unless one the builder made with months
+    of history is there (its summary, `<log>.build.json`, gives the span)."""
     events, renters, providers = RECIPES[size]
     db = directory / f"log-{size}.db"
-    if not db.exists():
+    summary = Path(f"{db}.build.json")
+    current = summary.exists() and "span_days" in summary.read_text()
+    if db.exists() and not current:
+        print(f"  {db}: made by an older builder (no months of history); made again",
+              file=sys.stderr)  # fmt: skip
+    if not db.exists() or not current:
         subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "build_log.py"), "--db", str(db),
              "--seed", "4", "--renters", str(renters), "--providers", str(providers),
@@ -275,13 +286,14 @@ def main() -> int:
     if args.build is not None:
         args.build.mkdir(parents=True, exist_ok=True)
         for size in args.sizes.split(","):
-            logs.setdefault(size, str(build(args.build, size)))
+            logs.setdefault(size, "")  # made (if missing) just before it is measured
     if not logs:
         ap.error("give --log SIZE=PATH or --build DIR")
     results: dict[str, dict[str, Any]] = {}
     skip = set(filter(None, args.skip.split(",")))
     for size, path in logs.items():
-        source = Path(path)
+        assert args.build is not None or path
+        source = Path(path) if path else build(args.build, size)
         work = args.work or source.parent
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{size}-", dir=work) as tmp:
             results[size] = measure(size, source, Path(tmp), args.seconds, args.cold, skip)

@@ -13,8 +13,10 @@ The mix is the same at any size: each provider heartbeats (and polls) every HEAR
 simulated time, spread over the interval as a real fleet's are, so a round carries at most
 a quarter of the round's commands and the clock moves on by HEARTBEAT_S * beats / providers.
 For a large benchmark log (10M events, 100k renters, 10k providers) use scripts/build_log.py:
-the same mix decided by the same domain, appended in large batches, about ten times faster
-than commands sent one by one through the service here.
+decided by the same domain and appended in large batches, several times faster than commands
+sent one by one through the service here, with months of simulated history (a fleet that
+comes online for work, a queue that drains, keys that expire) where this mix packs its
+commands into simulated hours.
 
 At the end it folds the log again from scratch, checks every invariant, rebuilds the read
 models into a scratch file and compares them with the live ones. The last line printed is one
