@@ -109,7 +109,7 @@ WAKE_RETRY_S = 60.0
 WAKE_TRIES = 6
 LINGER = (0, 2)
 START_AFTER_S = (2.0, 15.0)  # pulling the image and starting the container
-NO_START = 0.02  # a claimed job never started (the sweep times it out at its deadline)
+NO_START = 0.005  # a claimed job never started (the sweep times it out at its deadline)
 CRASH = 0.0005  # per beat while holding work: the daemon goes quiet, its leases expire
 DOWN_S = (150.0, 1800.0)
 # The share of submits shaped after what a provider in the fleet offers (renters pick from
