@@ -29,6 +29,16 @@ _PATTERNS = (
 
 # A value without any of these cannot hold a key or token: it skips the scrubbing regexes.
 _MARKERS = re.compile(r"(?i)dcp-|key|token|bearer")
+_MARKER_WORDS = ("dcp-", "key", "token", "bearer")
+
+
+def _marked(text: str) -> bool:
+    """Whether `text` may hold a key or token: `_MARKERS.search(text)`, found by substring
+    tests on the lower-cased text (4 us -> 0.5 us for an access line's values). Every
+    character the regex's case-insensitive match takes for a marker's letter lower-cases to
+    that letter (the Kelvin sign to `k` too), so nothing the regex finds is missed."""
+    low = text.lower()
+    return any(word in low for word in _MARKER_WORDS)
 
 
 def _json(obj: Any, **_: Any) -> str:
@@ -46,7 +56,7 @@ class Redactor:
             self._secrets.add(secret)
 
     def scrub(self, text: str) -> str:
-        if _MARKERS.search(text) is None and not any(x in text for x in self._secrets):
+        if not _marked(text) and not any(x in text for x in self._secrets):
             return text
         for secret in self._secrets:
             if secret in text:
@@ -68,9 +78,15 @@ class Redactor:
         self, logger: Any, method: str, event: MutableMapping[str, Any]
     ) -> Mapping[str, Any]:
         # One search over all plain string values first: most lines hold nothing to scrub.
-        if all(isinstance(v, (str, int, float, type(None))) for v in event.values()):
-            joined = "\x00".join(v for v in event.values() if isinstance(v, str))
-            if _MARKERS.search(joined) is None and not any(x in joined for x in self._secrets):
+        texts = []
+        for v in event.values():
+            if isinstance(v, str):
+                texts.append(v)
+            elif not (v is None or isinstance(v, (int, float))):
+                break
+        else:
+            joined = "\x00".join(texts)
+            if not _marked(joined) and not any(x in joined for x in self._secrets):
                 return event
         return {k: self._value(v) for k, v in event.items()}
 

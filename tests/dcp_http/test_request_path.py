@@ -151,3 +151,20 @@ def test_api_answers_match_through_the_router_and_the_guard(api: Api):
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
     anonymous = api.post("/api/jobs/submit", json={"container_spec": {"image": "x"}})
     assert anonymous.status_code == 401 and anonymous.json()["code"] == "missing_credentials"
+
+
+def test_marker_check_misses_nothing_the_regex_finds():
+    """The cheap marker test is `_MARKERS.search` for every character the regex's
+    case-insensitive match would take for a marker's letter (the Kelvin sign for `k`, ...)."""
+    import re
+
+    from dcp_http.logs import _MARKER_WORDS, _MARKERS, _marked
+
+    letters = {c for word in _MARKER_WORDS for c in word}
+    for cp in range(0x10000):
+        c = chr(cp)
+        for letter in letters:
+            if re.fullmatch(letter, c, re.IGNORECASE):
+                assert c.lower() == letter, hex(cp)
+    for text in ("x-\u212aey=1", "Authorization: BEARER t", "dcp-RENTER-1", "plain/path", ""):
+        assert _marked(text) == (_MARKERS.search(text) is not None), text
