@@ -294,7 +294,11 @@ class CommandLoop:
         if self._closing or self._loop_task is None or self._loop_task.done():
             raise StoreError("ledger service is not running")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(command, answer, actor, fut, now_us))
+        pending = _Pending(command, answer, actor, fut, now_us)
+        if self._queue.full():  # backpressure: wait for room
+            await self._queue.put(pending)
+        else:  # what put() does then, without its coroutine (one per command)
+            self._queue.put_nowait(pending)
         return await fut
 
     async def execute(self, command: cmd.Command, answer: Answer, actor: str) -> Any:

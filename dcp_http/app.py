@@ -166,6 +166,7 @@ def create_app(config: ServerConfig, service: ServiceAdapter | None = None) -> S
             max_body_bytes=config.max_body_bytes,
             large_paths={RESULT_PATH: config.max_result_body_bytes},
             form_paths=is_web_path,
+            dispatch=table.dispatch,
         )
     )
     return Starlette(

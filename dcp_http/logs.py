@@ -7,6 +7,8 @@ It runs last before rendering, so no code path can log a secret by accident.
 
 from __future__ import annotations
 
+import contextvars
+import datetime
 import logging
 import re
 import sys
@@ -27,6 +29,16 @@ _PATTERNS = (
 
 # A value without any of these cannot hold a key or token: it skips the scrubbing regexes.
 _MARKERS = re.compile(r"(?i)dcp-|key|token|bearer")
+_MARKER_WORDS = ("dcp-", "key", "token", "bearer")
+
+
+def _marked(text: str) -> bool:
+    """Whether `text` may hold a key or token: `_MARKERS.search(text)`, found by substring
+    tests on the lower-cased text (4 us -> 0.5 us for an access line's values). Every
+    character the regex's case-insensitive match takes for a marker's letter lower-cases to
+    that letter (the Kelvin sign to `k` too), so nothing the regex finds is missed."""
+    low = text.lower()
+    return any(word in low for word in _MARKER_WORDS)
 
 
 def _json(obj: Any, **_: Any) -> str:
@@ -44,7 +56,7 @@ class Redactor:
             self._secrets.add(secret)
 
     def scrub(self, text: str) -> str:
-        if _MARKERS.search(text) is None and not any(x in text for x in self._secrets):
+        if not _marked(text) and not any(x in text for x in self._secrets):
             return text
         for secret in self._secrets:
             if secret in text:
@@ -66,9 +78,15 @@ class Redactor:
         self, logger: Any, method: str, event: MutableMapping[str, Any]
     ) -> Mapping[str, Any]:
         # One search over all plain string values first: most lines hold nothing to scrub.
-        if all(isinstance(v, (str, int, float, type(None))) for v in event.values()):
-            joined = "\x00".join(v for v in event.values() if isinstance(v, str))
-            if _MARKERS.search(joined) is None and not any(x in joined for x in self._secrets):
+        texts = []
+        for v in event.values():
+            if isinstance(v, str):
+                texts.append(v)
+            elif not (v is None or isinstance(v, (int, float))):
+                break
+        else:
+            joined = "\x00".join(texts)
+            if not _marked(joined) and not any(x in joined for x in self._secrets):
                 return event
         return {k: self._value(v) for k, v in event.items()}
 
@@ -82,14 +100,55 @@ def redact_path(path: str, query_string: bytes | str = b"") -> str:
     return redactor.scrub(f"{path}?{qs}" if qs else path)
 
 
+_STRUCTLOG_PREFIX = "structlog_"
+
+
+class AccessWriter:
+    """Writes the access line of a request straight to the stream `configure_logging` set up:
+    the same JSON object the structlog chain would write (the fields in the order given, then
+    `event`, any other bound context variables, `level` and `timestamp`; every string
+    scrubbed by `redactor`), without running the chain's processors one by one for every
+    request (which cost more than a bare request's whole handling)."""
+
+    def __init__(self, stream: TextIO, level: int) -> None:
+        self.stream = stream
+        self.enabled = level <= logging.INFO
+
+    def info(self, event: str, fields: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        fields["event"] = event
+        for var, value in contextvars.copy_context().items():  # merge_contextvars's rule
+            name = var.name
+            if name.startswith(_STRUCTLOG_PREFIX) and value is not Ellipsis:
+                fields.setdefault(name[len(_STRUCTLOG_PREFIX) :], value)
+        fields["level"] = "info"
+        fields["timestamp"] = _utc_now().isoformat().replace("+00:00", "Z")
+        line = _json(redactor(None, "info", fields)) + "\n"
+        self.stream.write(line)
+        self.stream.flush()
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.UTC)
+
+
+# Set by configure_logging; None where structlog was configured otherwise (the access line
+# then goes through structlog).
+access_writer: AccessWriter | None = None
+
+
 def configure_logging(
     stream: TextIO | None = None, level: int = logging.INFO, *, cache: bool = True
 ) -> None:
-    """JSON lines on `stream` (stderr by default) through structlog, secrets scrubbed.
+    """JSON lines on `stream` (stderr by default) through structlog, secrets scrubbed; the
+    access lines through `AccessWriter` on the same stream, in the same form.
 
     `cache` keeps each logger's processor chain after its first use (~45 us saved per
     request); pass False where logging is configured again later (tests).
     """
+    global access_writer
+    access_writer = AccessWriter(stream or sys.stderr, level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

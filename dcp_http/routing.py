@@ -44,19 +44,41 @@ def _field_error(err: msgspec.ValidationError) -> FieldError:
     return FieldError(field=name or "body", message=msg)
 
 
-@dataclass
 class Call:
-    """What a handler gets: the caller, the decoded inputs, and the app's shared objects."""
+    """What a handler gets: the caller, the decoded inputs, and the app's shared objects.
 
-    identity: Identity | None
-    body: Any
-    query: Any
-    path: dict[str, str]
-    request: Request
+    The Starlette `request` is made only when a handler asks for it: the API's own path
+    hands the endpoint the raw ASGI request (dcp_http.middleware.BodyGuardMiddleware)."""
+
+    __slots__ = ("_receive", "_request", "body", "identity", "path", "query", "scope")
+
+    def __init__(
+        self,
+        identity: Identity | None,
+        body: Any,
+        query: Any,
+        path: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+        request: Request | None = None,
+    ) -> None:
+        self.identity = identity
+        self.body = body
+        self.query = query
+        self.path = path
+        self.scope = scope
+        self._receive = receive
+        self._request = request
+
+    @property
+    def request(self) -> Request:
+        if self._request is None:
+            self._request = Request(self.scope, self._receive)
+        return self._request
 
     @property
     def service(self) -> ServiceAdapter:
-        service: ServiceAdapter = self.request.app.state.service
+        service: ServiceAdapter = self.scope["app"].state.service
         return service
 
     @property
@@ -71,7 +93,12 @@ class Call:
         return self.who.subject_id
 
     def header(self, name: str) -> str | None:
-        return self.request.headers.get(name)
+        """The first value of header `name` (any case), as Starlette's `Headers.get`."""
+        key = name.lower().encode("latin-1")
+        for k, v in self.scope["headers"]:
+            if k == key:
+                return str(v.decode("latin-1"))
+        return None
 
 
 class Reply(msgspec.Struct):
@@ -141,10 +168,13 @@ class Api:
         by_path: dict[str, dict[str, Endpoint]] = {}
         for ep in self.endpoints:
             by_path.setdefault(ep.path, {})[ep.method] = ep
-        return [
-            Route(path, _dispatch(eps, authenticator), methods=list(eps))
-            for path, eps in by_path.items()
-        ]
+        routes = []
+        for path, eps in by_path.items():
+            dispatch = Dispatch(eps, authenticator)
+            route = Route(path, dispatch.endpoint, methods=list(eps))
+            route.dcp_dispatch = dispatch  # type: ignore[attr-defined]
+            routes.append(route)
+        return routes
 
 
 class RouteTable(BaseRoute):
@@ -186,6 +216,17 @@ class RouteTable(BaseRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         await scope["dcp.route"].handle(scope, receive, send)
+
+    def dispatch(self, scope: Scope) -> Dispatch | None:
+        """The endpoints that answer `scope` when it fully matches a route of the table (its
+        path parameters then in `scope`, as the router puts them), else None: a path the
+        table does not hold, or a method its route does not take (the router's 405)."""
+        match, child = self.matches(scope)
+        if match is not Match.FULL:
+            return None
+        scope.update(child)
+        dispatch: Dispatch = child["dcp.route"].dcp_dispatch
+        return dispatch
 
 
 def _is_int(t: Any) -> bool:
@@ -231,32 +272,79 @@ def _decode_body(ep: Endpoint, body: bytes) -> Any:
         raise InvalidJson(f"the body is not valid JSON: {e}") from None
 
 
-def _dispatch(
-    eps: dict[str, Endpoint], authenticator: Callable[[], Authenticator]
-) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
+_JSON = (b"content-type", b"application/json")
+
+
+def json_headers(
+    status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The raw headers Starlette's `Response(body, status, headers, "application/json")`
+    sends, in its order: the given ones, then content-length and content-type."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    keys = {k for k, _ in raw}
+    if b"content-length" not in keys and not (status < 200 or status in (204, 304)):
+        raw.append((b"content-length", str(len(body)).encode("latin-1")))
+    if b"content-type" not in keys:
+        raw.append(_JSON)
+    return raw
+
+
+class Dispatch:
+    """The endpoints of one path: authenticate, decode, call the handler, encode.
+
+    Two doors, one answer: `endpoint` for Starlette's route (HEAD, and whatever reaches the
+    router), and `asgi` for the API's own path, which BodyGuardMiddleware takes with the body
+    it has already read, without the router's, the Request's and the Response's layers.
+    """
+
+    def __init__(
+        self, eps: dict[str, Endpoint], authenticator: Callable[[], Authenticator]
+    ) -> None:
+        self.eps = eps
+        self.authenticator = authenticator
+
+    async def answer(
+        self, scope: Scope, receive: Receive, body: bytes | None, request: Request | None
+    ) -> tuple[int, bytes, dict[str, str] | None]:
+        """(status, JSON body, the error's headers or None for a success). `body` is the
+        request's body where the caller has read it; None: read it from `receive`."""
         # Starlette answers HEAD on every GET route; it runs as the GET (without the body).
-        ep = eps.get(request.method) or eps["GET"]
-        info = request_info(request.scope)
+        ep = self.eps.get(scope["method"]) or self.eps["GET"]
+        info = request_info(scope)
         if info is not None:
             info.route = ep.path
         try:
             identity = None
             if ep.roles:
-                identity = await authenticator().authenticate(ep.roles, presented_in(request.scope))
+                identity = await self.authenticator().authenticate(ep.roles, presented_in(scope))
                 if info is not None:
                     info.actor = identity.actor
-            query = _decode_query(ep, request.query_params) if ep.query else None
-            body = _decode_body(ep, await request.body()) if ep.body else None
-            result = await ep.handler(
-                Call(identity, body, query, dict(request.path_params), request)
-            )
+            path = dict(scope.get("path_params", ()))
+            call = Call(identity, None, None, path, scope, receive, request)
+            if ep.query:
+                call.query = _decode_query(ep, call.request.query_params)
+            if ep.body:
+                raw = body if body is not None else await call.request.body()
+                call.body = _decode_body(ep, raw)
+            result = await ep.handler(call)
         except Exception as exc:
-            status, payload, headers = encode_error(exc)
-            return Response(payload, status, headers, media_type="application/json")
+            return encode_error(exc)
         status = ep.status
         if isinstance(result, Reply):
             status, result = result.status, result.body
-        return Response(_encoder.encode(result), status, media_type="application/json")
+        return status, _encoder.encode(result), None
 
-    return endpoint
+    async def endpoint(self, request: Request) -> Response:
+        status, payload, headers = await self.answer(request.scope, request.receive, None, request)
+        return Response(payload, status, headers, media_type="application/json")
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send, body: bytes | None) -> None:
+        status, payload, headers = await self.answer(scope, receive, body, None)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": json_headers(status, payload, headers),
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

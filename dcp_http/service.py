@@ -27,7 +27,7 @@ from dcp_http.config import ServerConfig
 from dcp_http.errors import ApiError, InvalidRequest, NotFound
 from dcp_http.payments import Payments, open_payments
 from dcp_http.responses import rfc3339
-from dcp_projections.state import ENDED
+from dcp_projections.state import ENDED, Job, State
 
 _json = msgspec.json.Decoder()
 
@@ -52,6 +52,21 @@ def _settlement(job: out.JobView) -> out.SettlementView | None:
         refunded_halala=job.refunded_halala,
         provider_earned_halala=job.provider_earned_halala,
         platform_fee_halala=job.platform_fee_halala,
+    )
+
+
+def _submitted(state: State, job: Job) -> out.JobSubmittedReply:
+    """The submit reply, built in the batch from the job itself: the six fields the reply
+    carries are the job view's (dcp_app.views.job_view), without building the rest."""
+    return out.JobSubmittedReply(
+        job=out.SubmittedJob(
+            job_id=job.job_id,
+            status=job.status,
+            cost_halala=job.cost_halala,
+            rate_halala_per_hour=job.rate_halala_per_hour,
+            max_duration_seconds=job.max_duration_seconds,
+            queue_position=state.queue_position(job),
+        )
     )
 
 
@@ -143,7 +158,8 @@ class ServiceAdapter:
         self, renter_id: str, body: inp.SubmitJob, idempotency_key: str | None
     ) -> out.JobSubmittedReply:
         spec, req = body.container_spec, body.gpu_requirements
-        job = await self.ledger.submit_job(
+        return await self.ledger.submit_job_as(
+            _submitted,
             renter_id,
             ev.ContainerSpec(image=spec.image, command=tuple(spec.command), env=dict(spec.env)),
             ev.GpuRequirements(
@@ -153,16 +169,6 @@ class ServiceAdapter:
             priority=body.priority,
             provider_id=body.provider_id,
             idempotency_key=idempotency_key,
-        )
-        return out.JobSubmittedReply(
-            job=out.SubmittedJob(
-                job_id=job.job_id,
-                status=job.status,
-                cost_halala=job.cost_halala,
-                rate_halala_per_hour=job.rate_halala_per_hour,
-                max_duration_seconds=job.max_duration_seconds,
-                queue_position=job.queue_position,
-            )
         )
 
     async def list_jobs(self, renter_id: str, q: inp.JobsQuery) -> out.JobsPage:

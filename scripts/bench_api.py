@@ -1,8 +1,9 @@
 """Benchmark the API's job submission against a trivial Starlette JSON endpoint.
 
-Both run as real uvicorn processes started the same way (the same uvicorn settings: uvloop
-and httptools, as `uvicorn[standard]` installs them; no uvicorn access log), in the same run,
-on this machine:
+Both run as real uvicorn processes on the same stack (uvloop and httptools, as
+`uvicorn[standard]` installs them; no uvicorn access log), in the same run, on this machine.
+`dcp serve` uses its own subclass of uvicorn's httptools protocol, which joins a reply's head
+and body into one socket write (dcp_http.server); the trivial app keeps uvicorn's own:
 
 - ours: `dcp serve` on a fresh SQLite file, rate limits off; one renter with a large credit
   submits jobs (every submit is durable: decided, appended with group commit, read models

@@ -25,6 +25,7 @@ import uvicorn
 from dcp_http.app import create_app
 from dcp_http.config import DEFAULT_RATE_LIMITS, RateLimit, ServerConfig
 from dcp_http.logs import configure_logging
+from dcp_http.server import OneWriteHttpToolsProtocol
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdefghij"
 
@@ -103,6 +104,7 @@ def serve(db: Path, **overrides: Any) -> Iterator[Server]:
             log_level="warning",
             lifespan="on",
             ws="none",
+            http=OneWriteHttpToolsProtocol,  # dcp serve's protocol (dcp_http.server)
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
