@@ -59,6 +59,7 @@ from simulate import (
 )
 
 from dcp_app import readmodel, snapshots
+from dcp_app.batcher import HISTORY_IN_MEMORY
 from dcp_app.service import ENDED_IN_MEMORY, hash_key
 from dcp_events import catalogue as ev
 from dcp_events.codec import default_codec
@@ -99,7 +100,7 @@ class Builder:
         self.rng = rng
         self.now = now_us
         # The service's own cap, so the snapshot written at the end is one `dcp serve` loads.
-        self.state = State(ended_cap=ENDED_IN_MEMORY)
+        self.state = State(ended_cap=ENDED_IN_MEMORY, history_cap=HISTORY_IN_MEMORY)
         self.codec = default_codec()
         self.versions: dict[str, int] = {}
         self.events: list[Event] = []
@@ -158,6 +159,7 @@ class Builder:
         # Ended jobs beyond the cap leave memory, as in the service: their rows are computed.
         state.touched.clear()
         state.trim_ended()
+        state.trim_history()
         if force:
             await self.writing
             self.writing = None
