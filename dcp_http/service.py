@@ -401,6 +401,7 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
             config.domain_settings(),
             job_owner=queries.job_owner,
             history=queries,
+            history_in_memory=config.history_in_memory,
             snapshot_dir=config.snapshot_path(),
             snapshot_every=(config.snapshot_every_events, config.snapshot_every_s),
         )
