@@ -26,7 +26,7 @@ import gc
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -42,10 +42,10 @@ from dcp_projections import commands as cmd
 from dcp_projections.decisions import decide
 from dcp_projections.errors import DomainError
 from dcp_projections.fold import apply, check_all
-from dcp_projections.history import job_from_stream, jobs_to_recall, renter_named
+from dcp_projections.history import job_from_stream, jobs_to_recall, renter_named, row_to_recall
 from dcp_projections.rows import changed_rows
 from dcp_projections.settings import Settings
-from dcp_projections.state import GENESIS_PRICES, State
+from dcp_projections.state import GENESIS_PRICES, DepositRef, State, Withdrawal
 from dcp_projections.streams import renter_stream, stream_of
 
 Clock = Callable[[], int]
@@ -55,6 +55,16 @@ Answer = Callable[[State, list[Event]], Any]
 # finds the stream of an ended job it no longer holds when the command names only the job.
 JobOwner = Callable[[str], Awaitable[str | None]]
 
+
+class History(Protocol):
+    """What the read models hold of the history a bounded state let go of (dcp_app.queries
+    answers both): a deposit reference's credit, and a withdrawal as the domain holds it."""
+
+    async def deposit_ref(self, reference: str) -> DepositRef | None: ...
+
+    async def withdrawal(self, withdrawal_id: str) -> Withdrawal | None: ...
+
+
 MAX_BATCH = 512  # commands decided and appended together
 MAX_QUEUED = 20_000  # commands waiting; submitters wait beyond this (backpressure)
 READ_CHUNK = 10_000  # events read per call while folding the log
@@ -62,6 +72,10 @@ CLOSE_TIMEOUT_S = 10.0  # how long close() lets queued commands finish
 # Ended jobs kept in memory (most recent endings) when the service can fold older ones back:
 # late and repeated results come within minutes, so nearly every such decision finds its job.
 ENDED_IN_MEMORY = 10_000
+# Deposit references and decided withdrawals kept in memory (the most recent ones) when the
+# service can look older ones up in the read models (`History`): a repeated credit comes
+# within seconds, and an older one costs one indexed read.
+HISTORY_IN_MEMORY = 10_000
 SNAPSHOT_EVERY_EVENTS = 100_000  # a snapshot after this many events since the last...
 SNAPSHOT_EVERY_S = 600.0  # ...or this long after it, if anything was appended
 FREEZE_AFTER_EVENTS = 100_000  # start-up freezes the state it folded from a log this long
@@ -104,6 +118,8 @@ class CommandLoop:
         ended_in_memory: int = ENDED_IN_MEMORY,
         snapshot_dir: Path | None = None,
         snapshot_every: tuple[int, float] = (SNAPSHOT_EVERY_EVENTS, SNAPSHOT_EVERY_S),
+        history: History | None = None,
+        history_in_memory: int = HISTORY_IN_MEMORY,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -112,6 +128,9 @@ class CommandLoop:
         self.job_owner = job_owner
         # Without a way to find an old job's renter, every ended job stays in memory.
         self.ended_cap: int | None = ended_in_memory if job_owner is not None else None
+        # Likewise every deposit reference and withdrawal, without the read models to ask.
+        self.history = history
+        self.history_cap: int | None = history_in_memory if history is not None else None
         self.state = self._new_state()
         self.snapshot_dir = snapshot_dir
         self.snapshot_every = snapshot_every
@@ -207,7 +226,7 @@ class CommandLoop:
             self._versions[r.stream_id] = r.last_version
 
     def _new_state(self) -> State:
-        return State(ended_cap=self.ended_cap)
+        return State(ended_cap=self.ended_cap, history_cap=self.history_cap)
 
     async def _load(self) -> None:
         """(Re)build the state: from the newest matching snapshot, if any, and the log after
@@ -215,7 +234,7 @@ class CommandLoop:
         state = self._new_state()
         versions: dict[str, int] = {}
         if self.snapshot_dir is not None:
-            params = (state.ended_cap, state.idempotency_window_us)
+            params = snapshots.params_of(state)
             loaded = await snapshots.load_newest(self.store, self.snapshot_dir, params)
             if loaded is not None:
                 state, versions = loaded.state, loaded.versions
@@ -262,6 +281,7 @@ class CommandLoop:
                 raise f.error from None
             if trim:
                 state.trim_ended()
+                state.trim_history()
 
     async def _recall(self, state: State, job_id: str, renter_id: str | None) -> None:
         """Fold job `job_id` back from its renter's stream up to `state.seq` and put it in
@@ -285,6 +305,23 @@ class CommandLoop:
         job = job_from_stream(events, job_id)
         if job is not None:
             state.recall(job)
+
+    async def _recall_row(self, state: State, kind: str, key: str) -> None:
+        """Read the deposit reference or withdrawal `key` back from the read models into
+        memory (nothing for one they do not hold: the decision sees a new one). Their rows
+        were written with the events that made them, and only rows already written leave
+        memory, so what the read models say is what a state keeping everything holds."""
+        history = self.history
+        if history is None:
+            return
+        if kind == "deposit":
+            ref = await history.deposit_ref(key)
+            if ref is not None:
+                state.recall_deposit(key, ref)
+        else:
+            w = await history.withdrawal(key)
+            if w is not None:
+                state.recall_withdrawal(w)
 
     # --- the command loop --------------------------------------------------------------------
 
@@ -346,7 +383,7 @@ class CommandLoop:
         if head_seq != state.seq or self.snapshot_dir is None:
             return  # another process appended: the next batch folds it, then we try again
         body = snapshots.encode_body(state, self._versions)
-        params = (state.ended_cap, state.idempotency_window_us)
+        params = snapshots.params_of(state)
         self._snapshot_seq, self._snapshot_at = state.seq, time.monotonic()
         self._snapshot_task = asyncio.create_task(
             self._write_snapshot(self.snapshot_dir, state.seq, head_hash, params, body),
@@ -479,6 +516,9 @@ class CommandLoop:
             now_us = p.now_us if p.now_us is not None else self.clock()
             for job_id in jobs_to_recall(state, p.command, now_us):
                 await self._recall(state, job_id, renter_named(p.command))
+            wanted = row_to_recall(state, p.command)
+            if wanted is not None:
+                await self._recall_row(state, *wanted)
             try:
                 new = decide(state, p.command, now_us, self.settings)
             except DomainError as refused:
@@ -515,6 +555,7 @@ class CommandLoop:
                 time.perf_counter() - started,
             )
         state.trim_ended()  # the rows of what leaves are written (or nothing changed)
+        state.trim_history()
 
         def answer() -> None:
             for p in caught_up:

@@ -19,8 +19,15 @@ from dcp_app.views import rfc3339
 from dcp_projections import ledger
 from dcp_projections.presence import heartbeat_bounds, presence
 from dcp_projections.priorities import PRIORITY_RANK
+from dcp_projections.rows import deposit_of_row, withdrawal_of_row
 from dcp_projections.settings import Settings
-from dcp_projections.state import DEFAULT_PRICE_KEY, SEED_PRICES, gpu_key
+from dcp_projections.state import (
+    DEFAULT_PRICE_KEY,
+    SEED_PRICES,
+    DepositRef,
+    Withdrawal,
+    gpu_key,
+)
 from dcp_projections.streams import renter_stream
 
 MAX_LIMIT = 500
@@ -136,6 +143,21 @@ class Queries:
         ended job it no longer holds in memory."""
         row = await self._one("SELECT renter_id FROM jobs WHERE job_id = ?", (job_id,))
         return None if row is None else str(row["renter_id"])
+
+    async def deposit_ref(self, reference: str) -> DepositRef | None:
+        """The credit an admin deposit reference made, or None if never credited: how the
+        service decides a credit whose reference is no longer in memory."""
+        row = await self._one(
+            "SELECT renter_id, amount_halala, last_seq FROM deposits WHERE reference = ?",
+            (reference,),
+        )
+        return None if row is None else deposit_of_row(row)
+
+    async def withdrawal(self, withdrawal_id: str) -> Withdrawal | None:
+        """The withdrawal as the domain holds it, or None: how the service decides about a
+        decided withdrawal no longer in memory."""
+        row = await self._one("SELECT * FROM withdrawals WHERE withdrawal_id = ?", (withdrawal_id,))
+        return None if row is None else withdrawal_of_row(row)
 
     async def jobs_of_renter(
         self, renter_id: str, status: str | None = None, limit: int = 50, cursor: str | None = None

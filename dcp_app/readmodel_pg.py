@@ -35,6 +35,7 @@ from dcp_app.readside import (
     batch_writer,
     contents_sql,
     missing_columns,
+    missing_tables,
     tables_fingerprint,
     to_dialect,
 )
@@ -95,8 +96,9 @@ def _why_behind(head: int, marks: dict[str, int]) -> str | None:
 
 
 async def _missing_columns(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-    """The ALTER TABLE statements that would add the columns the specs name and the tables
-    lack (readside.missing_columns)."""
+    """The CREATE TABLE statements of the tables the specs name and the database lacks
+    (readside.missing_tables), then the ALTER TABLE statements that would add the columns the
+    specs name and the tables lack (readside.missing_columns)."""
     cur = await conn.execute(
         "SELECT table_name, column_name FROM information_schema.columns"
         " WHERE table_schema = current_schema()"
@@ -105,7 +107,8 @@ async def _missing_columns(conn: psycopg.AsyncConnection[Any]) -> list[str]:
     for table, column in await cur.fetchall():
         present.setdefault(table, set()).add(column)
     wanted = {t.name for t in tables.ALL}
-    return missing_columns({t: c for t, c in present.items() if t in wanted}, "postgres")
+    have = {t: c for t, c in present.items() if t in wanted}
+    return missing_tables(set(have), "postgres") + missing_columns(have, "postgres")
 
 
 async def _add_missing_columns(conn: psycopg.AsyncConnection[Any]) -> list[str]:
@@ -206,7 +209,9 @@ async def rebuild(
             added = await _add_missing_columns(conn)  # before any row names them
             if only_if_behind:
                 marks = await _marks(conn)
-                reason = f"added {len(added)} columns" if added else _why_behind(head, marks)
+                reason = (
+                    f"added {len(added)} tables or columns" if added else _why_behind(head, marks)
+                )
                 if reason is None:
                     return None
                 log.warning("read_models_rebuilding", reason=reason)

@@ -180,6 +180,14 @@ def missing_columns(present: dict[str, set[str]], dialect: Dialect) -> list[str]
     ]
 
 
+def missing_tables(present: set[str], dialect: Dialect) -> list[str]:
+    """CREATE TABLE for each read-model table `present` (the tables in the database) lacks:
+    a table added to the specs after a PostgreSQL database got its DDL file (applied once)
+    reaches it this way, at its next catch-up, which then rebuilds every table from the log
+    (the fingerprint changed), so the new table is filled as if it had always been there."""
+    return [tables.create_table(t, dialect) for t in tables.ALL if t.name not in present]
+
+
 # --- the interface -----------------------------------------------------------------------------
 
 

@@ -27,10 +27,12 @@ from typing import Any, TypeVar
 from dcp_app import views as v
 from dcp_app.batcher import (
     ENDED_IN_MEMORY,
+    HISTORY_IN_MEMORY,
     SNAPSHOT_EVERY_EVENTS,
     SNAPSHOT_EVERY_S,
     Clock,
     CommandLoop,
+    History,
     JobOwner,
     wall_clock_us,
 )
@@ -95,10 +97,13 @@ class LedgerService(CommandLoop):
         ended_in_memory: int = ENDED_IN_MEMORY,
         snapshot_dir: Path | None = None,
         snapshot_every: tuple[int, float] = (SNAPSHOT_EVERY_EVENTS, SNAPSHOT_EVERY_S),
+        history: History | None = None,
+        history_in_memory: int = HISTORY_IN_MEMORY,
     ) -> None:
         super().__init__(
-            store, settings, clock, codec, job_owner, ended_in_memory, snapshot_dir, snapshot_every
-        )
+            store, settings, clock, codec, job_owner, ended_in_memory, snapshot_dir, snapshot_every,
+            history, history_in_memory,
+        )  # fmt: skip
         self.new_id = ids
 
     @classmethod
@@ -114,6 +119,8 @@ class LedgerService(CommandLoop):
         snapshot_dir: Path | None = None,
         snapshot_every: tuple[int, float] = (SNAPSHOT_EVERY_EVENTS, SNAPSHOT_EVERY_S),
         genesis_prices: Sequence[tuple[str, int]] = GENESIS_PRICES,
+        history: History | None = None,
+        history_in_memory: int = HISTORY_IN_MEMORY,
     ) -> LedgerService:
         """Fold the log into memory and start deciding commands.
 
@@ -122,6 +129,9 @@ class LedgerService(CommandLoop):
         a seed replays the same run). With `job_owner` (job id -> renter id, from the read
         models) only live jobs and the `ended_in_memory` most recently ended stay in memory;
         a command about an older one folds it back from its renter's stream first. With
+        `history` (the read models' `deposit_ref` and `withdrawal`: dcp_app.queries) only the
+        `history_in_memory` most recent deposit references and decided withdrawals stay in
+        memory; a command naming an older one reads it back first. With
         `snapshot_dir`, start-up begins from the newest snapshot there that matches the log
         (dcp_app.snapshots) and one is written every `snapshot_every` (events, seconds).
         An empty log first gets its genesis: one `platform.price_set` per `genesis_prices`
@@ -138,6 +148,8 @@ class LedgerService(CommandLoop):
             ended_in_memory,
             snapshot_dir,
             snapshot_every,
+            history,
+            history_in_memory,
         )
         await svc.start(genesis_prices)
         return svc

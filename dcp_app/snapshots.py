@@ -42,7 +42,9 @@ from dcp_projections.state import (
 
 FORMAT = "dcp-snapshot"
 # Bump whenever an entity's fields or their meaning change: an older file is then ignored.
-VERSION = 3  # 2: top-ups; 3: submit keys carry the request's fingerprint
+# 2: top-ups; 3: submit keys carry the request's fingerprint; 4: deposit references and decided
+# withdrawals bounded (history_cap), the deposits' running total
+VERSION = 4
 KEEP = 2  # files kept; older ones are removed after each write
 _LEN = struct.Struct(">I")  # the header's length, before it
 
@@ -57,6 +59,7 @@ class Header(msgspec.Struct, frozen=True, kw_only=True):
     ended_cap: int | None
     idempotency_window_us: int
     body_sha256: str
+    history_cap: int | None = None  # (a default, so an older header decodes as incompatible)
 
 
 class Body(msgspec.Struct, kw_only=True):
@@ -71,7 +74,9 @@ class Body(msgspec.Struct, kw_only=True):
     withdrawals: list[Withdrawal]
     credentials: list[Credential]
     submit_keys: list[tuple[str, str, SubmitKey]]  # oldest first
-    deposit_refs: dict[str, DepositRef]
+    deposit_refs: list[tuple[str, DepositRef]]  # oldest credit first
+    deposits_halala: int
+    decided: list[str]  # the decided withdrawals in memory, oldest decision first
     topups: list[TopUp]
     topup_payments: dict[str, str]
     topup_invoices: dict[str, str]
@@ -85,7 +90,14 @@ class Loaded(msgspec.Struct):
     path: Path
 
 
-Params = tuple[int | None, int]  # (ended_cap, idempotency_window_us) of a State
+# (ended_cap, idempotency_window_us, history_cap) of a State
+Params = tuple[int | None, int, int | None]
+
+
+def params_of(state: State) -> Params:
+    """The parameters a snapshot of `state` is taken and loaded with."""
+    return (state.ended_cap, state.idempotency_window_us, state.history_cap)
+
 
 _body_decoder = msgspec.msgpack.Decoder(Body)
 _header_decoder = msgspec.msgpack.Decoder(Header)
@@ -111,7 +123,9 @@ def encode_body(state: State, versions: dict[str, int]) -> bytes:
             withdrawals=list(state.withdrawals.values()),
             credentials=list(state.credentials.values()),
             submit_keys=[(r, k, v) for (r, k), v in state.submit_keys.items()],
-            deposit_refs=state.deposit_refs,
+            deposit_refs=list(state.deposit_refs.items()),
+            deposits_halala=state.deposits_halala,
+            decided=list(state.decided),
             topups=list(state.topups.values()),
             topup_payments=state.topup_payments,
             topup_invoices=state.topup_invoices,
@@ -124,7 +138,7 @@ def encode_body(state: State, versions: dict[str, int]) -> bytes:
 def frame(body: bytes, state: State, head_hash: str) -> bytes:
     """Header + body: the header names `state`'s sequence and parameters (read them before the
     state moves on: `Params` and seq are plain values) and the body's hash."""
-    return frame_at(body, state.seq, head_hash, (state.ended_cap, state.idempotency_window_us))
+    return frame_at(body, state.seq, head_hash, params_of(state))
 
 
 def frame_at(body: bytes, seq: int, head_hash: str, params: Params) -> bytes:
@@ -137,6 +151,7 @@ def frame_at(body: bytes, seq: int, head_hash: str, params: Params) -> bytes:
             head_hash=head_hash,
             ended_cap=params[0],
             idempotency_window_us=params[1],
+            history_cap=params[2],
             body_sha256=hashlib.sha256(body).hexdigest(),
         )
     )
@@ -168,11 +183,12 @@ def decode(data: bytes, params: Params | None = None) -> Loaded:
     """Rebuild the state from a snapshot's bytes; Unusable if it is corrupt or, given
     `params`, was taken from a state with others (None: take the file's)."""
     header, body_bytes = read_header(data)
-    if params is not None and (header.ended_cap, header.idempotency_window_us) != params:
+    taken = (header.ended_cap, header.idempotency_window_us, header.history_cap)
+    if params is not None and taken != params:
         raise Unusable(
             "incompatible",
-            f"taken keeping {header.ended_cap} ended jobs and a "
-            f"{header.idempotency_window_us} us key window, not {params[0]} and {params[1]}",
+            f"taken keeping {header.ended_cap} ended jobs, a {header.idempotency_window_us} us"
+            f" key window and {header.history_cap} references, not {params}",
         )
     if hashlib.sha256(body_bytes).hexdigest() != header.body_sha256:
         raise Unusable("corrupt", "the body does not match its hash")
@@ -180,7 +196,11 @@ def decode(data: bytes, params: Params | None = None) -> Loaded:
         body = _body_decoder.decode(body_bytes)
     except msgspec.DecodeError as e:
         raise Unusable("corrupt", f"undecodable body ({e})") from None
-    state = State(ended_cap=header.ended_cap, idempotency_window_us=header.idempotency_window_us)
+    state = State(
+        ended_cap=header.ended_cap,
+        idempotency_window_us=header.idempotency_window_us,
+        history_cap=header.history_cap,
+    )
     state.seq = header.seq
     state.balances = body.balances
     state.account_seq = body.account_seq
@@ -198,7 +218,9 @@ def decode(data: bytes, params: Params | None = None) -> Loaded:
     state.withdrawals = {w.withdrawal_id: w for w in body.withdrawals}
     state.credentials = {c.key_hash: c for c in body.credentials}
     state.submit_keys = OrderedDict(((r, k), v) for r, k, v in body.submit_keys)
-    state.deposit_refs = body.deposit_refs
+    state.deposit_refs = OrderedDict(body.deposit_refs)
+    state.deposits_halala = body.deposits_halala
+    state.decided = OrderedDict.fromkeys(body.decided)
     state.topups = {t.topup_id: t for t in body.topups}
     state.topup_payments = body.topup_payments
     state.topup_invoices = body.topup_invoices

@@ -60,9 +60,7 @@ def _compare_state(snap: State, folded: State, report: Report) -> None:
         "providers",
         "pricing",
         "images",
-        "withdrawals",
         "credentials",
-        "deposit_refs",
         "submit_keys",
         "topups",
         "topup_payments",
@@ -70,6 +68,7 @@ def _compare_state(snap: State, folded: State, report: Report) -> None:
         "topup_keys",
     ):
         _compare_map(report, name, getattr(snap, name), getattr(folded, name))
+    _compare_history(snap, folded, report)
     if list(snap.queue) != list(folded.queue):
         report.differ("snapshot", "queue", "the queue is not the fold's")
     live = {j for j, job in folded.jobs.items() if job.status not in ENDED}
@@ -83,6 +82,34 @@ def _compare_state(snap: State, folded: State, report: Report) -> None:
             report.differ("snapshot.jobs", job_id, "differs from the fold")
     if set(snap.ended) != {j for j, job in snap.jobs.items() if job.status in ENDED}:
         report.differ("snapshot", "ended", "the ended list does not match its jobs")
+
+
+def _compare_history(snap: State, folded: State, report: Report) -> None:
+    """Deposit references and withdrawals: all of them, or (a snapshot of a bounded state)
+    the ones it holds equal to the fold's, every pending withdrawal among them."""
+    if snap.deposits_halala != folded.deposits_halala:
+        report.differ(
+            "snapshot",
+            "deposits_halala",
+            f"snapshot {snap.deposits_halala}, fold {folded.deposits_halala}",
+        )
+    if snap.history_cap is None:
+        _compare_map(report, "deposit_refs", snap.deposit_refs, folded.deposit_refs)
+        _compare_map(report, "withdrawals", snap.withdrawals, folded.withdrawals)
+        return
+    _compare_map(
+        report,
+        "deposit_refs",
+        snap.deposit_refs,
+        {r: folded.deposit_refs.get(r) for r in snap.deposit_refs},
+    )
+    pending = {w for w, x in folded.withdrawals.items() if x.status == "pending"}
+    held = pending | snap.withdrawals.keys()
+    _compare_map(
+        report, "withdrawals", snap.withdrawals, {w: folded.withdrawals.get(w) for w in held}
+    )
+    if set(snap.decided) != {w for w, x in snap.withdrawals.items() if x.status != "pending"}:
+        report.differ("snapshot", "decided", "the decided list does not match its withdrawals")
 
 
 def _compare_map(report: Report, name: str, got: Any, want: Any) -> None:

@@ -120,6 +120,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_dir: str = ""
     snapshot_every_events: int = 100_000
     snapshot_every_s: float = 600.0
+    # Deposit references and decided withdrawals kept in memory (docs/design.md, "Bounded
+    # memory"); older ones are read back from the read models when a command names them.
+    history_in_memory: int = 10_000
 
     def snapshot_path(self) -> Path | None:
         """Where the service keeps its snapshots, or None when they are off. On a PostgreSQL
@@ -229,6 +232,7 @@ ENV: dict[str, tuple[str, Any]] = {
     "DCP_SNAPSHOT_DIR": ("snapshot_dir", _str),
     "DCP_SNAPSHOT_EVERY_EVENTS": ("snapshot_every_events", _int(1, 10**9)),
     "DCP_SNAPSHOT_EVERY_S": ("snapshot_every_s", _seconds),
+    "DCP_HISTORY_IN_MEMORY": ("history_in_memory", _int(0, 10**9)),
 }
 
 # DCP_RATE_LIMIT_SUBMIT=60/60 and so on: "<requests>/<seconds>".

@@ -400,11 +400,14 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
         await store.close()
         raise
     try:
-        # The read models tell the ledger whose an old job is, so ended jobs can leave memory.
+        # The read models tell the ledger whose an old job is and what an old deposit
+        # reference or withdrawal was, so ended jobs and old references can leave memory.
         ledger = await LedgerService.open(
             store,
             config.domain_settings(),
             job_owner=queries.job_owner,
+            history=queries,
+            history_in_memory=config.history_in_memory,
             snapshot_dir=config.snapshot_path(),
             snapshot_every=(config.snapshot_every_events, config.snapshot_every_s),
         )

@@ -139,9 +139,13 @@ def _renter(state: State, seq: int, renter_id: str) -> Renter:
 
 def _deposit_credited(state: State, seq: int, e: ev.DepositCredited) -> None:
     _renter(state, seq, e.renter_id)
+    # A bounded state (history_cap) sees only the references in memory; the decision looked
+    # the older ones up, and the unbounded fold of an audit checks them all.
     if e.reference in state.deposit_refs:
         raise InvariantError(f"seq {seq}: deposit reference {e.reference!r} credited twice")
     state.deposit_refs[e.reference] = DepositRef(e.renter_id, e.amount_halala, seq)
+    state.deposits_halala += e.amount_halala
+    state.touched.add(("deposit", e.reference))
     money.post(state, seq, e.postings, money.credit(e.renter_id, e.amount_halala))
 
 
@@ -487,12 +491,14 @@ def _decide_withdrawal(state: State, seq: int, withdrawal_id: str, at_us: int) -
 def _withdrawal_completed(state: State, seq: int, e: ev.WithdrawalCompleted) -> None:
     w = _decide_withdrawal(state, seq, e.withdrawal_id, e.at_us)
     w.status = "completed"
+    state.withdrawal_decided(w)
     money.post(state, seq, e.postings, money.pay_out(w.provider_id, w.amount_halala))
 
 
 def _withdrawal_rejected(state: State, seq: int, e: ev.WithdrawalRejected) -> None:
     w = _decide_withdrawal(state, seq, e.withdrawal_id, e.at_us)
     w.status = "rejected"
+    state.withdrawal_decided(w)
     money.post(state, seq, e.postings, money.return_withdrawal(w.provider_id, w.amount_halala))
 
 
@@ -536,4 +542,7 @@ def check_all(state: State) -> None:
         leased = leased_by.pop(p.provider_id, set())
         if leased != p.leased:
             raise InvariantError(f"provider {p.provider_id} leases {p.leased}, not {leased}")
+    decided = {w.withdrawal_id for w in state.withdrawals.values() if w.status != "pending"}
+    if decided != state.decided.keys():
+        raise InvariantError("the decided list does not hold exactly the decided withdrawals")
     topups.check(state)

@@ -6,11 +6,15 @@ repeated or late result, a cancel of a cancelled job) is made on the job as this
 it again: the same `fold.apply` over the renter's stream (registration, credits and every event
 of their jobs), in a scratch state where the providers the stream names stand in as stubs.
 One fold, so the job is exactly the one a fold of the whole log holds.
+
+A deposit reference or a decided withdrawal that left a bounded state (`history_cap`) comes
+back from the read models instead, whose row is the whole entity: `row_to_recall` names it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 from dcp_events.event import Event
 from dcp_projections import commands as cmd
@@ -65,4 +69,25 @@ def renter_named(c: cmd.Command) -> str | None:
             return c.renter_id
         case cmd.CancelJob(renter_id=str(renter_id)):
             return renter_id
+    return None
+
+
+RowKind = Literal["deposit", "withdrawal"]
+
+
+def row_to_recall(state: State, c: cmd.Command) -> tuple[RowKind, str] | None:
+    """The deposit reference or withdrawal `c` names that a bounded state no longer holds, if
+    any: the caller reads it from the read models and `state.recall_deposit`s (or
+    `recall_withdrawal`s) it before deciding, so a reference stays idempotent forever and a
+    decided withdrawal answers as it did."""
+    if state.history_cap is None:
+        return None
+    match c:
+        case cmd.CreditDeposit(reference=str(reference)):
+            return None if reference in state.deposit_refs else ("deposit", reference)
+        case (
+            cmd.RequestWithdrawal(withdrawal_id=str(wid))
+            | cmd.DecideWithdrawal(withdrawal_id=str(wid))
+        ):
+            return None if wid in state.withdrawals else ("withdrawal", wid)
     return None

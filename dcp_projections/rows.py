@@ -18,6 +18,7 @@ from dcp_events.event import Event
 from dcp_projections import tables
 from dcp_projections.state import (
     Credential,
+    DepositRef,
     Job,
     Price,
     Provider,
@@ -47,10 +48,26 @@ withdrawal_row: Callable[[Withdrawal], Row] = tables.WITHDRAWALS.row_builder()
 price_row: Callable[[Price], Row] = tables.PRICING.row_builder()
 _image = tables.IMAGE_ALLOWLIST.row_builder()
 topup_row: Callable[[TopUp], Row] = tables.TOPUPS.row_builder()
+_deposit = tables.DEPOSITS.row_builder()
 
 
 def credential_row(key_hash: str, c: Credential) -> Row:
     return _credential(c)
+
+
+def deposit_row(reference: str, d: DepositRef) -> Row:
+    return _deposit((reference, d))
+
+
+def withdrawal_of_row(row: Row) -> Withdrawal:
+    """The withdrawal a `withdrawals` row holds (its columns are the entity's fields): how a
+    decided withdrawal that left memory comes back for a decision."""
+    return Withdrawal(**{c: row[c] for c in tables.WITHDRAWALS.column_names})
+
+
+def deposit_of_row(row: Row) -> DepositRef:
+    """The credit a `deposits` row records."""
+    return DepositRef(row["renter_id"], row["amount_halala"], row["last_seq"])
 
 
 def job_output_row(j: Job) -> Row | None:
@@ -91,6 +108,8 @@ def _rows_of(state: State, kind: str, key: str) -> Iterator[tuple[str, Row | Non
         yield "credentials", credential_row(key, state.credentials[key])
     elif kind == "topup":
         yield "topups", topup_row(state.topups[key])
+    elif kind == "deposit":
+        yield "deposits", deposit_row(key, state.deposit_refs[key])
     elif kind == "price":
         yield "pricing", price_row(state.pricing[key])
     elif kind == "image":
@@ -134,6 +153,7 @@ def all_rows(state: State) -> dict[str, list[Row]]:
     out["pricing"] = [price_row(p) for p in state.pricing.values()]
     out["image_allowlist"] = [image_row(r, s) for r, s in state.images.items()]
     out["topups"] = [topup_row(t) for t in state.topups.values()]
+    out["deposits"] = [deposit_row(r, d) for r, d in state.deposit_refs.items()]
     return out
 
 

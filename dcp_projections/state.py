@@ -206,6 +206,14 @@ class State:
     history, and a decision about a job no longer in memory is made on the job as
     `dcp_projections.history` folds it back from its renter's stream (docs/design.md,
     "Bounded memory").
+
+    `history_cap` bounds the rest of what grows with history the same way: the deposit
+    references (`deposit_refs`, oldest credit first) and the decided withdrawals
+    (`withdrawals` keeps every pending one; `decided` lists the decided ones in memory, oldest
+    decision first). `trim_history()` drops the oldest beyond the cap, after the batch's rows
+    are written; a decision about an older one is made on it as read back from the read
+    models (`recall_deposit`, `recall_withdrawal`, before deciding). None (the default) keeps
+    them all.
     """
 
     def __init__(
@@ -214,9 +222,11 @@ class State:
         ended_cap: int | None = None,
         idempotency_window_us: int = IDEMPOTENCY_WINDOW_US,
         cross_stream_checks: bool = True,
+        history_cap: int | None = None,
     ) -> None:
         self.seq = 0  # the last folded event
         self.ended_cap = ended_cap
+        self.history_cap = history_cap
         self.idempotency_window_us = idempotency_window_us
         # False in a scratch fold of one stream (dcp_projections.history): the folds then skip
         # the checks that need facts other streams hold (a claiming GPU's model and price at
@@ -235,12 +245,18 @@ class State:
             for m, p in SEED_PRICES
         }
         self.images: dict[str, int] = {}  # allowlisted reference -> last_seq
-        self.withdrawals: dict[str, Withdrawal] = {}
+        self.withdrawals: dict[str, Withdrawal] = {}  # pending, and decided ones in memory
+        self.decided: OrderedDict[str, None] = OrderedDict()  # decided in memory, oldest first
         self.credentials: dict[str, Credential] = {}  # key_hash -> who
         # (renter, idempotency key) -> its job, oldest first; entries older than the window
         # leave as later keyed submissions are folded.
         self.submit_keys: OrderedDict[tuple[str, str], SubmitKey] = OrderedDict()
-        self.deposit_refs: dict[str, DepositRef] = {}  # reference -> the credit it made
+        # Reference -> the credit it made, oldest credit first: every one (history_cap=None)
+        # or the most recent ones and those recalled for a decision.
+        self.deposit_refs: OrderedDict[str, DepositRef] = OrderedDict()
+        # Every admin deposit ever credited, in halala: world:deposits' share of the deposits
+        # (a running total, so the invariant does not need every reference in memory).
+        self.deposits_halala = 0
         self.account_seq: dict[str, int] = {}  # account -> last_seq
         # Gateway top-ups, and the indexes that make each credit happen at most once.
         self.topups: dict[str, TopUp] = {}
@@ -294,6 +310,39 @@ class State:
             del self.jobs[job_id]
             gone.append(job_id)
         return gone
+
+    # --- deposit references and decided withdrawals ----------------------------------------
+
+    def recall_deposit(self, reference: str, ref: DepositRef) -> None:
+        """Put back a deposit reference read from the read models, to decide about it."""
+        if reference not in self.deposit_refs:
+            self.deposit_refs[reference] = ref
+
+    def withdrawal_decided(self, w: Withdrawal) -> None:
+        """`w` was completed or rejected: it may leave memory once `trim_history` runs."""
+        self.decided[w.withdrawal_id] = None
+        self.decided.move_to_end(w.withdrawal_id)
+
+    def recall_withdrawal(self, w: Withdrawal) -> None:
+        """Put back a decided withdrawal read from the read models, to decide about it."""
+        if w.withdrawal_id not in self.withdrawals and w.status != "pending":
+            self.withdrawals[w.withdrawal_id] = w
+            self.withdrawal_decided(w)
+
+    def trim_history(self) -> None:
+        """Drop the oldest deposit references and decided withdrawals beyond `history_cap`.
+        Their rows are in the read models, so call it only after the rows of what was folded
+        are written (as `trim_ended`)."""
+        cap = self.history_cap
+        if cap is None:
+            return
+        refs = self.deposit_refs
+        while len(refs) > cap:
+            refs.popitem(last=False)
+        decided = self.decided
+        while len(decided) > cap:
+            withdrawal_id, _ = decided.popitem(last=False)
+            del self.withdrawals[withdrawal_id]
 
     def submitted_with_key(self, renter_id: str, key: str, now_us: int) -> str | None:
         """The job this renter submitted with `key` within the window before `now_us`."""

@@ -292,6 +292,20 @@ TOPUPS = Table(
     mirror="dcp_topups",
 )
 
+# Admin credits (SPEC: idempotent by reference, forever). Entity: (reference, DepositRef). The
+# service keeps only recent references in memory and looks older ones up here before deciding
+# a credit (docs/design.md, "Bounded memory"). Not mirrored: the postings carry the money.
+DEPOSITS = Table(
+    "deposits",
+    key=("reference",),
+    columns=(
+        _col("reference", get=_first),
+        _col("renter_id", get=lambda d: d[1].renter_id),
+        _int("amount_halala", get=lambda d: d[1].amount_halala),
+        _int("last_seq", get=lambda d: d[1].seq),  # the credit's event: a reference never changes
+    ),
+)
+
 # How far the read models are: name -> last_seq (dcp_app.readmodel's checkpoint rows).
 PROJECTION_STATE = Table(
     "projection_state", key=("name",), columns=(_col("name"), _int("last_seq"))
@@ -309,6 +323,7 @@ ROW_TABLES: tuple[Table, ...] = (
     PRICING,
     IMAGE_ALLOWLIST,
     TOPUPS,
+    DEPOSITS,
 )
 # Every read-model table, in the order the DDL creates them.
 ALL: tuple[Table, ...] = (PROJECTION_STATE, *ROW_TABLES[:6], POSTINGS, *ROW_TABLES[6:])

@@ -162,3 +162,11 @@ CREATE TABLE IF NOT EXISTS topups (
 CREATE INDEX IF NOT EXISTS topups_renter ON topups (renter_id, created_at_us);
 CREATE INDEX IF NOT EXISTS topups_status ON topups (status, updated_at_us);
 CREATE INDEX IF NOT EXISTS topups_last_seq ON topups (last_seq);
+
+CREATE TABLE IF NOT EXISTS deposits (
+    reference TEXT NOT NULL,
+    renter_id TEXT NOT NULL,
+    amount_halala INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    PRIMARY KEY (reference)
+) STRICT;

@@ -79,7 +79,7 @@ from simulate import (
 )
 
 from dcp_app import readmodel, snapshots
-from dcp_app.batcher import ENDED_IN_MEMORY
+from dcp_app.batcher import ENDED_IN_MEMORY, HISTORY_IN_MEMORY
 from dcp_app.service import hash_key
 from dcp_events import catalogue as ev
 from dcp_events.codec import default_codec
@@ -157,7 +157,7 @@ class Builder:
         self.target = args.events
         self.n_renters, self.n_providers = args.renters, args.providers
         # The service's own cap, so the snapshot written at the end is one `dcp serve` loads.
-        self.state = State(ended_cap=ENDED_IN_MEMORY)
+        self.state = State(ended_cap=ENDED_IN_MEMORY, history_cap=HISTORY_IN_MEMORY)
         self.codec = default_codec()
         self.versions: dict[str, int] = {}
         self.events: list[Event] = []
@@ -237,6 +237,7 @@ class Builder:
         # Ended jobs beyond the cap leave memory, as in the service: their rows are computed.
         state.touched.clear()
         state.trim_ended()
+        state.trim_history()
         if force:
             await self.writing
             self.writing = None

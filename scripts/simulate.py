@@ -289,7 +289,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             return f"{prefix}-{rng.getrandbits(64):016x}"
 
         svc = await LedgerService.open(
-            store, SETTINGS, clock=lambda: clock[0], ids=ids, job_owner=owners.job_owner
+            store,
+            SETTINGS,
+            clock=lambda: clock[0],
+            ids=ids,
+            job_owner=owners.job_owner,
+            history=owners,
         )
         try:
             sim = Sim(svc, rng, clock)

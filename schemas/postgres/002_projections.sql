@@ -162,3 +162,11 @@ CREATE TABLE IF NOT EXISTS topups (
 CREATE INDEX IF NOT EXISTS topups_renter ON topups (renter_id, created_at_us);
 CREATE INDEX IF NOT EXISTS topups_status ON topups (status, updated_at_us);
 CREATE INDEX IF NOT EXISTS topups_last_seq ON topups (last_seq);
+
+CREATE TABLE IF NOT EXISTS deposits (
+    reference text NOT NULL,
+    renter_id text NOT NULL,
+    amount_halala bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    PRIMARY KEY (reference)
+);

@@ -205,6 +205,7 @@ DERIVED = {
     "seq",
     "ended_cap",
     "idempotency_window_us",
+    "history_cap",
     "cross_stream_checks",  # always on in a service's state, which is all a snapshot holds
     "queue",
     "touched",

@@ -7,10 +7,12 @@ overdraw. After every step every invariant is checked from scratch (`check_all`)
 command must leave the balances untouched, and every few steps (and at the end) replaying the
 encoded log into an empty state must reproduce the same read-model rows.
 
-A twin state that keeps only one ended job in memory (`State(ended_cap=1)`, trimmed after
-every command, as the service does after every batch) decides every command too, folding an
-ended job back from its renter's stream (`dcp_projections.history`) when a command names one:
-its answer (events, or the refusal) must be the full state's, and its live part the same.
+A twin state that keeps only one ended job, deposit reference and decided withdrawal in
+memory (`State(ended_cap=1, history_cap=1)`, trimmed after every command, as the service does
+after every batch) decides every command too, folding an ended job back from its renter's
+stream (`dcp_projections.history`) when a command names one, and reading an old reference or
+withdrawal back from what the read models hold (the full state's): its answer (events, or the
+refusal) must be the full state's, and its live part the same.
 
 One `step` rule draws a weighted action, so a job's whole life (submit, poll, start, report)
 is common in every program rather than left to which rules a program happens to enable.
@@ -18,6 +20,7 @@ is common in every program rather than left to which rules a program happens to 
 
 import os
 
+import msgspec
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -30,7 +33,7 @@ from dcp_projections import commands as c
 from dcp_projections.decisions import decide
 from dcp_projections.errors import DomainError
 from dcp_projections.fold import apply, check_all
-from dcp_projections.history import job_from_stream, jobs_to_recall
+from dcp_projections.history import job_from_stream, jobs_to_recall, row_to_recall
 from dcp_projections.rows import all_rows
 from dcp_projections.settings import Settings
 from dcp_projections.state import ENDED, State
@@ -59,7 +62,7 @@ class Ledger(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.state = State()
-        self.bounded = State(ended_cap=1)
+        self.bounded = State(ended_cap=1, history_cap=1)
         self.log: list[tuple[int, str, int, bytes]] = []
         self.streams: dict[str, list[tuple[int, Event]]] = {}  # the log by stream, decoded
         self.now_us = 1_700_000_000 * S
@@ -78,6 +81,7 @@ class Ledger(RuleBasedStateMachine):
             return self.decide_and_fold(command, before, bounded_answer)
         finally:
             self.bounded.trim_ended()
+            self.bounded.trim_history()
 
     def decide_and_fold(self, command: c.Command, before: dict, bounded_answer: object) -> list:
         try:
@@ -105,6 +109,7 @@ class Ledger(RuleBasedStateMachine):
             owner = self.state.jobs.get(job_id)
             if owner is not None:
                 recall(self.bounded, self.streams, job_id, owner.renter_id)
+        recall_row(self.bounded, self.state, command)
         try:
             return decide(self.bounded, command, self.now_us, SETTINGS)
         except DomainError as e:
@@ -505,13 +510,14 @@ class Ledger(RuleBasedStateMachine):
         # What "state" means once ended jobs leave memory: the same live part (balances,
         # accounts, queue, every job not ended), and each ended job it still holds equal to
         # the full fold's. The twin that decided along, and a bounded replay, both hold that.
-        trimmed = State(ended_cap=1)
+        trimmed = State(ended_cap=1, history_cap=1)
         for seq, type_, version, payload in self.log:
             event = CODEC.decode_payload(type_, version, payload)
             if isinstance(event, ev.JobRequeued) and event.job_id not in trimmed.jobs:
                 recall(trimmed, self.streams, event.job_id, event.renter_id)
             apply(trimmed, seq, event)
             trimmed.trim_ended()
+            trimmed.trim_history()
         for bounded in (self.bounded, trimmed):
             check_all(bounded)
             assert len(bounded.ended) <= 1
@@ -523,10 +529,35 @@ class Ledger(RuleBasedStateMachine):
             assert live <= bounded.jobs.keys()
             for job_id, job in bounded.jobs.items():
                 assert job == self.state.jobs[job_id]
+            assert len(bounded.deposit_refs) <= 1 and len(bounded.decided) <= 1
+            assert bounded.deposits_halala == self.state.deposits_halala
+            for ref, credit in bounded.deposit_refs.items():
+                assert credit == self.state.deposit_refs[ref]
+            pending = {w for w, x in self.state.withdrawals.items() if x.status == "pending"}
+            assert pending <= bounded.withdrawals.keys()
+            for wid, w in bounded.withdrawals.items():
+                assert w == self.state.withdrawals[wid]
 
     def teardown(self):
         self.replay_reproduces_state()
         SEEN.update(self.seen)
+
+
+def recall_row(bounded: State, full: State, command: c.Command) -> None:
+    """Read back what `command` names and `bounded` let go of, from the full state (which holds
+    what the read models do), as the service reads it from the read models."""
+    wanted = row_to_recall(bounded, command)
+    if wanted is None:
+        return
+    kind, key = wanted
+    if kind == "deposit":
+        ref = full.deposit_refs.get(key)
+        if ref is not None:
+            bounded.recall_deposit(key, ref)
+    else:
+        w = full.withdrawals.get(key)
+        if w is not None:  # a copy, as a row read back is: the folds change entities in place
+            bounded.recall_withdrawal(msgspec.structs.replace(w))
 
 
 def recall(state: State, streams, job_id: str, renter_id: str) -> None:
@@ -548,12 +579,12 @@ ACTIONS = [
     *[Ledger.advance_clock_and_sweep] * 2,
     *[Ledger.requeue] * 2,
     *[Ledger.withdraw] * 2,
-    *[Ledger.payday] * 2,
+    *[Ledger.payday] * 3,
     Ledger.heartbeat,
     # A top-up's and a withdrawal's lives take several steps each: weighted so that every
     # run reaches their every ending (the coverage check below).
     *[Ledger.decide_withdrawal] * 2,
-    Ledger.credit,
+    *[Ledger.credit] * 2,  # repeats reach references that left the twin's memory
     Ledger.topup,
     *[Ledger.gateway] * 4,
     Ledger.register_renter,
