@@ -145,6 +145,46 @@ async def test_same_log_has_the_same_head_hash_on_both_backends(pg_dsn, tmp_path
     check_log(read_log(pg_dsn))
 
 
+async def test_a_large_group_copies_the_rows_of_the_units_that_pass(pg_dsn):
+    """A group large enough for COPY (sent before its checks) writes exactly the units that
+    pass: a version clash fails its caller alone, and a group that writes nothing commits
+    nothing."""
+    n = postgres_store.COPY_MIN_ROWS
+    store = await PostgresEventStore.open(pg_dsn)
+    with pytest.raises(ConcurrencyError):
+        await store.append("a", 5, [ev(i) for i in range(n)])
+    assert await store.head() == (0, "0" * 64)
+    ok, clash, dup = await asyncio.gather(
+        store.append("a", 0, [ev(i) for i in range(n)], idempotency_key="k"),
+        store.append("b", 3, [ev(i) for i in range(n)]),
+        store.append("c", 0, [ev(i) for i in range(n)], idempotency_key="k"),
+        return_exceptions=True,
+    )
+    assert isinstance(clash, ConcurrencyError)
+    assert (ok.last_seq, dup.duplicate, dup.last_seq) == (n, True, n)
+    await store.close()
+    assert check_log(read_log(pg_dsn)) == {"a": n}
+
+
+async def test_a_large_group_that_breaks_in_its_checks_writes_nothing(pg_dsn, monkeypatch):
+    """An unexpected fault while a large group is checked (its COPY already begun) fails every
+    caller of the group with StoreError, writes none of it, and the next batch goes on."""
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 0, [ev(0)])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a fault in the checks")
+
+    with monkeypatch.context() as m:
+        m.setattr(postgres_store, "check_unit", broken)
+        with pytest.raises(StoreError, match="a fault in the checks"):
+            await store.append("a", 1, [ev(i) for i in range(postgres_store.COPY_MIN_ROWS)])
+    assert (await store.head())[0] == 1
+    await store.append("a", 1, [ev(i) for i in range(postgres_store.COPY_MIN_ROWS)])
+    await store.close()
+    assert check_log(read_log(pg_dsn)) == {"a": 1 + postgres_store.COPY_MIN_ROWS}
+
+
 async def test_group_commit_shares_transactions(pg_dsn):
     """256 concurrent single-event appends are written in far fewer than 256 transactions."""
     store = await PostgresEventStore.open(pg_dsn)
