@@ -465,6 +465,21 @@ def main() -> None:
     per_round = {k: ", ".join(f"{v:,.0f}" for v in vs) for k, vs in figures.items()}
     for k, line in per_round.items():
         print(f"({k} per round: {line})", file=sys.stderr)
+    # The rounds are interleaved, so each round's ratio compares neighbours in time: on a
+    # shared machine it is steadier than the ratio of two medians (printed, not a key).
+    ratios = [
+        o / max(m, c)
+        for o, m, c in zip(
+            figures["ours_batched_eps"],
+            figures["raw_executemany_eps"],
+            figures["raw_copy_eps"],
+            strict=True,
+        )
+    ]
+    print(
+        "(ours_batched / raw_batched per round: " + ", ".join(f"{x:.2f}" for x in ratios) + ")",
+        file=sys.stderr,
+    )
     med = {k: statistics.median(vs) for k, vs in figures.items()}
     results = {
         "ours_concurrent_eps": med["ours_concurrent_eps"],

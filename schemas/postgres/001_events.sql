@@ -49,7 +49,8 @@ CREATE OR REPLACE TRIGGER events_no_delete BEFORE DELETE ON events
 CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_edit();
 
--- The head only moves forward, and never to a sequence the log does not hold.
+-- The head only moves forward, and never to a sequence the log does not hold. (This first body
+-- scanned the whole log in every batch; 003_events_head_check.sql replaces it, on old ledgers too.)
 CREATE OR REPLACE FUNCTION events_head_forward() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.seq < OLD.seq THEN

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from dcp_events import postgres_store, sqlite_store
+from dcp_events._append import COLUMNS, Unit, check_unit, now_us
 from dcp_events.errors import ConcurrencyError, StaleHeadError, StoreError
 from dcp_events.postgres_store import PostgresEventStore
 from dcp_events.sqlite_store import SqliteEventStore
@@ -51,6 +52,65 @@ async def test_head_row_moves_only_to_the_end_of_a_dense_linked_batch(pg_dsn):
         assert conn.execute("SELECT seq, hash FROM events_head").fetchone() == (seq, hash_)
 
 
+async def test_a_log_made_before_the_new_head_check_gets_it_on_open(pg_dsn, monkeypatch):
+    """A ledger whose schema predates 003_events_head_check.sql (its head check scanned the
+    whole log) gets the new check when a store opens it: recorded once, the chain goes on, and
+    the head is refused the same moves as before."""
+    old_files = [f for f in postgres_store.schema_files() if f.name < "003"]
+    with monkeypatch.context() as m:  # a store of before: only the files it knew
+        m.setattr(postgres_store, "schema_files", lambda: old_files)
+        store = await PostgresEventStore.open(pg_dsn)
+        await store.append("a", 0, [ev(1), ev(2)])
+        await store.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        body = "SELECT prosrc FROM pg_proc WHERE proname = 'events_head_forward'"
+        assert "seq > NEW.seq)" in conn.execute(body).fetchone()[0]  # the old check
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 2, [ev(3)])
+    seq, hash_ = await store.head()
+    await store.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM dcp_schema_files ORDER BY name")]
+        assert names == [f.name for f in postgres_store.schema_files()]
+        assert "max(seq)" in conn.execute(body).fetchone()[0]
+        with pytest.raises(psycopg.errors.RestrictViolation, match="back"):
+            conn.execute("UPDATE events_head SET seq = 1")
+        with pytest.raises(psycopg.errors.RestrictViolation, match="dense"):
+            conn.execute("UPDATE events_head SET seq = 4, hash = %s", (hash_,))
+        assert conn.execute("SELECT seq, hash FROM events_head").fetchone() == (seq, hash_)
+        assert seq == 3
+    assert check_log(read_log(pg_dsn)) == {"a": 3}
+
+
+async def test_the_head_check_reads_the_log_by_index_only(pg_dsn):
+    """Moving the head checks its batch with index probes, never a scan of the whole log (the
+    first schema's check planned one, in every batch, growing with the log)."""
+    store = await PostgresEventStore.open(pg_dsn)
+    for b in range(3):
+        await store.append(f"s{b}", 0, [ev(i) for i in range(1000)])
+    head_seq, head_hash = await store.head()
+    await store.close()
+    loop = asyncio.get_running_loop()
+    unit = Unit([AppendRequest("t", 0, [ev(1), ev(2)])], None, None, loop, loop.create_future())
+    done = check_unit(unit, head_seq, head_hash, now_us(), lambda s: 0, lambda k: None)
+    with psycopg.connect(pg_dsn) as conn:  # one transaction, as a store's batch
+        conn.execute("SELECT seq FROM events_head WHERE one FOR UPDATE")
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO events ({COLUMNS}) VALUES ({', '.join(['%s'] * 11)})", done.rows
+            )
+        before = conn.execute(_EVENTS_SCANS).fetchone()
+        conn.execute("UPDATE events_head SET seq = %s, hash = %s", (done.head_seq, done.head_hash))
+        after = conn.execute(_EVENTS_SCANS).fetchone()
+        conn.commit()
+    assert after[0] == before[0]  # no sequential scan of events
+    assert after[1] > before[1]  # it did look, by index
+
+
+# This transaction's scans of `events` so far (sequential, by index), flushed or not.
+_EVENTS_SCANS = "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'events'"
+
+
 async def test_same_log_has_the_same_head_hash_on_both_backends(pg_dsn, tmp_path, monkeypatch):
     """The same appends at the same recorded time give the same rows and head on either store."""
     # Both stores take the recorded time from _append.now_us; pin it so the logs can be equal.
@@ -83,6 +143,46 @@ async def test_same_log_has_the_same_head_hash_on_both_backends(pg_dsn, tmp_path
     await lite.close()
     await pg.close()
     check_log(read_log(pg_dsn))
+
+
+async def test_a_large_group_copies_the_rows_of_the_units_that_pass(pg_dsn):
+    """A group large enough for COPY (sent before its checks) writes exactly the units that
+    pass: a version clash fails its caller alone, and a group that writes nothing commits
+    nothing."""
+    n = postgres_store.COPY_MIN_ROWS
+    store = await PostgresEventStore.open(pg_dsn)
+    with pytest.raises(ConcurrencyError):
+        await store.append("a", 5, [ev(i) for i in range(n)])
+    assert await store.head() == (0, "0" * 64)
+    ok, clash, dup = await asyncio.gather(
+        store.append("a", 0, [ev(i) for i in range(n)], idempotency_key="k"),
+        store.append("b", 3, [ev(i) for i in range(n)]),
+        store.append("c", 0, [ev(i) for i in range(n)], idempotency_key="k"),
+        return_exceptions=True,
+    )
+    assert isinstance(clash, ConcurrencyError)
+    assert (ok.last_seq, dup.duplicate, dup.last_seq) == (n, True, n)
+    await store.close()
+    assert check_log(read_log(pg_dsn)) == {"a": n}
+
+
+async def test_a_large_group_that_breaks_in_its_checks_writes_nothing(pg_dsn, monkeypatch):
+    """An unexpected fault while a large group is checked (its COPY already begun) fails every
+    caller of the group with StoreError, writes none of it, and the next batch goes on."""
+    store = await PostgresEventStore.open(pg_dsn)
+    await store.append("a", 0, [ev(0)])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a fault in the checks")
+
+    with monkeypatch.context() as m:
+        m.setattr(postgres_store, "check_unit", broken)
+        with pytest.raises(StoreError, match="a fault in the checks"):
+            await store.append("a", 1, [ev(i) for i in range(postgres_store.COPY_MIN_ROWS)])
+    assert (await store.head())[0] == 1
+    await store.append("a", 1, [ev(i) for i in range(postgres_store.COPY_MIN_ROWS)])
+    await store.close()
+    assert check_log(read_log(pg_dsn)) == {"a": 1 + postgres_store.COPY_MIN_ROWS}
 
 
 async def test_group_commit_shares_transactions(pg_dsn):
