@@ -14,7 +14,8 @@ Two passes over the events 1..head, each in sequence order:
      fold's balances equal the balances summed from the postings alone.
 
 The passes need nothing from each other, so on a big log the chain pass runs in a second
-process while this one folds: verification takes as long as the slower pass, not the sum. The
+process while this one folds (and a third reads the events for the fold,
+dcp_app.foldlog.piped_batches): verification takes as long as the slower pass, not the sum. The
 fault reported is the earliest of the two passes' first faults (sequence, then check order).
 Each event is decoded once; the decoded event feeds both the postings check and the fold.
 """
