@@ -82,6 +82,7 @@ def fold_log(
     until_seq: int | None = None,
     codec: Codec | None = None,
     sink: Callable[[PostingRows], None] | None = None,
+    path: str | None = None,
 ) -> State:
     """A state folded from the log read through `conn`, up to `until_seq` (inclusive), by the
     one fold loop (dcp_app.foldlog).
@@ -89,7 +90,8 @@ def fold_log(
     `sink`, when given, receives the posting rows of each batch of events as it is folded.
     Raises InvariantError on a fault, DecodeError on an event that does not fit its schema.
     Reads only the columns a fold needs (the hash chain is `dcp audit verify`'s business), in
-    bounded batches.
+    bounded batches; with `path` (the file behind `conn`) a second process reads them
+    (dcp_app.foldlog.piped_batches) while this one folds.
     """
     state = State()
     postings: PostingRows = []
@@ -103,17 +105,28 @@ def fold_log(
             postings.clear()
         return False
 
+    if path is not None:
+        last = until_seq if until_seq is not None else _head(conn)
+        batches = foldlog.piped_batches(conn, path, last, batch_size=READ_BATCH)
+    else:
+        batches = foldlog.sqlite_batches(conn, until_seq, batch_size=READ_BATCH)
     try:
         foldlog.fold_batches(
             state,
-            foldlog.sqlite_batches(conn, until_seq, batch_size=READ_BATCH),
+            batches,
             codec or default_codec(),
             collect if sink is not None else None,
             flush if sink is not None else None,
         )
     except foldlog.FoldFault as f:
         raise f.error from None
+    finally:
+        batches.close()
     return state
+
+
+def _head(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
 
 def rebuild(
@@ -167,7 +180,10 @@ def _rebuild(
                 n_postings += len(batch)
                 dst.executemany(_INSERT_POSTING, batch)
 
-            state = fold_log(src, until_seq, sink=sink)
+            last = until_seq if until_seq is not None else _head(src)
+            # A second process reads a big log while this one folds and writes.
+            piped = str(db_path) if last >= foldlog.PIPE_MIN_EVENTS else None
+            state = fold_log(src, last, sink=sink, path=piped)
             check_all(state)
             rows = all_rows(state)
             for table, table_rows in rows.items():

@@ -35,7 +35,14 @@ from typing import Any
 
 import msgspec
 
-from dcp_app.foldlog import ROW_COLUMNS, FoldFault, fold_batches, no_gc, sqlite_batches
+from dcp_app.foldlog import (
+    ROW_COLUMNS,
+    FoldFault,
+    fold_batches,
+    no_gc,
+    piped_batches,
+    sqlite_batches,
+)
 from dcp_app.readmodel import PROJECTION
 from dcp_audit._beside import beside
 from dcp_audit._log import file_of, head, open_readonly, seq_as_of
@@ -173,7 +180,7 @@ def replay(
             stored_side = None
             _merge_postings(report, compare_postings(conn, seq, codec, batch_size))
         try:
-            _fold(conn, state, seq, codec, batch_size)
+            _fold(conn, state, seq, codec, batch_size, path if parallel else None)
             check_all(state)
         except AuditFault as f:
             report.fault = f
@@ -203,13 +210,28 @@ def _stored_seq(conn: sqlite3.Connection) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _fold(conn: sqlite3.Connection, state: State, seq: int, codec: Codec, batch_size: int) -> None:
+def _fold(
+    conn: sqlite3.Connection,
+    state: State,
+    seq: int,
+    codec: Codec,
+    batch_size: int,
+    path: str | None = None,
+) -> None:
     """Fold events 1..seq into `state` (dcp_app.foldlog's loop); raises AuditFault naming the
-    event that fails."""
+    event that fails. With `path` (the file behind `conn`) another process reads the events
+    (dcp_app.foldlog.piped_batches)."""
+    batches = (
+        piped_batches(conn, path, seq, batch_size=batch_size)
+        if path is not None
+        else sqlite_batches(conn, seq, batch_size=batch_size)
+    )
     try:
-        fold_batches(state, sqlite_batches(conn, seq, batch_size=batch_size), codec)
+        fold_batches(state, batches, codec)
     except FoldFault as f:
         raise AuditFault(f.seq, f.check, f.detail) from None
+    finally:
+        batches.close()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ Two passes over the events 1..head, each in sequence order:
      fold's balances equal the balances summed from the postings alone.
 
 The passes need nothing from each other, so on a big log the chain pass runs in a second
-process while this one folds: verification takes as long as the slower pass, not the sum. The
+process while this one folds (and a third reads the events for the fold,
+dcp_app.foldlog.piped_batches): verification takes as long as the slower pass, not the sum. The
 fault reported is the earliest of the two passes' first faults (sequence, then check order).
 Each event is decoded once; the decoded event feeds both the postings check and the fold.
 """
@@ -23,12 +24,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
 
-from dcp_app.foldlog import FoldFault, fold_batches, no_gc, sqlite_batches
+from dcp_app.foldlog import FoldFault, fold_batches, no_gc, piped_batches, sqlite_batches
 from dcp_audit._beside import beside
 from dcp_audit._log import file_of, head, open_readonly
 from dcp_audit.errors import AuditFault
@@ -138,7 +139,7 @@ def verify(
                     return done.fault[0] if done is not None and done.fault else None
 
                 contents = check_contents(
-                    conn, until, invariants, codec, batch_size, stop_at=chain_fault_seq
+                    conn, until, invariants, codec, batch_size, chain_fault_seq, path
                 )
                 chain = chain_pass.result()
         else:
@@ -253,12 +254,15 @@ def check_contents(
     codec: Codec | None = None,
     batch_size: int = BATCH_SIZE,
     stop_at: Callable[[], int | None] | None = None,
+    path: str | None = None,
 ) -> ContentResult:
     """Decode events 1..until_seq, check each money event's postings and (with `invariants`)
     fold them through the domain's money rules; stop at the first fault.
 
     `stop_at`, asked after each batch, may name a sequence where another pass already found a
     fault: once past it, no fault found here could come first, so the pass stops early.
+    With `path` (the file behind `conn`) the events are read by another process
+    (`dcp_app.foldlog.piped_batches`), so this one only decodes and folds them.
     """
     state = State() if invariants else None
     balances: dict[str, int] = {}
@@ -283,13 +287,20 @@ def check_contents(
         stopped = fault_seq is not None and rows[-1][0] >= fault_seq
         return stopped
 
-    batches = _counted(sqlite_batches(conn, until_seq, batch_size=batch_size))
+    rows: Generator[list[Any], None, None] = (
+        piped_batches(conn, path, until_seq, batch_size=batch_size)
+        if path is not None
+        else sqlite_batches(conn, until_seq, batch_size=batch_size)
+    )
+    batches = _counted(rows)
     try:
         fold_batches(state, batches, codec, check_postings, after_batch)
     except FoldFault as f:
+        rows.close()
         # The events of the batch before the one at fault passed every check.
         before = next(i for i, r in enumerate(batches.current) if r[0] == f.seq)
         return ContentResult(events + before, money_events, balances, (f.seq, f.check, f.detail))
+    rows.close()  # a reader process, if any, is done
     if stopped:
         return ContentResult(events, money_events, balances, None)
     fault = _check_end(state, until_seq, balances) if state is not None else None

@@ -133,3 +133,44 @@ async def test_on_money_sees_exactly_the_money_events(sqlite_env):
     codec = default_codec()
     money = [r[0] for r in rows if getattr(codec.decode_payload(*r[1:4]), "postings", None)]
     assert seen == money and len(money) >= 3
+
+
+async def test_a_reader_process_hands_over_the_same_batches(sqlite_env, tmp_path):
+    """piped_batches: the rows `sqlite_batches` reads, in the same batches, read by a second
+    process; where that process cannot read the file the rest is read here, the same."""
+    env = sqlite_env
+    await _ledger(env)
+    conn = open_connection(env.path)
+    try:
+        head = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+        here = list(foldlog.sqlite_batches(conn, head - 2, 1, batch_size=3))
+        assert len(here) >= 3
+        assert list(foldlog.piped_batches(conn, str(env.path), head - 2, 1, 3)) == here
+        gone = str(tmp_path / "no-such.db")  # the reader fails at once: all read here
+        assert list(foldlog.piped_batches(conn, gone, head - 2, 1, 3)) == here
+        # A fold that stops after the first batch ends the reader.
+        batches = foldlog.piped_batches(conn, str(env.path), head, 0, 3)
+        assert next(batches) == next(foldlog.sqlite_batches(conn, head, 0, 3))
+        batches.close()
+    finally:
+        conn.close()
+
+
+async def test_a_fold_of_the_log_keeps_no_write_back_notes(sqlite_env):
+    """fold_rows takes no `touched` notes (nobody writes rows from them) and leaves the set
+    empty, as the fold left it before; a fold through `apply` itself still takes them."""
+    env = sqlite_env
+    await _ledger(env)
+    rows = _file_rows(env.path)
+    state = State()
+    state.touched.add(("job", "before"))
+    foldlog.fold_rows(state, rows, default_codec())
+    assert state.touched == set() and type(state.touched) is set
+    assert _body(state) == _body(env.svc.state)
+    from dcp_projections.fold import apply
+
+    tracked = State()
+    codec = default_codec()
+    for seq, type_, version, payload, _at in rows:
+        apply(tracked, seq, codec.decode_payload(type_, version, payload))
+    assert ("job", next(iter(tracked.jobs))) in tracked.touched
