@@ -239,10 +239,14 @@ def decode_body(data: bytes | memoryview) -> Body:
         return value
 
     balances: dict[str, int] = field("balances")  # type: ignore[assignment]
-    accounts = {a: a for a in balances}
     account_seq: dict[str, int] = field("account_seq")  # type: ignore[assignment]
-    parts["account_seq"] = {accounts.get(a, a): s for a, s in account_seq.items()}
-    del accounts, account_seq
+    if list(balances) == list(account_seq):  # the fold inserts both in one order
+        parts["account_seq"] = dict(zip(balances, account_seq.values(), strict=True))
+    else:
+        accounts = {a: a for a in balances}
+        parts["account_seq"] = {accounts.get(a, a): s for a, s in account_seq.items()}
+        del accounts
+    del account_seq
     renters: list[Renter] = field("renters")  # type: ignore[assignment]
     providers: list[Provider] = field("providers")  # type: ignore[assignment]
     ids: dict[str, str] = {r.renter_id: r.renter_id for r in renters}
@@ -256,24 +260,22 @@ def decode_body(data: bytes | memoryview) -> Body:
     ended: list[str] = field("ended")  # type: ignore[assignment]
     parts["ended"] = [ids.get(j, j) for j in ended]
     del ended
-    replace = msgspec.structs.replace
+    # Frozen Structs: set in place (a replacement would leave the old one's hole).
+    force = msgspec.structs.force_setattr
+    get = ids.get
     credentials: list[Credential] = field("credentials")  # type: ignore[assignment]
-    parts["credentials"] = [
-        c if c.subject_id not in ids else replace(c, subject_id=ids[c.subject_id])
-        for c in credentials
-    ]
-    del credentials
+    for c in credentials:
+        if (subject := get(c.subject_id)) is not None:
+            force(c, "subject_id", subject)
     refs: dict[str, DepositRef] = field("deposit_refs")  # type: ignore[assignment]
-    parts["deposit_refs"] = {
-        ref: d if d.renter_id not in ids else replace(d, renter_id=ids[d.renter_id])
-        for ref, d in refs.items()
-    }
-    del refs
+    for d in refs.values():
+        if (renter := get(d.renter_id)) is not None:
+            force(d, "renter_id", renter)
     keys: list[tuple[str, str, SubmitKey]] = field("submit_keys")  # type: ignore[assignment]
-    parts["submit_keys"] = [
-        (ids.get(r, r), k, v if v.job_id not in ids else replace(v, job_id=ids[v.job_id]))
-        for r, k, v in keys
-    ]
+    for _, _, v in keys:
+        if (job_id := get(v.job_id)) is not None:
+            force(v, "job_id", job_id)
+    parts["submit_keys"] = [(get(r, r), k, v) for r, k, v in keys]
     del keys
     withdrawals: list[Withdrawal] = field("withdrawals")  # type: ignore[assignment]
     for w in withdrawals:
