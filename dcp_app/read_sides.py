@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from dcp_app.readmodel import SqliteReadModels
-from dcp_app.readmodel_pg import PostgresReadModels
 from dcp_app.readside import ReadModels
 from dcp_events.opener import is_postgres
 
@@ -24,5 +23,9 @@ async def open_read_side(db: str | Path) -> ReadModels:
     neither (mysql://, an empty string).
     """
     if is_postgres(db):
+        # Imported here, as dcp_events.open_store imports its store: a SQLite server never
+        # loads the PostgreSQL driver (10 MB of its resident memory).
+        from dcp_app.readmodel_pg import PostgresReadModels
+
         return await PostgresReadModels.open(str(db))
     return SqliteReadModels(str(db))

@@ -10,7 +10,9 @@ errors': the endpoints pick the status of a success.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 import msgspec
 
@@ -415,4 +417,19 @@ async def open_service(config: ServerConfig) -> ServiceAdapter:
         await queries.close()
         await store.close()
         raise
+    release_free_memory()
     return ServiceAdapter(config, store, ledger, queries)
+
+
+def release_free_memory() -> None:
+    """Hand the C allocator's free pages back to the OS (glibc's `malloc_trim`; a no-op
+    elsewhere). Start-up's transients (the snapshot file's bytes, the decode's parts, the
+    read-model catch-up, the tail's fold) are freed by now, but glibc keeps freed memory
+    below the top of its heaps for reuse; on a 1M-event log trimming gave back about 5 MB."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return
+    trim(0)

@@ -14,8 +14,8 @@ the builder wrote:
 
 - start_cold_s: `dcp serve` until /healthz answers, with no snapshot (a fold from scratch;
   left out with --no-cold);
-- start_s, rss_mb: the same starting from the snapshot, and the server's resident memory
-  once ready;
+- start_s, rss_mb, rss_peak_mb: the same starting from the snapshot, the server's resident
+  memory once ready, and its peak until then (the snapshot's bytes while they are decoded);
 - submit_rps, submit_p99_ms, submit_cpu_us: POST /api/jobs/submit from wrk, 64 connections
   (and the server's CPU microseconds per answered submit), after the first sweeps ended what
   fell due since the log's last event (the leases of a fleet that stopped heartbeating when
@@ -113,9 +113,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory in MB (`field` VmHWM: its peak so far)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -210,13 +211,16 @@ def measure(
         if snaps.is_dir():
             shutil.copytree(snaps, Path(f"{db}.snapshots"))
     proc, start = serve(db, port)
+    result: dict[str, Any] = {"rps": None, "p99_ms": None, "cpu_us": None, "errors": None}
+    settled = None
     try:
-        rss = rss_mb(proc.pid)
+        rss, rss_peak = rss_mb(proc.pid), rss_mb(proc.pid, "VmHWM")
         start_cpu = cpu_seconds(proc.pid)
-        headers, body = submitter(base)
-        settled = settle(base)
-        wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)  # not counted
-        result = measured(proc.pid, f"{base}/api/jobs/submit", headers, body, 64, seconds)
+        if "submit" not in skip:
+            headers, body = submitter(base)
+            settled = settle(base)
+            wrk(f"{base}/api/jobs/submit", headers, body, 64, WARMUP_S)  # not counted
+            result = measured(proc.pid, f"{base}/api/jobs/submit", headers, body, 64, seconds)
     finally:
         stop(proc)
     snapshots = sorted(Path(f"{db}.snapshots").glob("snapshot-*"))
@@ -234,11 +238,15 @@ def measure(
         "start_cold_s": None if start_cold is None else round(start_cold, 2),
         "start_s": round(start, 2),
         "rss_mb": round(rss, 1),
-        "submit_rps": round(result["rps"], 1),
-        "submit_p99_ms": round(result["p99_ms"], 1),
-        "submit_cpu_us": round(result["cpu_us"]),  # the server's CPU per answered submit
+        # The peak before it was ready: the snapshot file's bytes while it is decoded (freed,
+        # and given back to the OS, once the state is built).
+        "rss_peak_mb": round(rss_peak, 1),
+        "submit_rps": result["rps"] and round(result["rps"], 1),
+        "submit_p99_ms": result["p99_ms"] and round(result["p99_ms"], 1),
+        # the server's CPU per answered submit
+        "submit_cpu_us": result["cpu_us"] and round(result["cpu_us"]),
         "submit_errors": result["errors"],
-        "settle_s": round(settled, 1),
+        "settle_s": settled and round(settled, 1),
         "start_cpu_s": round(start_cpu, 2),
         "rebuild_eps": rebuild_eps and round(rebuild_eps),
         "verify_eps": verify and round(verify[0]),
@@ -276,8 +284,9 @@ def main() -> int:
     ap.add_argument(
         "--skip",
         default="",
-        help="comma-separated: rebuild, verify, replay (figures left out), copy (measure the "
-        "log in place, from its snapshot: the benchmark's submits are appended to it)",
+        help="comma-separated: rebuild, verify, replay, submit (figures left out; without "
+        "submit only start-up and memory are measured), copy (measure the log in place, from "
+        "its snapshot: the benchmark's submits are appended to it)",
     )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -297,9 +306,10 @@ def main() -> int:
         work = args.work or source.parent
         with tempfile.TemporaryDirectory(prefix=f"bench-scale-{size}-", dir=work) as tmp:
             results[size] = measure(size, source, Path(tmp), args.seconds, args.cold, skip)
-    cols = ["events", "start_cold_s", "start_s", "start_cpu_s", "rss_mb", "submit_rps",
-            "submit_p99_ms", "submit_cpu_us", "rebuild_eps", "verify_eps", "replay_eps",
-            "rebuild_eps_cpu", "verify_eps_cpu", "replay_eps_cpu", "snapshot_mb"]  # fmt: skip
+    cols = ["events", "start_cold_s", "start_s", "start_cpu_s", "rss_mb", "rss_peak_mb",
+            "submit_rps", "submit_p99_ms", "submit_cpu_us", "rebuild_eps", "verify_eps",
+            "replay_eps", "rebuild_eps_cpu", "verify_eps_cpu", "replay_eps_cpu",
+            "snapshot_mb"]  # fmt: skip
     print(f"{'size':>6} " + " ".join(f"{c:>13}" for c in cols))
     for size, r in results.items():
         print(f"{size:>6} " + " ".join(f"{r[c]!s:>13}" for c in cols))

@@ -265,3 +265,27 @@ def test_only_the_app_mounts_the_web_plane():
             continue
         web = [m for m in module_names(path) if m.startswith("dcp_http.web")]
         assert not web, f"{path.relative_to(ROOT)} imports {web}"
+
+
+def test_a_sqlite_server_does_not_load_the_postgresql_driver(tmp_path):
+    """`dcp serve` on a SQLite file opens its service without importing psycopg (10 MB of
+    resident memory): the PostgreSQL store and read side are imported when a URL names them."""
+    import subprocess
+
+    code = (
+        "import asyncio, sys\n"
+        "from dcp_http.config import ServerConfig\n"
+        "from dcp_http.server import uvicorn_config\n"
+        "from dcp_http.service import open_service\n"
+        "async def main():\n"
+        f"    config = ServerConfig(db={str(tmp_path / 'dcp.db')!r})\n"
+        "    uvicorn_config(config)\n"
+        "    svc = await open_service(config)\n"
+        "    await svc.close()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'psycopg_pool')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
