@@ -289,8 +289,8 @@ def decode_body(data: bytes | memoryview) -> Body:
     for c in credentials:
         if (subject := get(c.subject_id)) is not None:
             force(c, "subject_id", subject)
-    refs: dict[str, DepositRef] = field("deposit_refs")  # type: ignore[assignment]
-    for d in refs.values():
+    refs: list[tuple[str, DepositRef]] = field("deposit_refs")  # type: ignore[assignment]
+    for _, d in refs:
         if (renter := get(d.renter_id)) is not None:
             force(d, "renter_id", renter)
     keys: list[tuple[str, str, SubmitKey]] = field("submit_keys")  # type: ignore[assignment]

@@ -12,7 +12,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,8 +22,15 @@ from dcp_http.errors import PayloadTooLarge, UnsupportedMediaType
 from dcp_http.logs import redact_path
 from dcp_http.respond import send_error
 
-if TYPE_CHECKING:
-    from dcp_http.routing import Dispatch
+
+class Dispatch(Protocol):
+    """What the body guard needs of an API endpoint (dcp_http.routing.Dispatch): answering
+    with the body in hand. A protocol, so this module does not import the router's."""
+
+    async def asgi(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes | None
+    ) -> None: ...
+
 
 access_log = structlog.get_logger("dcp_http.access")
 
