@@ -280,8 +280,7 @@ class CommandLoop:
             except foldlog.FoldFault as f:
                 raise f.error from None
             if trim:
-                state.trim_ended()
-                state.trim_history()
+                state.trim()
 
     async def _recall(self, state: State, job_id: str, renter_id: str | None) -> None:
         """Fold job `job_id` back from its renter's stream up to `state.seq` and put it in
@@ -554,8 +553,7 @@ class CommandLoop:
                 len(events),
                 time.perf_counter() - started,
             )
-        state.trim_ended()  # the rows of what leaves are written (or nothing changed)
-        state.trim_history()
+        state.trim()  # the rows of what leaves are written (or nothing changed)
 
         def answer() -> None:
             for p in caught_up:

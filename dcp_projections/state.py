@@ -297,6 +297,13 @@ class State:
             self.jobs[job.job_id] = job
             self.job_ended(job)
 
+    def trim(self) -> None:
+        """Drop what lies beyond the caps: the oldest ended jobs (`trim_ended`), deposit
+        references and decided withdrawals (`trim_history`). Call it only after the rows of
+        what was folded are written: the read models then hold what leaves."""
+        self.trim_ended()
+        self.trim_history()
+
     def trim_ended(self) -> list[str]:
         """Drop the oldest ended jobs beyond `ended_cap`; returns their ids. Their rows are in
         the read models and their events in the log, so call it only after the rows of what

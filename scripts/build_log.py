@@ -236,8 +236,7 @@ class Builder:
         self.writing = asyncio.create_task(self._append(requests, head, hook))
         # Ended jobs beyond the cap leave memory, as in the service: their rows are computed.
         state.touched.clear()
-        state.trim_ended()
-        state.trim_history()
+        state.trim()
         if force:
             await self.writing
             self.writing = None
