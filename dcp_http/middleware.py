@@ -230,11 +230,7 @@ class BodyGuardMiddleware:
             await self.app(scope, receive, send)
             return
         if scope["method"] not in _BODY_METHODS:
-            api = self.dispatch(scope) if self.dispatch is not None else None
-            if api is None:
-                await self.app(scope, receive, send)
-            else:
-                await api.asgi(scope, receive, send, None)
+            await self._forward(scope, receive, send, None)
             return
         limit = self.large_paths.get(scope["path"], self.max_body_bytes)
         declared = content_type = None
@@ -277,8 +273,15 @@ class BodyGuardMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        await self._forward(scope, replay, send, body)
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes | None
+    ) -> None:
+        """To the API's endpoint with the body in hand when `dispatch` names one, else on
+        down the stack."""
         api = self.dispatch(scope) if self.dispatch is not None else None
         if api is None:
-            await self.app(scope, replay, send)
+            await self.app(scope, receive, send)
         else:
-            await api.asgi(scope, replay, send, body)
+            await api.asgi(scope, receive, send, body)
