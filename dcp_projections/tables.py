@@ -280,6 +280,9 @@ TOPUPS = Table(
         _col("reason"),  # why failed, expired, disputed or reversed
         _int("gateway_amount_halala", nullable=True),  # what the gateway said, for a dispute
         _col("gateway_currency", nullable=True),
+        # The renter's Idempotency-Key: a request reusing it finds its top-up here once the
+        # top-up has left memory (docs/design.md, "Bounded memory").
+        _col("idempotency_key", nullable=True),
         _int("created_at_us"),
         _int("updated_at_us"),
         _LAST_SEQ,
@@ -288,6 +291,10 @@ TOPUPS = Table(
         ("topups_renter", ("renter_id", "created_at_us")),
         ("topups_status", ("status", "updated_at_us")),
         ("topups_last_seq", ("last_seq",)),
+        # How a decision finds a settled top-up that left memory by its payment or invoice
+        # (by the renter's key: topups_renter, then that renter's top-ups).
+        ("topups_payment", ("payment_id",)),
+        ("topups_invoice", ("invoice_id",)),
     ),
     mirror="dcp_topups",
 )

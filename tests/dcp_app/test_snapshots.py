@@ -206,6 +206,7 @@ DERIVED = {
     "ended_cap",
     "idempotency_window_us",
     "history_cap",
+    "topups_cap",
     "cross_stream_checks",  # always on in a service's state, which is all a snapshot holds
     "queue",
     "touched",
