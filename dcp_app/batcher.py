@@ -440,8 +440,8 @@ class CommandLoop:
         self, directory: Path, seq: int, head_hash: str, params: snapshots.Params, body: bytes
     ) -> None:
         def frame_and_write() -> tuple[Path, int]:
-            data = snapshots.frame_at(body, seq, head_hash, params)
-            return snapshots.write(directory, seq, data), len(data)
+            header = snapshots.header_at(body, seq, head_hash, params)
+            return snapshots.write(directory, seq, header, body), len(header) + len(body)
 
         try:
             path, size = await asyncio.to_thread(frame_and_write)

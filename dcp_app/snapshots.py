@@ -149,6 +149,13 @@ def frame(body: bytes, state: State, head_hash: str) -> bytes:
 
 def frame_at(body: bytes, seq: int, head_hash: str, params: Params) -> bytes:
     """Header + body for a body taken at `seq`; hashes the body (in a thread, if you like)."""
+    return header_at(body, seq, head_hash, params) + body
+
+
+def header_at(body: bytes, seq: int, head_hash: str, params: Params) -> bytes:
+    """What precedes `body` in its file (the header's length, the header, naming the body's
+    hash): `write(directory, seq, header, body)` then writes the file without the copy of the
+    body that joining the two would make (tens of MB on a big log)."""
     header = msgspec.msgpack.encode(
         Header(
             format=FORMAT,
@@ -162,7 +169,7 @@ def frame_at(body: bytes, seq: int, head_hash: str, params: Params) -> bytes:
             body_sha256=hashlib.sha256(body).hexdigest(),
         )
     )
-    return _LEN.pack(len(header)) + header + body
+    return _LEN.pack(len(header)) + header
 
 
 class Unusable(Exception):
@@ -351,14 +358,17 @@ def files(directory: Path) -> list[Path]:
     return sorted(directory.glob("snapshot-*.msgpack"), reverse=True)
 
 
-def write(directory: Path, seq: int, data: bytes) -> Path:
-    """Write atomically (temporary file, fsync, rename, fsync the directory), then keep only
-    the KEEP newest files. Blocking: call it in a thread."""
+def write(directory: Path, seq: int, data: bytes, *more: bytes) -> Path:
+    """Write `data` and then each of `more` (the parts of one file, e.g. `header_at`'s and the
+    body) atomically (temporary file, fsync, rename, fsync the directory), then keep only the
+    KEEP newest files. Blocking: call it in a thread."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / file_name(seq)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
+        for part in more:
+            f.write(part)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
