@@ -223,6 +223,8 @@ def decode(data: bytes, params: Params | None = None) -> Loaded:
     state.renters = {r.renter_id: r for r in body.renters}
     state.providers = {p.provider_id: p for p in body.providers}
     state.jobs = {j.job_id: j for j in body.jobs}
+    for j in body.jobs:  # what later submissions share (the decode made them one already)
+        state.shared(j.container_spec, j.gpu_requirements)
     state.ended = OrderedDict.fromkeys(body.ended)
     state.queue = SortedList(
         (PRIORITY_RANK[j.priority], j.submit_seq, j.job_id)

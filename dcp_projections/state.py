@@ -65,6 +65,10 @@ ANY_GPU = frozenset({"", "any", "default"})
 IDEMPOTENCY_WINDOW_US = 24 * 3600 * 1_000_000
 
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
+# Distinct container specs and GPU requirements the fold shares between jobs (`State.shared`):
+# a marketplace's jobs repeat a handful of them, but a renter may make each one unique (a run id
+# in the command), so the table is emptied when it reaches this size.
+SHARED_SPECS_MAX = 4096
 
 
 @functools.lru_cache(maxsize=1024)
@@ -280,6 +284,32 @@ class State:
         # total, so the invariant does not need every top-up in memory).
         self.topups_credited_halala = 0
         self.touched: Touched = set()
+        # One object for each distinct container spec and GPU requirements (`shared`).
+        self._specs: dict[tuple[object, ...], ContainerSpec] = {}
+        self._needs: dict[GpuRequirements, GpuRequirements] = {}
+
+    # --- shared values -----------------------------------------------------------------------
+
+    def shared(
+        self, spec: ContainerSpec, needs: GpuRequirements
+    ) -> tuple[ContainerSpec, GpuRequirements]:
+        """The one object equal to `spec` (and to `needs`) that jobs already in memory hold,
+        or these, remembered: every decoded event brings its own copies, and a job keeps them
+        as long as it stays. Equal means the same fields in the same order (env's order is
+        part of what the rows and snapshots write). At most SHARED_SPECS_MAX of each."""
+        specs, all_needs = self._specs, self._needs
+        key = (spec.image, spec.command, *spec.env.items())
+        found = specs.get(key)
+        if found is None:
+            if len(specs) >= SHARED_SPECS_MAX:
+                specs.clear()
+            found = specs[key] = spec
+        shared_needs = all_needs.get(needs)
+        if shared_needs is None:
+            if len(all_needs) >= SHARED_SPECS_MAX:
+                all_needs.clear()
+            shared_needs = all_needs[needs] = needs
+        return found, shared_needs
 
     # --- queue -----------------------------------------------------------------------------
 

@@ -210,6 +210,8 @@ DERIVED = {
     "cross_stream_checks",  # always on in a service's state, which is all a snapshot holds
     "queue",
     "touched",
+    "_specs",  # the fold's table of shared container specs, filled again from the jobs
+    "_needs",
 }
 
 
