@@ -129,7 +129,6 @@ CREATE TABLE IF NOT EXISTS dcp_topups (
     reason                TEXT NOT NULL,
     gateway_amount_halala BIGINT,
     gateway_currency      TEXT,
-    idempotency_key       TEXT,                  -- 003_dcp_topups_idempotency_key.sql
     created_at_us         BIGINT NOT NULL,
     updated_at_us         BIGINT NOT NULL,
     last_seq              BIGINT NOT NULL
