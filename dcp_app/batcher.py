@@ -42,10 +42,20 @@ from dcp_projections import commands as cmd
 from dcp_projections.decisions import decide
 from dcp_projections.errors import DomainError
 from dcp_projections.fold import apply, check_all
-from dcp_projections.history import job_from_stream, jobs_to_recall, renter_named, row_to_recall
+from dcp_projections.history import (
+    TOPUP_REQUESTED_TAG,
+    TOPUP_TAGS,
+    TopUpLookup,
+    job_from_stream,
+    jobs_to_recall,
+    renter_named,
+    row_to_recall,
+    topup_from_stream,
+    topups_to_recall,
+)
 from dcp_projections.rows import changed_rows
 from dcp_projections.settings import Settings
-from dcp_projections.state import GENESIS_PRICES, DepositRef, State, Withdrawal
+from dcp_projections.state import GENESIS_PRICES, DepositRef, State, TopUp, Withdrawal
 from dcp_projections.streams import renter_stream, stream_of
 
 Clock = Callable[[], int]
@@ -58,11 +68,14 @@ JobOwner = Callable[[str], Awaitable[str | None]]
 
 class History(Protocol):
     """What the read models hold of the history a bounded state let go of (dcp_app.queries
-    answers both): a deposit reference's credit, and a withdrawal as the domain holds it."""
+    answers them): a deposit reference's credit, a withdrawal and a gateway top-up as the
+    domain holds them."""
 
     async def deposit_ref(self, reference: str) -> DepositRef | None: ...
 
     async def withdrawal(self, withdrawal_id: str) -> Withdrawal | None: ...
+
+    async def topup_entity(self, lookup: TopUpLookup) -> TopUp | None: ...
 
 
 MAX_BATCH = 512  # commands decided and appended together
@@ -226,7 +239,10 @@ class CommandLoop:
             self._versions[r.stream_id] = r.last_version
 
     def _new_state(self) -> State:
-        return State(ended_cap=self.ended_cap, history_cap=self.history_cap)
+        # Settled top-ups share the window of deposit references and decided withdrawals.
+        return State(
+            ended_cap=self.ended_cap, history_cap=self.history_cap, topups_cap=self.history_cap
+        )
 
     async def _load(self) -> None:
         """(Re)build the state: from the newest matching snapshot, if any, and the log after
@@ -264,17 +280,27 @@ class CommandLoop:
         An admin requeue of a job no longer in memory first folds that job back from its
         renter's stream (the requeue's fold needs the whole job). That is done before the
         batch: the job was ended and out of memory when the batch began (jobs leave memory
-        only between batches), and an ended job gets no events until it is requeued.
+        only between batches), and an ended job gets no events until it is requeued. A
+        top-up event about a settled top-up no longer in memory (not requested in the same
+        batch) likewise folds the top-up back from its renter's stream first.
         Raises DecodeError or InvariantError at a bad event.
         """
         batches = foldlog.store_batches(self.store, state.seq, until_seq, READ_CHUNK, versions)
         async for rows in batches:
+            requested: set[str] = set()  # top-ups this batch of rows requests
             for row in rows:
                 if row[1] == _REQUEUED:
                     event = self.codec.decode_payload(row[1], row[2], row[3])
                     assert isinstance(event, ev.JobRequeued)
                     if event.job_id not in state.jobs:
                         await self._recall(state, event.job_id, event.renter_id)
+                elif state.topups_cap is not None and row[1] in TOPUP_TAGS:
+                    e = self.codec.decode_payload(row[1], row[2], row[3])
+                    topup_id, renter_id = e.topup_id, e.renter_id  # type: ignore[attr-defined]
+                    if row[1] == TOPUP_REQUESTED_TAG:
+                        requested.add(topup_id)
+                    elif topup_id not in state.topups and topup_id not in requested:
+                        await self._recall_topup(state, topup_id, renter_id)
             try:
                 foldlog.fold_rows(state, rows, self.codec)
             except foldlog.FoldFault as f:
@@ -304,6 +330,27 @@ class CommandLoop:
         job = job_from_stream(events, job_id)
         if job is not None:
             state.recall(job)
+
+    async def _recall_topup(self, state: State, topup_id: str, renter_id: str) -> None:
+        """Fold top-up `topup_id` back from its renter's stream up to `state.seq` and put it in
+        memory (for the fold of its next event: the read model may already hold that event's
+        change, the stream up to `state.seq` holds exactly what the state lacks)."""
+        events: list[tuple[int, Event]] = []
+        version = 1
+        stream = renter_stream(renter_id)
+        while True:
+            records = await self.store.read_stream(stream, version, READ_CHUNK)
+            events.extend(
+                (r.seq, self.codec.decode(r))
+                for r in records
+                if r.seq <= state.seq and r.type in TOPUP_TAGS
+            )
+            if len(records) < READ_CHUNK or records[-1].seq > state.seq:
+                break
+            version = records[-1].stream_version + 1
+        t = topup_from_stream(events, renter_id, topup_id)
+        if t is not None:
+            state.recall_topup(t)
 
     async def _recall_row(self, state: State, kind: str, key: str) -> None:
         """Read the deposit reference or withdrawal `key` back from the read models into
@@ -393,8 +440,8 @@ class CommandLoop:
         self, directory: Path, seq: int, head_hash: str, params: snapshots.Params, body: bytes
     ) -> None:
         def frame_and_write() -> tuple[Path, int]:
-            data = snapshots.frame_at(body, seq, head_hash, params)
-            return snapshots.write(directory, seq, data), len(data)
+            header = snapshots.header_at(body, seq, head_hash, params)
+            return snapshots.write(directory, seq, header, body), len(header) + len(body)
 
         try:
             path, size = await asyncio.to_thread(frame_and_write)
@@ -518,6 +565,11 @@ class CommandLoop:
             wanted = row_to_recall(state, p.command)
             if wanted is not None:
                 await self._recall_row(state, *wanted)
+            for lookup in topups_to_recall(state, p.command):
+                if self.history is not None:
+                    t = await self.history.topup_entity(lookup)
+                    if t is not None:
+                        state.recall_topup(t)
             try:
                 new = decide(state, p.command, now_us, self.settings)
             except DomainError as refused:

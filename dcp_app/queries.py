@@ -17,20 +17,27 @@ from dcp_app.read_sides import open_read_side
 from dcp_app.readside import PROJECTION, Reads
 from dcp_app.views import rfc3339
 from dcp_projections import ledger
+from dcp_projections.history import TopUpLookup
 from dcp_projections.presence import heartbeat_bounds, presence
 from dcp_projections.priorities import PRIORITY_RANK
-from dcp_projections.rows import deposit_of_row, withdrawal_of_row
+from dcp_projections.rows import deposit_of_row, topup_of_row, withdrawal_of_row
 from dcp_projections.settings import Settings
 from dcp_projections.state import (
     DEFAULT_PRICE_KEY,
     SEED_PRICES,
+    TOPUP_HOLDS_PAYMENT,
     DepositRef,
+    TopUp,
     Withdrawal,
     gpu_key,
 )
 from dcp_projections.streams import renter_stream
 
 MAX_LIMIT = 500
+# The top-up holding a credited gateway payment (at most one: dcp_projections.topups.check).
+_BY_PAYMENT = "SELECT * FROM topups WHERE payment_id = ? AND status IN ({})".format(
+    ", ".join(f"'{s}'" for s in sorted(TOPUP_HOLDS_PAYMENT))
+)
 # The domain's queue order (dcp_projections.state.State.enqueue): priority rank, then the
 # sequence of the job's submit event, which the `jobs` table stores as `submit_seq`.
 _RANK = "CASE priority " + " ".join(f"WHEN '{n}' THEN {r}" for n, r in PRIORITY_RANK.items())
@@ -158,6 +165,23 @@ class Queries:
         decided withdrawal no longer in memory."""
         row = await self._one("SELECT * FROM withdrawals WHERE withdrawal_id = ?", (withdrawal_id,))
         return None if row is None else withdrawal_of_row(row)
+
+    async def topup_entity(self, lookup: TopUpLookup) -> TopUp | None:
+        """The top-up as the domain holds it, found by its id, the payment it holds, its
+        invoice or its renter's idempotency key, or None: how the service decides about a
+        settled top-up no longer in memory (one indexed read)."""
+        params: tuple[str, ...] = (lookup.value,)
+        if lookup.by == "topup_id":
+            sql = "SELECT * FROM topups WHERE topup_id = ?"
+        elif lookup.by == "payment_id":
+            sql = _BY_PAYMENT
+        elif lookup.by == "invoice_id":
+            sql = "SELECT * FROM topups WHERE invoice_id = ?"
+        else:  # by the topups_renter index, then that renter's top-ups
+            sql = "SELECT * FROM topups WHERE renter_id = ? AND idempotency_key = ?"
+            params = (lookup.renter_id, lookup.value)
+        row = await self._one(sql + " LIMIT 1", params)
+        return None if row is None else topup_of_row(row)
 
     async def jobs_of_renter(
         self, renter_id: str, status: str | None = None, limit: int = 50, cursor: str | None = None

@@ -44,8 +44,9 @@ from dcp_projections.state import (
 FORMAT = "dcp-snapshot"
 # Bump whenever an entity's fields or their meaning change: an older file is then ignored.
 # 2: top-ups; 3: submit keys carry the request's fingerprint; 4: deposit references and decided
-# withdrawals bounded (history_cap), the deposits' running total
-VERSION = 4
+# withdrawals bounded (history_cap), the deposits' running total; 5: settled top-ups bounded
+# (their settled list, the top-ups' running total)
+VERSION = 5
 KEEP = 2  # files kept; older ones are removed after each write
 _LEN = struct.Struct(">I")  # the header's length, before it
 
@@ -61,6 +62,7 @@ class Header(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_window_us: int
     body_sha256: str
     history_cap: int | None = None  # (a default, so an older header decodes as incompatible)
+    topups_cap: int | None = None
 
 
 class Body(msgspec.Struct, kw_only=True):
@@ -82,6 +84,8 @@ class Body(msgspec.Struct, kw_only=True):
     topup_payments: dict[str, str]
     topup_invoices: dict[str, str]
     topup_keys: list[tuple[str, str, str]]  # (renter, idempotency key, top-up)
+    topups_settled: list[str]  # the settled top-ups in memory, oldest settlement first
+    topups_credited_halala: int
     versions: dict[str, int]  # stream -> version, for the service's appends
 
 
@@ -91,13 +95,13 @@ class Loaded(msgspec.Struct):
     path: Path
 
 
-# (ended_cap, idempotency_window_us, history_cap) of a State
-Params = tuple[int | None, int, int | None]
+# (ended_cap, idempotency_window_us, history_cap, topups_cap) of a State
+Params = tuple[int | None, int, int | None, int | None]
 
 
 def params_of(state: State) -> Params:
     """The parameters a snapshot of `state` is taken and loaded with."""
-    return (state.ended_cap, state.idempotency_window_us, state.history_cap)
+    return (state.ended_cap, state.idempotency_window_us, state.history_cap, state.topups_cap)
 
 
 _header_decoder = msgspec.msgpack.Decoder(Header)
@@ -130,6 +134,8 @@ def encode_body(state: State, versions: dict[str, int]) -> bytes:
             topup_payments=state.topup_payments,
             topup_invoices=state.topup_invoices,
             topup_keys=[(r, k, t) for (r, k), t in state.topup_keys.items()],
+            topups_settled=list(state.topups_settled),
+            topups_credited_halala=state.topups_credited_halala,
             versions=versions,
         )
     )
@@ -143,6 +149,13 @@ def frame(body: bytes, state: State, head_hash: str) -> bytes:
 
 def frame_at(body: bytes, seq: int, head_hash: str, params: Params) -> bytes:
     """Header + body for a body taken at `seq`; hashes the body (in a thread, if you like)."""
+    return header_at(body, seq, head_hash, params) + body
+
+
+def header_at(body: bytes, seq: int, head_hash: str, params: Params) -> bytes:
+    """What precedes `body` in its file (the header's length, the header, naming the body's
+    hash): `write(directory, seq, header, body)` then writes the file without the copy of the
+    body that joining the two would make (tens of MB on a big log)."""
     header = msgspec.msgpack.encode(
         Header(
             format=FORMAT,
@@ -152,10 +165,11 @@ def frame_at(body: bytes, seq: int, head_hash: str, params: Params) -> bytes:
             ended_cap=params[0],
             idempotency_window_us=params[1],
             history_cap=params[2],
+            topups_cap=params[3],
             body_sha256=hashlib.sha256(body).hexdigest(),
         )
     )
-    return _LEN.pack(len(header)) + header + body
+    return _LEN.pack(len(header)) + header
 
 
 class Unusable(Exception):
@@ -183,12 +197,13 @@ def decode(data: bytes, params: Params | None = None) -> Loaded:
     """Rebuild the state from a snapshot's bytes; Unusable if it is corrupt or, given
     `params`, was taken from a state with others (None: take the file's)."""
     header, body_bytes = read_header(data)
-    taken = (header.ended_cap, header.idempotency_window_us, header.history_cap)
+    taken = (header.ended_cap, header.idempotency_window_us, header.history_cap, header.topups_cap)
     if params is not None and taken != params:
         raise Unusable(
             "incompatible",
             f"taken keeping {header.ended_cap} ended jobs, a {header.idempotency_window_us} us"
-            f" key window and {header.history_cap} references, not {params}",
+            f" key window, {header.history_cap} references and {header.topups_cap} settled"
+            f" top-ups, not {params}",
         )
     if hashlib.sha256(body_bytes).hexdigest() != header.body_sha256:
         raise Unusable("corrupt", "the body does not match its hash")
@@ -200,6 +215,7 @@ def decode(data: bytes, params: Params | None = None) -> Loaded:
         ended_cap=header.ended_cap,
         idempotency_window_us=header.idempotency_window_us,
         history_cap=header.history_cap,
+        topups_cap=header.topups_cap,
     )
     state.seq = header.seq
     state.balances = body.balances
@@ -207,6 +223,8 @@ def decode(data: bytes, params: Params | None = None) -> Loaded:
     state.renters = {r.renter_id: r for r in body.renters}
     state.providers = {p.provider_id: p for p in body.providers}
     state.jobs = {j.job_id: j for j in body.jobs}
+    for j in body.jobs:  # what later submissions share (the decode made them one already)
+        state.shared(j.container_spec, j.gpu_requirements)
     state.ended = OrderedDict.fromkeys(body.ended)
     state.queue = SortedList(
         (PRIORITY_RANK[j.priority], j.submit_seq, j.job_id)
@@ -225,6 +243,8 @@ def decode(data: bytes, params: Params | None = None) -> Loaded:
     state.topup_payments = body.topup_payments
     state.topup_invoices = body.topup_invoices
     state.topup_keys = {(r, k): t for r, k, t in body.topup_keys}
+    state.topups_settled = OrderedDict.fromkeys(body.topups_settled)
+    state.topups_credited_halala = body.topups_credited_halala
     return Loaded(state, body.versions, Path())
 
 
@@ -340,14 +360,17 @@ def files(directory: Path) -> list[Path]:
     return sorted(directory.glob("snapshot-*.msgpack"), reverse=True)
 
 
-def write(directory: Path, seq: int, data: bytes) -> Path:
-    """Write atomically (temporary file, fsync, rename, fsync the directory), then keep only
-    the KEEP newest files. Blocking: call it in a thread."""
+def write(directory: Path, seq: int, data: bytes, *more: bytes) -> Path:
+    """Write `data` and then each of `more` (the parts of one file, e.g. `header_at`'s and the
+    body) atomically (temporary file, fsync, rename, fsync the directory), then keep only the
+    KEEP newest files. Blocking: call it in a thread."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / file_name(seq)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
+        for part in more:
+            f.write(part)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -13,6 +13,7 @@ from dcp_app.views import TopUpView, topup_view
 from dcp_events.event import Event
 from dcp_projections import commands as cmd
 from dcp_projections.errors import NotFound
+from dcp_projections.history import TopUpLookup
 from dcp_projections.state import State
 
 
@@ -84,6 +85,12 @@ class TopUps:
             raise NotFound(f"top-up {topup_id} not found")
         return _view(self.ledger.state, topup_id)
 
-    def by_invoice(self, invoice_id: str) -> str | None:
-        """The top-up whose gateway invoice this is, or None (not one of ours)."""
-        return self.ledger.state.topup_invoices.get(invoice_id)
+    async def by_invoice(self, invoice_id: str) -> str | None:
+        """The top-up whose gateway invoice this is, or None (not one of ours): from memory,
+        else (a settled top-up a bounded state let go of) from the read models."""
+        found = self.ledger.state.topup_invoices.get(invoice_id)
+        history = self.ledger.history
+        if found is None and history is not None:
+            t = await history.topup_entity(TopUpLookup("invoice_id", invoice_id))
+            found = None if t is None else t.topup_id
+        return found

@@ -17,7 +17,7 @@ from typing import Any
 
 from dcp_app import snapshots
 from dcp_audit.replay import Report, replay
-from dcp_projections.state import ENDED, State
+from dcp_projections.state import ENDED, TOPUP_OPEN, State
 
 
 def replay_snapshot(conn: sqlite3.Connection, path: Path) -> Report:
@@ -62,13 +62,10 @@ def _compare_state(snap: State, folded: State, report: Report) -> None:
         "images",
         "credentials",
         "submit_keys",
-        "topups",
-        "topup_payments",
-        "topup_invoices",
-        "topup_keys",
     ):
         _compare_map(report, name, getattr(snap, name), getattr(folded, name))
     _compare_history(snap, folded, report)
+    _compare_topups(snap, folded, report)
     if list(snap.queue) != list(folded.queue):
         report.differ("snapshot", "queue", "the queue is not the fold's")
     live = {j for j, job in folded.jobs.items() if job.status not in ENDED}
@@ -110,6 +107,31 @@ def _compare_history(snap: State, folded: State, report: Report) -> None:
     )
     if set(snap.decided) != {w for w, x in snap.withdrawals.items() if x.status != "pending"}:
         report.differ("snapshot", "decided", "the decided list does not match its withdrawals")
+
+
+def _compare_topups(snap: State, folded: State, report: Report) -> None:
+    """Gateway top-ups: all of them, or (a snapshot of a bounded state) the ones it holds
+    equal to the fold's, every open one among them, and its indexes those of its top-ups."""
+    if snap.topups_credited_halala != folded.topups_credited_halala:
+        report.differ(
+            "snapshot",
+            "topups_credited_halala",
+            f"snapshot {snap.topups_credited_halala}, fold {folded.topups_credited_halala}",
+        )
+    indexes = ("topup_payments", "topup_invoices", "topup_keys")
+    if snap.topups_cap is None:
+        for name in ("topups", *indexes):
+            _compare_map(report, name, getattr(snap, name), getattr(folded, name))
+        return
+    open_ = {t for t, x in folded.topups.items() if x.status in TOPUP_OPEN}
+    held = open_ | snap.topups.keys()
+    _compare_map(report, "topups", snap.topups, {t: folded.topups.get(t) for t in held})
+    for name in indexes:
+        want = {k: t for k, t in getattr(folded, name).items() if t in snap.topups}
+        _compare_map(report, name, getattr(snap, name), want)
+    settled = {t for t, x in snap.topups.items() if x.status not in TOPUP_OPEN}
+    if set(snap.topups_settled) != settled:
+        report.differ("snapshot", "topups_settled", "the settled list does not match its top-ups")
 
 
 def _compare_map(report: Report, name: str, got: Any, want: Any) -> None:

@@ -159,7 +159,7 @@ class Payments:
                 raise
             log.info("webhook_ignored", payment_id=payment_id, reason="unknown to the gateway")
             return None, "ignored"
-        topup_id = self.topups.by_invoice(payment.invoice_id) if payment.invoice_id else None
+        topup_id = await self.topups.by_invoice(payment.invoice_id) if payment.invoice_id else None
         if topup_id is None:
             log.info("webhook_ignored", payment_id=payment_id)
             return None, "ignored"

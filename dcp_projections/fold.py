@@ -250,12 +250,13 @@ def _job_submitted(state: State, seq: int, e: ev.JobSubmitted) -> None:
     renter = _renter(state, seq, e.renter_id)
     if e.job_id in state.jobs:
         raise InvariantError(f"seq {seq}: job {e.job_id} submitted twice")
+    spec, needs = state.shared(e.container_spec, e.gpu_requirements)
     job = Job(
         job_id=e.job_id,
         renter_id=e.renter_id,
         status="queued",
-        container_spec=e.container_spec,
-        gpu_requirements=e.gpu_requirements,
+        container_spec=spec,
+        gpu_requirements=needs,
         priority=e.priority,
         max_duration_seconds=e.max_duration_seconds,
         requested_provider_id=e.requested_provider_id,

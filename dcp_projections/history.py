@@ -9,17 +9,23 @@ One fold, so the job is exactly the one a fold of the whole log holds.
 
 A deposit reference or a decided withdrawal that left a bounded state (`history_cap`) comes
 back from the read models instead, whose row is the whole entity: `row_to_recall` names it.
+So does a settled top-up (`topups_to_recall` names the lookups: by its id, the payment or
+invoice it holds, the renter's idempotency key). A top-up event folded at start-up or catch-up
+about a top-up no longer in memory finds it folded back from its renter's stream instead
+(`topup_from_stream`): the read model may already hold its later changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, NamedTuple
 
+from dcp_events import catalogue as ev
 from dcp_events.event import Event
 from dcp_projections import commands as cmd
+from dcp_projections import topups
 from dcp_projections.fold import apply
-from dcp_projections.state import Job, Provider, State
+from dcp_projections.state import Job, Provider, Renter, State, TopUp
 
 
 def job_from_stream(events: Iterable[tuple[int, Event]], job_id: str) -> Job | None:
@@ -91,3 +97,70 @@ def row_to_recall(state: State, c: cmd.Command) -> tuple[RowKind, str] | None:
         ):
             return None if wid in state.withdrawals else ("withdrawal", wid)
     return None
+
+
+class TopUpLookup(NamedTuple):
+    """How to find a top-up in the `topups` read model: by its id, by the gateway payment it
+    holds (credited: paid, refunding or refunded), by its invoice, or by the renter's
+    idempotency key (`renter_id` then names the renter)."""
+
+    by: Literal["topup_id", "payment_id", "invoice_id", "idempotency_key"]
+    value: str
+    renter_id: str = ""
+
+
+def topups_to_recall(state: State, c: cmd.Command) -> list[TopUpLookup]:
+    """The top-ups `c` names that a bounded state may have let go of: the caller reads each
+    from the read models and `state.recall_topup`s it before deciding, so a repeated gateway
+    callback, a late payment, a refund or a reused idempotency key answers as it did."""
+    if state.topups_cap is None or not isinstance(c, cmd.TopUpCommand):
+        return []
+    out = []
+    if c.topup_id not in state.topups:
+        out.append(TopUpLookup("topup_id", c.topup_id))
+    match c:
+        case cmd.RequestTopUp(idempotency_key=str(key)):
+            if (c.renter_id, key) not in state.topup_keys:
+                out.append(TopUpLookup("idempotency_key", key, c.renter_id))
+        case cmd.RecordInvoice():
+            if c.invoice_id not in state.topup_invoices:
+                out.append(TopUpLookup("invoice_id", c.invoice_id))
+        case cmd.ObserveTopUp():
+            paid = c.payment_status in topups.PAID_STATUSES
+            if c.payment_id and paid and c.payment_id not in state.topup_payments:
+                out.append(TopUpLookup("payment_id", c.payment_id))
+    return out
+
+
+_TOPUP_EVENTS = (
+    ev.TopUpRequested,
+    ev.TopUpInvoiceCreated,
+    ev.TopUpPaid,
+    ev.TopUpFailed,
+    ev.TopUpDisputed,
+    ev.TopUpRefundRequested,
+    ev.TopUpRefunded,
+    ev.TopUpRefundReversed,
+)
+# The tags of the top-up events that change a top-up already requested.
+TOPUP_CHANGE_TAGS: frozenset[str] = frozenset(
+    str(t.__struct_config__.tag) for t in _TOPUP_EVENTS[1:]
+)
+TOPUP_REQUESTED_TAG = str(ev.TopUpRequested.__struct_config__.tag)
+TOPUP_TAGS: frozenset[str] = TOPUP_CHANGE_TAGS | {TOPUP_REQUESTED_TAG}
+
+
+def topup_from_stream(
+    events: Iterable[tuple[int, Event]], renter_id: str, topup_id: str
+) -> TopUp | None:
+    """Fold top-up `topup_id`'s events out of its renter's stream, `(seq, event)` in order,
+    and return the top-up as it stands after the last of them (None if none names it)."""
+    scratch = State(cross_stream_checks=False)  # its renter is a stub, its accounts its own
+    scratch.renters[renter_id] = Renter(
+        renter_id=renter_id, name="", email="", created_at_us=0, last_seq=0
+    )
+    for seq, event in events:
+        if isinstance(event, _TOPUP_EVENTS) and event.topup_id == topup_id:
+            scratch.seq = seq
+            topups.fold(scratch, seq, event)
+    return scratch.topups.get(topup_id)

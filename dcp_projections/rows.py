@@ -65,6 +65,12 @@ def withdrawal_of_row(row: Row) -> Withdrawal:
     return Withdrawal(**{c: row[c] for c in tables.WITHDRAWALS.column_names})
 
 
+def topup_of_row(row: Row) -> TopUp:
+    """The top-up a `topups` row holds (its columns are the entity's fields): how a settled
+    top-up that left memory comes back for a decision."""
+    return TopUp(**{c: row[c] for c in tables.TOPUPS.column_names})
+
+
 def deposit_of_row(row: Row) -> DepositRef:
     """The credit a `deposits` row records."""
     return DepositRef(row["renter_id"], row["amount_halala"], row["last_seq"])

@@ -37,6 +37,11 @@ JobStatus = Literal[
 ]
 ENDED: frozenset[str] = frozenset({"completed", "timed_out", "failed", "cancelled"})
 LEASED: frozenset[str] = frozenset({"assigned", "running"})
+# Top-ups still waiting on the gateway (the reconcile sweep asks about them): always in memory.
+# Every other status is settled: such a top-up may leave a bounded state (`history_cap`).
+TOPUP_OPEN: frozenset[str] = frozenset({"pending", "refunding"})
+# Top-ups in these statuses hold the gateway payment they were credited (`topup_payments`).
+TOPUP_HOLDS_PAYMENT: frozenset[str] = frozenset({"paid", "refunding", "refunded"})
 
 # The prices every log starts from before its first event: part of the log's meaning, frozen
 # (a test pins it). Logs written before seed prices became events hold no price for these
@@ -60,6 +65,10 @@ ANY_GPU = frozenset({"", "any", "default"})
 IDEMPOTENCY_WINDOW_US = 24 * 3600 * 1_000_000
 
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
+# Distinct container specs and GPU requirements the fold shares between jobs (`State.shared`):
+# a marketplace's jobs repeat a handful of them, but a renter may make each one unique (a run id
+# in the command), so the table is emptied when it reaches this size.
+SHARED_SPECS_MAX = 4096
 
 
 @functools.lru_cache(maxsize=1024)
@@ -208,12 +217,15 @@ class State:
     "Bounded memory").
 
     `history_cap` bounds the rest of what grows with history the same way: the deposit
-    references (`deposit_refs`, oldest credit first) and the decided withdrawals
-    (`withdrawals` keeps every pending one; `decided` lists the decided ones in memory, oldest
-    decision first). `trim_history()` drops the oldest beyond the cap, after the batch's rows
-    are written; a decision about an older one is made on it as read back from the read
-    models (`recall_deposit`, `recall_withdrawal`, before deciding). None (the default) keeps
-    them all.
+    references (`deposit_refs`, oldest credit first), the decided withdrawals (`withdrawals`
+    keeps every pending one; `decided` lists the decided ones in memory, oldest decision
+    first); `topups_cap` the settled gateway top-ups (`topups` keeps every pending or
+    refunding one; `topups_settled` lists the settled ones in memory, oldest settlement first,
+    and the indexes `topup_payments`, `topup_invoices`, `topup_keys` name only top-ups in
+    memory; the service passes its history cap for both). `trim_history()` drops the oldest
+    beyond the caps, after the batch's rows are written; a decision about an older one is made
+    on it as read back from the read models (`recall_deposit`, `recall_withdrawal`,
+    `recall_topup`, before deciding). None (the default) keeps them all.
     """
 
     def __init__(
@@ -223,10 +235,12 @@ class State:
         idempotency_window_us: int = IDEMPOTENCY_WINDOW_US,
         cross_stream_checks: bool = True,
         history_cap: int | None = None,
+        topups_cap: int | None = None,
     ) -> None:
         self.seq = 0  # the last folded event
         self.ended_cap = ended_cap
         self.history_cap = history_cap
+        self.topups_cap = topups_cap
         self.idempotency_window_us = idempotency_window_us
         # False in a scratch fold of one stream (dcp_projections.history): the folds then skip
         # the checks that need facts other streams hold (a claiming GPU's model and price at
@@ -258,12 +272,44 @@ class State:
         # (a running total, so the invariant does not need every reference in memory).
         self.deposits_halala = 0
         self.account_seq: dict[str, int] = {}  # account -> last_seq
-        # Gateway top-ups, and the indexes that make each credit happen at most once.
+        # Gateway top-ups (every open one, and the settled ones in memory), and the indexes
+        # that make each credit happen at most once (of the top-ups in memory).
         self.topups: dict[str, TopUp] = {}
         self.topup_payments: dict[str, str] = {}  # gateway payment id credited -> top-up
         self.topup_invoices: dict[str, str] = {}  # gateway invoice id -> top-up
         self.topup_keys: dict[tuple[str, str], str] = {}  # (renter, idempotency key) -> top-up
+        # The settled top-ups in memory, oldest settlement first (they leave beyond history_cap).
+        self.topups_settled: OrderedDict[str, None] = OrderedDict()
+        # What the paid top-ups credited, net: world:deposits' share of the top-ups (a running
+        # total, so the invariant does not need every top-up in memory).
+        self.topups_credited_halala = 0
         self.touched: Touched = set()
+        # One object for each distinct container spec and GPU requirements (`shared`).
+        self._specs: dict[tuple[object, ...], ContainerSpec] = {}
+        self._needs: dict[GpuRequirements, GpuRequirements] = {}
+
+    # --- shared values -----------------------------------------------------------------------
+
+    def shared(
+        self, spec: ContainerSpec, needs: GpuRequirements
+    ) -> tuple[ContainerSpec, GpuRequirements]:
+        """The one object equal to `spec` (and to `needs`) that jobs already in memory hold,
+        or these, remembered: every decoded event brings its own copies, and a job keeps them
+        as long as it stays. Equal means the same fields in the same order (env's order is
+        part of what the rows and snapshots write). At most SHARED_SPECS_MAX of each."""
+        specs, all_needs = self._specs, self._needs
+        key = (spec.image, spec.command, *spec.env.items())
+        found = specs.get(key)
+        if found is None:
+            if len(specs) >= SHARED_SPECS_MAX:
+                specs.clear()
+            found = specs[key] = spec
+        shared_needs = all_needs.get(needs)
+        if shared_needs is None:
+            if len(all_needs) >= SHARED_SPECS_MAX:
+                all_needs.clear()
+            shared_needs = all_needs[needs] = needs
+        return found, shared_needs
 
     # --- queue -----------------------------------------------------------------------------
 
@@ -337,9 +383,11 @@ class State:
             self.withdrawal_decided(w)
 
     def trim_history(self) -> None:
-        """Drop the oldest deposit references and decided withdrawals beyond `history_cap`.
+        """Drop the oldest deposit references and decided withdrawals beyond `history_cap`,
+        and the oldest settled top-ups (with their index entries) beyond `topups_cap`.
         Their rows are in the read models, so call it only after the rows of what was folded
         are written (as `trim_ended`)."""
+        self._trim_topups()
         cap = self.history_cap
         if cap is None:
             return
@@ -350,6 +398,52 @@ class State:
         while len(decided) > cap:
             withdrawal_id, _ = decided.popitem(last=False)
             del self.withdrawals[withdrawal_id]
+
+    # --- gateway top-ups --------------------------------------------------------------------
+
+    def topup_changed(self, t: TopUp) -> None:
+        """`t`'s status changed: a settled one may leave memory once `trim_history` runs (the
+        most recently settled last); an open one (pending, refunding) stays."""
+        settled = self.topups_settled
+        if t.status in TOPUP_OPEN:
+            settled.pop(t.topup_id, None)
+        else:
+            settled[t.topup_id] = None
+            settled.move_to_end(t.topup_id)
+
+    def recall_topup(self, t: TopUp) -> None:
+        """Put back a settled top-up read from the read models (or folded again from its
+        renter's stream), with its index entries, to decide about it or fold its next event."""
+        if t.topup_id in self.topups:
+            return
+        self.topups[t.topup_id] = t
+        if t.invoice_id is not None:
+            self.topup_invoices[t.invoice_id] = t.topup_id
+        if t.payment_id is not None and t.status in TOPUP_HOLDS_PAYMENT:
+            self.topup_payments[t.payment_id] = t.topup_id
+        if t.idempotency_key is not None:
+            self.topup_keys[(t.renter_id, t.idempotency_key)] = t.topup_id
+        self.topup_changed(t)
+
+    def _trim_topups(self) -> None:
+        cap = self.topups_cap
+        if cap is None:
+            return
+        settled = self.topups_settled
+        while len(settled) > cap:
+            topup_id, _ = settled.popitem(last=False)
+            self._forget_topup(topup_id)
+
+    def _forget_topup(self, topup_id: str) -> None:
+        t = self.topups.pop(topup_id)
+        if t.invoice_id is not None and self.topup_invoices.get(t.invoice_id) == topup_id:
+            del self.topup_invoices[t.invoice_id]
+        if t.payment_id is not None and self.topup_payments.get(t.payment_id) == topup_id:
+            del self.topup_payments[t.payment_id]
+        if t.idempotency_key is not None:
+            key = (t.renter_id, t.idempotency_key)
+            if self.topup_keys.get(key) == topup_id:
+                del self.topup_keys[key]
 
     def submitted_with_key(self, renter_id: str, key: str, now_us: int) -> str | None:
         """The job this renter submitted with `key` within the window before `now_us`."""

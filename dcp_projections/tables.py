@@ -33,14 +33,16 @@ _json = msgspec.json.Encoder()
 
 class Column(msgspec.Struct, frozen=True):
     """One column: its name, kind, whether it may be NULL, how its value comes from the
-    table's entity (default: the entity's attribute of that name), and the replicator target's
-    name for it when that differs."""
+    table's entity (default: the entity's attribute of that name), the replicator target's
+    name for it when that differs, and whether the replicator copies it at all (never a key
+    or a hash, even in a mirrored table)."""
 
     name: str
     kind: Kind
     nullable: bool = False
     get: Callable[[Any], Any] | None = None
     mirror_as: str | None = None
+    mirrored: bool = True
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -280,6 +282,9 @@ TOPUPS = Table(
         _col("reason"),  # why failed, expired, disputed or reversed
         _int("gateway_amount_halala", nullable=True),  # what the gateway said, for a dispute
         _col("gateway_currency", nullable=True),
+        # The renter's Idempotency-Key: a request reusing it finds its top-up here once the
+        # top-up has left memory (docs/design.md, "Bounded memory").
+        _col("idempotency_key", nullable=True, mirrored=False),
         _int("created_at_us"),
         _int("updated_at_us"),
         _LAST_SEQ,
@@ -288,6 +293,10 @@ TOPUPS = Table(
         ("topups_renter", ("renter_id", "created_at_us")),
         ("topups_status", ("status", "updated_at_us")),
         ("topups_last_seq", ("last_seq",)),
+        # How a decision finds a settled top-up that left memory by its payment or invoice
+        # (by the renter's key: topups_renter, then that renter's top-ups).
+        ("topups_payment", ("payment_id",)),
+        ("topups_invoice", ("invoice_id",)),
     ),
     mirror="dcp_topups",
 )

@@ -8,10 +8,17 @@ invoice failed or expired (`failed` / `expired`). A paid top-up may be refunded 
 the refund is ledgered first (`refunding`: available -> world:deposits) and either confirmed
 (`refunded`) or reversed when the gateway definitively refuses (back to `paid`).
 
-Exactly once: `state.topup_payments` maps every gateway payment id ever credited to its
-top-up; the decision credits nothing for a payment id already in it, and the fold raises
-InvariantError if an event tries. Across processes the store's head check makes a second
-writer decide again against the log, where it finds the credit.
+Exactly once: `state.topup_payments` maps every gateway payment id credited to its top-up
+(of the top-ups in memory); the decision credits nothing for a payment id already in it, and
+the fold raises InvariantError if an event tries. Across processes the store's head check makes
+a second writer decide again against the log, where it finds the credit.
+
+Bounded memory (docs/design.md): a bounded state (`topups_cap`) keeps every open top-up
+(pending, refunding) and only the most recently settled ones. Before a decision, the top-ups
+the command names that memory lacks (by top-up id, the payment or invoice it names, the
+renter's idempotency key: `dcp_projections.history.topups_to_recall`) are read back from the
+`topups` read model and `state.recall_topup`ped, so every decision answers as if all stayed.
+`check` compares world:deposits with a running total (`state.topups_credited_halala`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from dcp_projections.errors import (
     ValidationError,
 )
 from dcp_projections.settings import Settings
-from dcp_projections.state import State, TopUp
+from dcp_projections.state import TOPUP_HOLDS_PAYMENT, TOPUP_OPEN, State, TopUp
 
 CURRENCY = "SAR"
 # Gateway payment statuses that mean the money is ours (a captured authorization is paid).
@@ -46,7 +53,7 @@ EXPIRED_INVOICE_STATUSES = frozenset({"expired"})
 CREDITABLE = frozenset({"pending", "failed", "expired", "disputed"})
 # Net credit of a top-up in each status (paid: its amount; everything else: nothing).
 CREDITED = frozenset({"paid"})
-HOLDS_PAYMENT = frozenset({"paid", "refunding", "refunded"})
+HOLDS_PAYMENT = TOPUP_HOLDS_PAYMENT
 MAX_GATEWAY_ID = 200
 MAX_URL = 2000
 
@@ -314,6 +321,8 @@ def _paid(state: State, seq: int, e: ev.TopUpPaid) -> None:
     t.payment_id = e.payment_id
     t.reason = ""
     state.topup_payments[e.payment_id] = t.topup_id
+    state.topups_credited_halala += t.amount_halala
+    state.topup_changed(t)
     money.post(state, seq, e.postings, money.credit(t.renter_id, t.amount_halala))
 
 
@@ -323,6 +332,7 @@ def _failed(state: State, seq: int, e: ev.TopUpFailed) -> None:
         raise InvariantError(f"seq {seq}: top-up {t.topup_id} is {t.status}, cannot fail")
     t.status = e.status
     t.reason = e.reason
+    state.topup_changed(t)
 
 
 def _disputed(state: State, seq: int, e: ev.TopUpDisputed) -> None:
@@ -334,6 +344,7 @@ def _disputed(state: State, seq: int, e: ev.TopUpDisputed) -> None:
     t.reason = e.reason
     t.gateway_amount_halala = e.gateway_amount_halala
     t.gateway_currency = e.gateway_currency
+    state.topup_changed(t)
 
 
 def _refund_requested(state: State, seq: int, e: ev.TopUpRefundRequested) -> None:
@@ -341,6 +352,8 @@ def _refund_requested(state: State, seq: int, e: ev.TopUpRefundRequested) -> Non
     if t.status != "paid" or e.amount_halala != t.amount_halala or e.payment_id != t.payment_id:
         raise InvariantError(f"seq {seq}: refund of top-up {t.topup_id} that is {t.status}")
     t.status = "refunding"
+    state.topups_credited_halala -= t.amount_halala
+    state.topup_changed(t)
     money.post(state, seq, e.postings, money.refund(t.renter_id, t.amount_halala))
 
 
@@ -349,6 +362,7 @@ def _refunded(state: State, seq: int, e: ev.TopUpRefunded) -> None:
     if t.status != "refunding":
         raise InvariantError(f"seq {seq}: top-up {t.topup_id} is {t.status}, not refunding")
     t.status = "refunded"
+    state.topup_changed(t)
 
 
 def _refund_reversed(state: State, seq: int, e: ev.TopUpRefundReversed) -> None:
@@ -357,13 +371,17 @@ def _refund_reversed(state: State, seq: int, e: ev.TopUpRefundReversed) -> None:
         raise InvariantError(f"seq {seq}: top-up {t.topup_id} is {t.status}, not refunding")
     t.status = "paid"
     t.reason = e.reason
+    state.topups_credited_halala += t.amount_halala
+    state.topup_changed(t)
     money.post(state, seq, e.postings, money.credit(t.renter_id, t.amount_halala))
 
 
 def check(state: State) -> None:
-    """Every top-up invariant from scratch: each credited payment id belongs to exactly one
-    top-up that holds it, and world:deposits is minus what deposits and top-ups credited net
-    of refunds. Raises InvariantError."""
+    """Every top-up invariant from scratch: each credited payment id (of the top-ups in
+    memory) belongs to exactly one top-up that holds it, the settled list names exactly the
+    settled top-ups in memory, and world:deposits is minus what deposits and top-ups credited
+    net of refunds (running totals; a state keeping everything also sums them). Raises
+    InvariantError."""
     holding = {t.payment_id: t for t in state.topups.values() if t.status in HOLDS_PAYMENT}
     if len(holding) != sum(1 for t in state.topups.values() if t.status in HOLDS_PAYMENT):
         raise InvariantError("one gateway payment credits two top-ups")
@@ -372,12 +390,20 @@ def check(state: State) -> None:
     for payment_id, topup_id in state.topup_payments.items():
         if holding[payment_id].topup_id != topup_id:
             raise InvariantError(f"payment {payment_id} credited {topup_id}, held by another")
-    credited = sum(t.amount_halala for t in state.topups.values() if t.status in CREDITED)
-    deposits = state.deposits_halala  # a running total: a bounded state holds recent refs only
+    settled = {t.topup_id for t in state.topups.values() if t.status not in TOPUP_OPEN}
+    if len(settled) != len(state.topups_settled) or not settled.issuperset(state.topups_settled):
+        raise InvariantError("the settled top-ups in memory and their list differ")
+    # Running totals: a bounded state holds the recent references and top-ups only.
+    credited = state.topups_credited_halala
+    deposits = state.deposits_halala
     if state.history_cap is None:
         in_memory = sum(d.amount_halala for d in state.deposit_refs.values())
         if in_memory != deposits:
             raise InvariantError(f"deposit references sum to {in_memory}, credited {deposits}")
+    if state.topups_cap is None:
+        paid = sum(t.amount_halala for t in state.topups.values() if t.status in CREDITED)
+        if paid != credited:
+            raise InvariantError(f"paid top-ups sum to {paid}, credited {credited}")
     if state.balance(ledger.WORLD_DEPOSITS) != -(deposits + credited):
         raise InvariantError(
             f"world:deposits is {state.balance(ledger.WORLD_DEPOSITS)},"

@@ -1,8 +1,10 @@
 """Which local read-model tables are mirrored, and how their columns map to the target's:
-derived from the tables' one definition (dcp_projections.tables: `mirror`, `mirror_as`).
+derived from the tables' one definition (dcp_projections.tables: `mirror`, `mirror_as`,
+`mirrored`).
 
 Every mirrored row carries `last_seq`. `credentials` (key hashes) and `job_outputs` are never
-mirrored. Local SQLite stores flags as 0/1 and JSON as text; the target has BOOLEAN and JSONB.
+mirrored, nor `topups.idempotency_key` (a client's key). Local SQLite stores flags as 0/1
+and JSON as text; the target has BOOLEAN and JSONB.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def _spec(table: tables.Table) -> TableSpec:
     """The mirror of one read-model table, from its definition (dcp_projections.tables)."""
     assert table.mirror is not None
     columns = [
-        Column(local=c.name, target=c.mirror_as or c.name, kind=c.kind) for c in table.columns
+        Column(local=c.name, target=c.mirror_as or c.name, kind=c.kind)
+        for c in table.columns
+        if c.mirrored  # a client's idempotency key stays local
     ]
     if table.seq_column != "last_seq":  # the target keeps every row's last_seq all the same
         columns.append(Column(local=table.seq_column, target="last_seq", kind="int"))

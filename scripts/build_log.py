@@ -157,7 +157,9 @@ class Builder:
         self.target = args.events
         self.n_renters, self.n_providers = args.renters, args.providers
         # The service's own cap, so the snapshot written at the end is one `dcp serve` loads.
-        self.state = State(ended_cap=ENDED_IN_MEMORY, history_cap=HISTORY_IN_MEMORY)
+        self.state = State(
+            ended_cap=ENDED_IN_MEMORY, history_cap=HISTORY_IN_MEMORY, topups_cap=HISTORY_IN_MEMORY
+        )
         self.codec = default_codec()
         self.versions: dict[str, int] = {}
         self.events: list[Event] = []
@@ -720,7 +722,9 @@ async def build(args: argparse.Namespace) -> dict[str, Any]:
         rebuild_s = round(readmodel.rebuild(db).seconds, 1)
     # The snapshot the service would have written at the head.
     t1 = time.perf_counter()
-    path = snapshots.write(snap_dir, state.seq, snapshots.encode(state, b.versions, head_hash))
+    body = snapshots.encode_body(state, b.versions)
+    header = snapshots.header_at(body, state.seq, head_hash, snapshots.params_of(state))
+    path = snapshots.write(snap_dir, state.seq, header, body)
     snapshot_s = time.perf_counter() - t1
     wall = time.perf_counter() - t0
     statuses = Counter(j.status for j in state.jobs.values())

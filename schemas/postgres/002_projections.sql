@@ -154,6 +154,7 @@ CREATE TABLE IF NOT EXISTS topups (
     reason text NOT NULL,
     gateway_amount_halala bigint,
     gateway_currency text,
+    idempotency_key text,
     created_at_us bigint NOT NULL,
     updated_at_us bigint NOT NULL,
     last_seq bigint NOT NULL,
@@ -162,6 +163,8 @@ CREATE TABLE IF NOT EXISTS topups (
 CREATE INDEX IF NOT EXISTS topups_renter ON topups (renter_id, created_at_us);
 CREATE INDEX IF NOT EXISTS topups_status ON topups (status, updated_at_us);
 CREATE INDEX IF NOT EXISTS topups_last_seq ON topups (last_seq);
+CREATE INDEX IF NOT EXISTS topups_payment ON topups (payment_id);
+CREATE INDEX IF NOT EXISTS topups_invoice ON topups (invoice_id);
 
 CREATE TABLE IF NOT EXISTS deposits (
     reference text NOT NULL,

@@ -16,7 +16,7 @@ from dcp_events.catalogue import ContainerSpec, GpuRequirements
 from dcp_events.sqlite_store import SqliteEventStore
 from dcp_projections.fold import check_all
 from dcp_projections.rows import all_rows
-from dcp_projections.state import GENESIS_PRICES
+from dcp_projections.state import GENESIS_PRICES, State
 from tests.dcp_app.conftest import IMAGE, SETTINGS, Clock
 
 FAR = (10**9, 10**9)  # never by itself: the tests say when
@@ -206,9 +206,12 @@ DERIVED = {
     "ended_cap",
     "idempotency_window_us",
     "history_cap",
+    "topups_cap",
     "cross_stream_checks",  # always on in a service's state, which is all a snapshot holds
     "queue",
     "touched",
+    "_specs",  # the fold's table of shared container specs, filled again from the jobs
+    "_needs",
 }
 
 
@@ -260,3 +263,15 @@ async def test_a_decoded_snapshot_shares_equal_values_as_the_fold_did(log_with_s
     leased = [j for p in st.providers.values() for j in p.leased]
     assert leased and all(id(j) in job_ids for j in leased)
     assert st.ended and all(id(j) in job_ids for j in st.ended)
+
+
+def test_a_snapshot_written_in_parts_is_the_framed_file(tmp_path):
+    """The service writes the header and the body separately (no joined copy of the body):
+    the file is byte for byte the framed snapshot, and it loads."""
+    s = State(ended_cap=3, history_cap=2, topups_cap=2)
+    body = snapshots.encode_body(s, {"renter-r0": 4})
+    params = snapshots.params_of(s)
+    header = snapshots.header_at(body, 7, "ab" * 32, params)
+    path = snapshots.write(tmp_path, 7, header, body)
+    assert path.read_bytes() == snapshots.frame_at(body, 7, "ab" * 32, params)
+    assert snapshots.decode(path.read_bytes(), params).versions == {"renter-r0": 4}

@@ -36,7 +36,7 @@ async def test_topups_are_durable_credited_once_and_rebuild_equal(env: Env, tmp_
         state_topup.updated_at_us,
     )
     await topups.record_invoice(tid, "inv-1", "https://pay.example/inv-1")
-    assert topups.by_invoice("inv-1") == tid
+    assert await topups.by_invoice("inv-1") == tid
     results = await asyncio.gather(*(topups.observe(paid(tid, "pay-1", 7_000)) for _ in range(50)))
     assert sum(changed for _, changed in results) == 1
     assert env.svc.state.available(renter) == 7_000

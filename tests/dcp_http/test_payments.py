@@ -520,3 +520,56 @@ def test_refund_lost_before_the_gateway_is_asked_again_by_the_sweep(
         assert api.balance(renter)["available_halala"] == 0
         assert_books(api)
         api.close()
+
+
+def test_old_topups_answer_as_before_once_they_left_memory(tmp_path: Path, gateway: Gateway):
+    """A server keeping one settled top-up in memory (docs/design.md, "Bounded memory"): a
+    repeated webhook for an old payment answers as the first did and credits nothing, an old
+    Idempotency-Key returns its top-up without a second invoice, an old top-up refunds; and
+    so after a restart."""
+    db = tmp_path / "dcp.db"
+    with paying_server(db, gateway, history_in_memory=1) as server:
+        api = Api(server)
+        try:
+            renter = api.renter()
+            keyed = {**renter["headers"], "idempotency-key": "wallet-old"}
+            first = api.ok(
+                "POST", "/api/renters/topups", 201, json={"amount_halala": 700}, headers=keyed
+            )["topup"]
+            payments = [gateway.pay(first["invoice_id"])]
+            api.ok("POST", WEBHOOK, json=gateway.webhook(payments[0]))
+            for amount in (800, 900):
+                t = start_topup(api, renter, amount)
+                payments.append(gateway.pay(t["invoice_id"]))
+                api.ok("POST", WEBHOOK, json=gateway.webhook(payments[-1]))
+            ledger = server.app.state.service.ledger
+            assert first["topup_id"] not in ledger.state.topups  # it left memory
+            assert api.balance(renter)["available_halala"] == 2_400
+            again = api.ok("POST", WEBHOOK, json=gateway.webhook(payments[0]))
+            assert again == {"received": True, "topup_id": first["topup_id"], "status": "paid"}
+            assert api.balance(renter)["available_halala"] == 2_400
+            reused = api.ok(
+                "POST", "/api/renters/topups", 201, json={"amount_halala": 700}, headers=keyed
+            )["topup"]
+            assert reused["topup_id"] == first["topup_id"] and reused["status"] == "paid"
+            r = api.post("/api/renters/topups", json={"amount_halala": 701}, headers=keyed)
+            assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused"
+            assert len(gateway.seen("POST", "/v1/invoices")) == 3
+            assert len(events_of(api, "renter.topup_paid")) == 3
+            assert_books(api)
+        finally:
+            api.close()
+    with paying_server(db, gateway, history_in_memory=1) as server:  # a restart
+        api = Api(server)
+        try:
+            again = api.ok("POST", WEBHOOK, json=gateway.webhook(payments[1]))
+            assert again["status"] == "paid" and api.balance(renter)["available_halala"] == 2_400
+            done = api.ok(
+                "POST", f"/api/admin/topups/{first['topup_id']}/refund", headers=api.admin
+            )
+            assert done["topup"]["status"] == "refunded"
+            assert api.balance(renter)["available_halala"] == 1_700
+            assert len(events_of(api, "renter.topup_paid")) == 3
+            assert_books(api)
+        finally:
+            api.close()

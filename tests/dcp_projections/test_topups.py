@@ -3,6 +3,7 @@ interleavings of webhooks, sweeps and refunds (docs/payments.md)."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from dcp_projections.errors import (
     ValidationError,
 )
 from dcp_projections.fold import apply, check_all
+from dcp_projections.history import topups_to_recall
 from dcp_projections.settings import Settings
 from dcp_projections.state import State
 
@@ -241,3 +243,90 @@ def test_interleavings_keep_the_books_and_credit_each_payment_at_most_once(progr
         for topup, renter in owner.items():
             net = AMOUNT[topup] if s.topups[topup].status == "paid" else 0
             assert s.available(renter) + s.held(renter) == net, topup
+
+
+# --- bounded memory ---------------------------------------------------------------------------
+
+
+def recall(bounded: State, full: State, command: c.Command) -> None:
+    """What the command loop does before deciding: each lookup `topups_to_recall` names is
+    answered from what the read models hold (the full state's top-ups; copies, as rows are)."""
+    for by, value, renter in topups_to_recall(bounded, command):
+        if by == "topup_id":
+            found = value
+        elif by == "payment_id":
+            found = full.topup_payments.get(value)
+        elif by == "invoice_id":
+            found = full.topup_invoices.get(value)
+        else:
+            found = full.topup_keys.get((renter, value))
+        t = full.topups.get(found) if found is not None else None
+        if t is not None:
+            bounded.recall_topup(msgspec.structs.replace(t))
+
+
+def answer(state: State, command: c.Command) -> object:
+    try:
+        return decide(state, command, T0 + state.seq, SETTINGS)
+    except DomainError as e:
+        return (type(e), str(e))
+
+
+bounded_steps = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["request", "invoice", "webhook", "expire", "refund", "refund_ok", "refund_refused"]
+        ),
+        st.sampled_from(TOPUPS),
+        st.sampled_from(PAYMENTS),
+        st.sampled_from([0, 0, 0, -1]),  # how far the gateway's amount is off
+    ),
+    max_size=40,
+)
+
+
+@pytest.mark.parametrize("cap", [0, 1])
+@given(program=bounded_steps)
+def test_a_bounded_state_decides_every_top_up_command_as_a_full_one(cap: int, program: list[Step]):
+    """A state keeping `cap` settled top-ups (trimmed after every command, as the service
+    does after every batch) and reading the others back before deciding answers every request,
+    invoice, webhook, expiry and refund exactly as a state keeping all of them, and holds the
+    same books."""
+    full, bounded = market(2), State(topups_cap=cap)
+    for i in range(2):
+        run(
+            bounded, c.RegisterRenter(renter_id=f"r{i}", name="a", email="a@x.sa", key_hash=f"k{i}")
+        )
+    for action, t, payment, off in program:
+        renter = f"r{TOPUPS.index(t) % 2}"
+        command: c.Command
+        if action == "request":  # a new id each time: a key names the first top-up it made
+            tid = f"{t}-{full.seq}"
+            command = c.RequestTopUp(
+                topup_id=tid, renter_id=renter, amount_halala=AMOUNT[t] + off, idempotency_key=t
+            )
+        else:
+            tid = full.topup_keys.get((renter, t), t)
+            command = {
+                "invoice": c.RecordInvoice(
+                    topup_id=tid, invoice_id=f"inv-{payment}", checkout_url="u"
+                ),
+                "webhook": paid(tid, payment, AMOUNT[t] + off),
+                "expire": c.ObserveTopUp(topup_id=tid, invoice_status="expired"),
+                "refund": c.RefundTopUp(topup_id=tid),
+                "refund_ok": c.SettleRefund(topup_id=tid, succeeded=True),
+                "refund_refused": c.SettleRefund(topup_id=tid, succeeded=False),
+            }[action]
+        recall(bounded, full, command)
+        want = answer(full, command)
+        assert answer(bounded, command) == want, command
+        for e in want if isinstance(want, list) else []:
+            seq = full.seq + 1
+            apply(full, seq, e)
+            apply(bounded, seq, e)
+        bounded.trim_history()
+        check_all(bounded)
+        assert bounded.balances == full.balances
+        assert bounded.topups_credited_halala == full.topups_credited_halala
+        assert len(bounded.topups_settled) <= cap
+        assert all(x == full.topups[k] for k, x in bounded.topups.items())
