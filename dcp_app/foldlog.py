@@ -33,6 +33,7 @@ import pickle
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -253,6 +254,7 @@ def _read_file(
 
 
 R = TypeVar("R")
+Paced = Callable[[float, float, int], None]  # (busy_s, waited_s, events): see handed_over
 # Makes the batches in the helper process (its arguments first); what it returns comes back.
 Produce = Callable[..., Generator[list[Any], None, R]]
 
@@ -262,6 +264,7 @@ def handed_over(
     args: tuple[Any, ...],
     resume: Callable[[int], Generator[list[Row], None, R]],
     result: list[R],
+    paced: Paced | None = None,
 ) -> Generator[list[Row], None, None]:
     """The batches of rows that `produce(*args)` makes in a helper process (forked where that
     is safe: `process_context`), each handed over as one msgpack message; what `produce`
@@ -271,6 +274,11 @@ def handed_over(
     Where no helper process can start, or it dies before it is done (or cannot send what it
     returned), `resume(last_seq)` makes the batches after the last one handed over here (and
     returns the result): only slower. Ending the generator early ends the helper.
+
+    `paced(busy_s, waited_s, events)`, where given, hears of each wait for a batch that was
+    not there yet when the consumer asked for it: how long the consumer had been busy with
+    the batch before (`events` of them) and how long it then waited (the helper is the
+    slower of the two by that much).
     """
     ctx = process_context()
     try:
@@ -287,8 +295,13 @@ def handed_over(
     inbox = io.FileIO(recv.fileno(), "rb", closefd=False)
     buffer = bytearray()
     last_seq = 0
+    busy_s, events = 0.0, 0
     try:
         while True:
+            if paced is not None and events and not recv.poll():
+                waiting_since = time.perf_counter()
+                recv.poll(None)
+                paced(busy_s, time.perf_counter() - waiting_since, events)
             try:
                 size = int.from_bytes(_read_exactly(inbox, bytearray(8)), "little")
                 if size == 0:  # the batches are done: what produce returned follows
@@ -302,8 +315,10 @@ def handed_over(
                 result.append((yield from resume(last_seq)))
                 return
             rows = cast(list[Row], _ROWS.decode(blob))
-            last_seq = rows[-1][0]
+            last_seq, events = rows[-1][0], len(rows)
+            handed = time.perf_counter()
             yield rows
+            busy_s = time.perf_counter() - handed
     finally:
         recv.close()
         if helper.is_alive():

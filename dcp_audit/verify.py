@@ -25,11 +25,13 @@ both the postings check and the fold.
 
 from __future__ import annotations
 
+import ctypes
 import sqlite3
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
+from multiprocessing.sharedctypes import RawValue
 from typing import Any
 
 from dcp_app.foldlog import (
@@ -139,13 +141,8 @@ def verify(
     codec = codec or default_codec()
     chained: list[ChainResult] = []  # the chain pass's result, once its batches are all in
     batches = (
-        handed_over(
-            _chained_file,
-            (path, until, batch_size),
-            lambda after: _chained(conn, until, batch_size, after),
-            chained,
-        )
-        if parallel
+        _split(conn, path, until, batch_size, chained)
+        if parallel and path is not None
         else _kept(_chained(conn, until, batch_size), chained)
     )
     contents = _Contents(invariants, codec)
@@ -200,6 +197,14 @@ class _Chain:
         self.prev_hash = GENESIS_HASH
         self.prev_raw = bytes.fromhex(GENESIS_HASH)
         self.fault: Fault | None = None
+
+    @classmethod
+    def after(cls, done: ChainResult) -> _Chain:
+        """The pass going on after `done`, a sound part of the chain: its last event and hash."""
+        chain = cls()
+        chain.expect_seq, chain.prev_hash = done.head_seq + 1, done.head_hash
+        chain.prev_raw = bytes.fromhex(done.head_hash)
+        return chain
 
     def result(self) -> ChainResult:
         """The last event that passed and its hash, or the first fault."""
@@ -290,17 +295,33 @@ class _Chain:
 
 
 def _chained(
-    conn: sqlite3.Connection, until_seq: int, batch_size: int, after_seq: int = 0
+    conn: sqlite3.Connection,
+    until_seq: int,
+    batch_size: int,
+    after_seq: int = 0,
+    chain: _Chain | None = None,
+    stop: Any = None,
 ) -> Generator[list[Row], None, ChainResult]:
-    """One read of events 1..until_seq for both passes: check each batch's chain, then
-    yield the fold's columns of the rows that passed (those after `after_seq`); stop at the
-    first chain fault and return what the chain pass found.
+    """One read of the events for both passes: check each batch's chain, then yield the
+    fold's columns of the rows that passed (those after `after_seq`); stop at the first chain
+    fault and return what the chain pass found. The rows before a fault are still yielded: a
+    contents fault among them comes first.
 
-    The rows before a fault are still yielded: a contents fault among them comes first."""
-    chain = _Chain()
-    for rows in sqlite_batches(conn, until_seq, batch_size=batch_size, columns=_CHAIN_COLUMNS):
+    The read goes on from `chain` (a fresh one: from the first event) up to `until_seq`, or
+    to `stop.value` (a shared number, read before each batch) where that is lower."""
+    chain = chain or _Chain()
+    query = f"SELECT {_CHAIN_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+    read_seq = chain.expect_seq - 1
+    while True:
+        last = until_seq if stop is None else min(until_seq, stop.value)
+        if read_seq >= last:
+            break
+        rows = conn.execute(query, (read_seq, last, batch_size)).fetchall()
+        if not rows:
+            break
+        read_seq = rows[-1][0]
         passed = chain.check(rows)
-        if after_seq < rows[-1][0]:
+        if after_seq < read_seq:
             fold = [r[:_FOLD_WIDTH] for r in (rows if passed == len(rows) else rows[:passed])]
             if after_seq:
                 fold = [r for r in fold if r[0] > after_seq]
@@ -312,18 +333,66 @@ def _chained(
 
 
 def _chained_file(
-    path: str, until_seq: int, batch_size: int
+    path: str, until_seq: int, batch_size: int, stop: Any
 ) -> Generator[list[Row], None, ChainResult]:
-    """`_chained` in the second process, on its own read-only connection.
+    """`_chained` in the second process, on its own read-only connection, up to `stop`.
 
     Events up to `until_seq` never change (append-only), so this connection's snapshot holds
     the same events as the caller's.
     """
     conn = open_readonly(path)
     try:
-        return (yield from _chained(conn, until_seq, batch_size))
+        return (yield from _chained(conn, until_seq, batch_size, stop=stop))
     finally:
         conn.close()
+
+
+class _Share:
+    """Where the second process's part of the read and the chain pass ends; this process
+    reads and chain-checks the rest itself once it has folded the rows handed over.
+
+    It starts at the head. While this process waits for rows (the second one, reading and
+    hashing, is the slower), it is brought forward by as many events as this one could have
+    read, checked and folded in the time it waited: with `f` this process's time a folded
+    event, `c` the second's time a checked event (the rate the rows come in), a wait of
+    `waited_s` after `events` rows took `busy_s` moves `waited_s / (c + f)` events, where
+    `f = busy_s / events` and `c = (busy_s + waited_s) / events`. Where the fold is the
+    slower, nothing moves: the second process checks the whole chain. The second process
+    reads `stop` before each batch; any split gives the same checks and the same faults.
+    """
+
+    def __init__(self, until_seq: int) -> None:
+        self.stop = RawValue(ctypes.c_int64, until_seq)
+
+    def paced(self, busy_s: float, waited_s: float, events: int) -> None:
+        move = int(events * waited_s / (2 * busy_s + waited_s))
+        self.stop.value = max(0, self.stop.value - move)
+
+
+def _split(
+    conn: sqlite3.Connection,
+    path: str,
+    until_seq: int,
+    batch_size: int,
+    out: list[ChainResult],
+) -> Generator[list[Row], None, None]:
+    """The rows of both passes, the first part read and chain-checked by a second process
+    (`_Share` says how far), the rest here, from where it ended: its last event and hash.
+    What the whole chain pass found is appended to `out` once the rows are all in."""
+    share = _Share(until_seq)
+    first: list[ChainResult] = []
+    yield from handed_over(
+        _chained_file,
+        (path, until_seq, batch_size, share.stop),
+        lambda after: _chained(conn, until_seq, batch_size, after),
+        first,
+        share.paced,
+    )
+    done = first[0]
+    if done.fault is not None or done.head_seq >= until_seq:
+        out.append(done)
+        return
+    out.append((yield from _chained(conn, until_seq, batch_size, chain=_Chain.after(done))))
 
 
 def check_contents(
