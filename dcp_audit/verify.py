@@ -52,6 +52,7 @@ from dcp_projections.fold import check_all
 from dcp_projections.state import State
 
 BATCH_SIZE = 20_000  # rows per read: big enough to amortise the query, small enough to bound memory
+FIRST_BATCH = 1_000  # rows of the first read of a pass: the fold starts on them early
 PARALLEL_MIN_EVENTS = 10_000  # below this a second process costs more than it saves
 CHECK_ORDER = {"sequence": 0, "chain": 1, "decode": 2, "postings": 3, "invariant": 4}
 
@@ -308,15 +309,19 @@ def _chained(
     contents fault among them comes first.
 
     The read goes on from `chain` (a fresh one: from the first event) up to `until_seq`, or
-    to `stop.value` (a shared number, read before each batch) where that is lower."""
+    to `stop.value` (a shared number, read before each batch) where that is lower. The
+    batches start small (FIRST_BATCH) and double up to `batch_size`: the fold waiting for
+    the second process's first batch waits for a small one."""
     chain = chain or _Chain()
     query = f"SELECT {_CHAIN_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
     read_seq = chain.expect_seq - 1
+    size = min(batch_size, FIRST_BATCH)
     while True:
         last = until_seq if stop is None else min(until_seq, stop.value)
         if read_seq >= last:
             break
-        rows = conn.execute(query, (read_seq, last, batch_size)).fetchall()
+        rows = conn.execute(query, (read_seq, last, size)).fetchall()
+        size = min(batch_size, 2 * size)
         if not rows:
             break
         read_seq = rows[-1][0]
