@@ -1,11 +1,13 @@
 """verify: a sound log passes; each kind of tampering is caught at the right sequence."""
 
 import json
+import multiprocessing
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from dcp_app import foldlog
 from dcp_audit import verify as verify_module
 from dcp_audit._log import open_readonly
 from dcp_audit.cli import main
@@ -38,17 +40,20 @@ class _FixedShare(verify_module._Share):
         pass
 
 
-def split_at(monkeypatch: pytest.MonkeyPatch, seq: int) -> None:
+def split_at(monkeypatch: pytest.MonkeyPatch, seq: int, start: str = "fork") -> None:
     """Make a parallel verify's second process read and chain-check events 1..seq only,
-    and this one the rest."""
+    and this one the rest; the second process started by `start` (forked by default, as the
+    command forks it: a test process runs asyncio's helper threads, so it would spawn)."""
     monkeypatch.setattr(_FixedShare, "at", seq)
     monkeypatch.setattr(verify_module, "_Share", _FixedShare)
+    monkeypatch.setattr(foldlog, "process_context", lambda: multiprocessing.get_context(start))
 
 
 def fault_of(path: Path) -> AuditFault:
     """The fault verify reports, which must be the same with the chain pass in a second
     process as in this one, whatever the batch size, and wherever the second process's part
-    of the chain ends and this one's begins (just before, at or after the fault)."""
+    of the chain ends and this one's begins (just before, at or after the fault). The second
+    process is spawned first (the default where threads run, as here), then forked."""
     with pytest.raises(AuditFault) as info:
         run_verify(path, parallel=False)
     with pytest.raises(AuditFault) as info_parallel:
@@ -143,18 +148,13 @@ def test_big_log_takes_the_second_process_by_default(store_log_path, monkeypatch
 def test_spawned_second_process_finds_the_same_fault(store_log_path, monkeypatch):
     """Where forking is not safe the second process is spawned (a fresh interpreter): the
     same rows, the same fault."""
-    import multiprocessing
-
-    from dcp_app import foldlog
-
     conn = writable(store_log_path)
     seq = first_seq_of_type(conn, "job.claimed")
     conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
     conn.close()
     with pytest.raises(AuditFault) as here:
         run_verify(store_log_path, parallel=False)
-    monkeypatch.setattr(foldlog, "process_context", lambda: multiprocessing.get_context("spawn"))
-    split_at(monkeypatch, seq // 2)
+    split_at(monkeypatch, seq // 2, "spawn")
     with pytest.raises(AuditFault) as spawned:
         run_verify(store_log_path, parallel=True, batch_size=7)
     assert str(spawned.value) == str(here.value)
@@ -396,7 +396,6 @@ class _NoProcesses:
 def test_no_second_process_falls_back(store_log_path, monkeypatch, start):
     """Where no second process can start, verify and replay run both passes here."""
     import dcp_audit._beside as beside_module
-    from dcp_app import foldlog
     from dcp_audit.replay import replay
 
     def refuse(*args, **kwargs):
