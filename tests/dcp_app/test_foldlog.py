@@ -1,6 +1,7 @@
 """The one fold-the-log loop (dcp_app.foldlog): the same state from the file and from the store
 interface (SQLite and PostgreSQL), old schema versions upcast, and every fault named by its seq."""
 
+import os
 import uuid
 
 import psycopg
@@ -174,3 +175,45 @@ async def test_a_fold_of_the_log_keeps_no_write_back_notes(sqlite_env):
     for seq, type_, version, payload, _at in rows:
         apply(tracked, seq, codec.decode_payload(type_, version, payload))
     assert ("job", next(iter(tracked.jobs))) in tracked.touched
+
+
+_ROWS = [(seq, "job.claimed", 1, b'{"n":%d}' % seq, 1_000 + seq) for seq in range(1, 8)]
+
+
+def _made_here(after_seq: int):
+    """The in-process stand-in for a helper: the rows after `after_seq`, in twos."""
+    rest = [r for r in _ROWS if r[0] > after_seq]
+    for i in range(0, len(rest), 2):
+        yield rest[i : i + 2]
+    return ("here", after_seq)
+
+
+def _helper(dies_after: int | None):
+    """A helper's batches (threes); it dies (no clean-up, no answer) after `dies_after`."""
+    for i in range(0, len(_ROWS), 3):
+        if dies_after is not None and i >= dies_after:
+            os._exit(3)
+        yield _ROWS[i : i + 3]
+    return ("helper", len(_ROWS))
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_handed_over_batches_and_what_the_helper_returned(monkeypatch, start):
+    """handed_over: the helper's batches as it made them, then what it returned, whichever
+    way the helper is started."""
+    import multiprocessing
+
+    monkeypatch.setattr(foldlog, "process_context", lambda: multiprocessing.get_context(start))
+    result: list = []
+    batches = list(foldlog.handed_over(_helper, (None,), _made_here, result))
+    assert batches == [_ROWS[0:3], _ROWS[3:6], _ROWS[6:7]]
+    assert result == [("helper", 7)]
+
+
+def test_a_helper_that_dies_midway_is_taken_over_here():
+    """A helper that dies after two batches: the rest is made here from the last seq handed
+    over, and what is made here is the result."""
+    result: list = []
+    batches = list(foldlog.handed_over(_helper, (6,), _made_here, result))
+    assert batches == [_ROWS[0:3], _ROWS[3:6], _ROWS[6:7]]
+    assert result == [("here", 6)]

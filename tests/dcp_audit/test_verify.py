@@ -1,15 +1,18 @@
 """verify: a sound log passes; each kind of tampering is caught at the right sequence."""
 
 import json
+import multiprocessing
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from dcp_app import foldlog
+from dcp_audit import verify as verify_module
 from dcp_audit._log import open_readonly
 from dcp_audit.cli import main
 from dcp_audit.errors import AuditError, AuditFault
-from dcp_audit.verify import verify
+from dcp_audit.verify import BATCH_SIZE, verify
 from dcp_events.chain import canonical_bytes, chain_hash
 
 from ._logs import first_seq_of_type, rechain_from, rehash, row, writable
@@ -23,9 +26,34 @@ def run_verify(path: Path, **kw):
         conn.close()
 
 
+class _FixedShare(verify_module._Share):
+    """The second process's part of the chain pass ends at `at` (a test's choice), whatever
+    the pace."""
+
+    at = 0
+
+    def __init__(self, until_seq: int) -> None:
+        super().__init__(until_seq)
+        self.stop.value = min(self.at, until_seq)
+
+    def paced(self, busy_s: float, waited_s: float, events: int) -> None:
+        pass
+
+
+def split_at(monkeypatch: pytest.MonkeyPatch, seq: int, start: str = "fork") -> None:
+    """Make a parallel verify's second process read and chain-check events 1..seq only,
+    and this one the rest; the second process started by `start` (forked by default, as the
+    command forks it: a test process runs asyncio's helper threads, so it would spawn)."""
+    monkeypatch.setattr(_FixedShare, "at", seq)
+    monkeypatch.setattr(verify_module, "_Share", _FixedShare)
+    monkeypatch.setattr(foldlog, "process_context", lambda: multiprocessing.get_context(start))
+
+
 def fault_of(path: Path) -> AuditFault:
     """The fault verify reports, which must be the same with the chain pass in a second
-    process as in this one, whatever the batch size."""
+    process as in this one, whatever the batch size, and wherever the second process's part
+    of the chain ends and this one's begins (just before, at or after the fault). The second
+    process is spawned first (the default where threads run, as here), then forked."""
     with pytest.raises(AuditFault) as info:
         run_verify(path, parallel=False)
     with pytest.raises(AuditFault) as info_parallel:
@@ -35,6 +63,14 @@ def fault_of(path: Path) -> AuditFault:
     with pytest.raises(AuditFault) as info_small:
         run_verify(path, parallel=True, batch_size=7)
     assert str(info_small.value) == str(info.value)
+    seq = info.value.seq
+    for at in (0, seq - 1, seq, seq + 1):
+        with pytest.MonkeyPatch.context() as patch:
+            split_at(patch, at)
+            for batch_size in (BATCH_SIZE, 7):
+                with pytest.raises(AuditFault) as info_split:
+                    run_verify(path, parallel=True, batch_size=batch_size)
+                assert str(info_split.value) == str(info.value), (at, batch_size)
     return info.value
 
 
@@ -49,6 +85,80 @@ def test_sound_log_verifies(log_path, parallel):
     assert summary.sum_halala == 0
     assert summary.money_events > 0
     assert summary.invariants_checked
+
+
+@pytest.mark.parametrize("where", ["nothing", "first", "middle", "head"])
+def test_sound_log_verifies_wherever_the_chain_pass_is_split(log_path, monkeypatch, where):
+    """The second process's part of the read and chain pass ending anywhere (before the first
+    event, after it, halfway, at the head) gives the summary of one pass here."""
+    whole = run_verify(log_path, parallel=False)
+    at = {"nothing": 0, "first": 1, "middle": whole.head_seq // 2, "head": whole.head_seq}
+    split_at(monkeypatch, at[where])
+    for batch_size in (BATCH_SIZE, 7):
+        split = run_verify(log_path, parallel=True, batch_size=batch_size)
+        assert (split.events, split.head_seq, split.head_hash) == (
+            whole.events,
+            whole.head_seq,
+            whole.head_hash,
+        )
+        assert (split.money_events, split.balances) == (whole.money_events, whole.balances)
+
+
+def test_share_moves_by_what_the_fold_could_have_checked_while_it_waited():
+    """A wait as long as the fold of the batch before (so the chain is half as fast again:
+    a checked and folded event costs this process 3 units of its 1-unit fold time per event
+    plus the wait) moves the split forward by a third of a batch; no wait moves nothing."""
+    share = verify_module._Share(1000)
+    share.paced(busy_s=1.0, waited_s=1.0, events=300)
+    assert share.stop.value == 900
+    share.paced(busy_s=1.0, waited_s=0.0, events=300)
+    assert share.stop.value == 900
+
+
+def test_big_log_takes_the_second_process_by_default(store_log_path, monkeypatch):
+    """A log of PARALLEL_MIN_EVENTS or more is read and chain-checked in a second process
+    without being asked, and a tampered payload is still found there at its seq."""
+    conn = writable(store_log_path)
+    seq = first_seq_of_type(conn, "renter.deposit_credited")
+    payload = str(row(conn, seq)["payload"])
+    conn.execute("UPDATE events SET payload = ? WHERE seq = ?", (payload + " ", seq))
+    head = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+    conn.close()
+    splits: list[int] = []
+    real_split = verify_module._split
+
+    def counted(*args, **kwargs):
+        splits.append(1)
+        return real_split(*args, **kwargs)
+
+    monkeypatch.setattr(verify_module, "_split", counted)
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_EVENTS", head + 1)  # the log is small
+    with pytest.raises(AuditFault) as small:
+        run_verify(store_log_path)
+    assert splits == []
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_EVENTS", head)  # now it is big
+    with pytest.raises(AuditFault) as big:
+        run_verify(store_log_path)
+    assert splits == [1]
+    assert (
+        (big.value.seq, big.value.check) == (small.value.seq, small.value.check) == (seq, "chain")
+    )
+
+
+def test_spawned_second_process_finds_the_same_fault(store_log_path, monkeypatch):
+    """Where forking is not safe the second process is spawned (a fresh interpreter): the
+    same rows, the same fault."""
+    conn = writable(store_log_path)
+    seq = first_seq_of_type(conn, "job.claimed")
+    conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+    conn.close()
+    with pytest.raises(AuditFault) as here:
+        run_verify(store_log_path, parallel=False)
+    split_at(monkeypatch, seq // 2, "spawn")
+    with pytest.raises(AuditFault) as spawned:
+        run_verify(store_log_path, parallel=True, batch_size=7)
+    assert str(spawned.value) == str(here.value)
+    assert (spawned.value.seq, spawned.value.check) == (seq, "sequence")
 
 
 def test_inlined_canonical_form_matches_chain_module(log_path):
@@ -270,7 +380,20 @@ def test_empty_log_verifies(tmp_path):
     assert (summary.events, summary.head_hash, summary.sum_halala) == (0, "0" * 64, 0)
 
 
-def test_no_second_process_falls_back(store_log_path, monkeypatch):
+class _NoProcesses:
+    """A start method that can start nothing (a sandbox without fork/exec)."""
+
+    def get_start_method(self) -> str:
+        return "fork"
+
+    def Pipe(self, *args, **kwargs):
+        raise OSError("no processes in this sandbox")
+
+    Process = Pipe
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_no_second_process_falls_back(store_log_path, monkeypatch, start):
     """Where no second process can start, verify and replay run both passes here."""
     import dcp_audit._beside as beside_module
     from dcp_audit.replay import replay
@@ -278,7 +401,14 @@ def test_no_second_process_falls_back(store_log_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("no processes in this sandbox")
 
-    monkeypatch.setattr(beside_module, "ProcessPoolExecutor", refuse)
+    if start == "fork":
+        monkeypatch.setattr(foldlog, "process_context", _NoProcesses)
+        monkeypatch.setattr(beside_module, "process_context", _NoProcesses)
+    else:
+        spawn = foldlog.multiprocessing.get_context("spawn")
+        monkeypatch.setattr(foldlog, "process_context", _NoProcesses)
+        monkeypatch.setattr(beside_module, "process_context", lambda: spawn)
+        monkeypatch.setattr(beside_module, "ProcessPoolExecutor", refuse)
     assert run_verify(store_log_path, parallel=True).sum_halala == 0
     conn = open_readonly(store_log_path)
     try:
