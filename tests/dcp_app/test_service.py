@@ -370,3 +370,46 @@ async def test_a_command_and_a_read_answer_with_the_same_view(env: Env):
     assert paused.paused and await env.queries.provider(pid, env.clock(), SETTINGS) == paused
     credited = await env.svc.credit(rid, 10, "view-test")
     assert credited.available_halala == (await env.queries.balance(rid)).available_halala
+
+
+async def test_a_batch_reads_the_log_only_when_another_writer_moved_it(
+    sqlite_env: Env, monkeypatch
+):
+    """On SQLite the command loop asks the store's head synchronously before each batch and
+    reads the log only when another writer moved it: a submit with nobody else appending costs
+    no read (no reader-thread round trip per batch); one after another process appended still
+    folds that process's events before it is decided (no stale-head retry)."""
+    env = sqlite_env
+    rid = await env.renter()
+    reads: list[int] = []
+    real = env.store.read_all
+
+    async def counted(after_seq: int = 0, limit: int = 1000):
+        reads.append(after_seq)
+        return await real(after_seq, limit)
+
+    monkeypatch.setattr(env.store, "read_all", counted)
+    loads: list[int] = []
+    real_load = env.svc._load
+
+    async def counted_load() -> None:
+        loads.append(1)
+        await real_load()
+
+    monkeypatch.setattr(env.svc, "_load", counted_load)
+    await env.submit(rid)
+    await env.submit(rid)
+    assert reads == []
+    other_store = await open_store(env.db)
+    other = await LedgerService.open(other_store, SETTINGS, clock=env.clock)
+    try:
+        await other.credit(rid, 1000, "from-the-other-writer")
+    finally:
+        await other.close()
+        await other_store.close()
+    head = env.svc.state.seq
+    await env.submit(rid)
+    assert reads and reads[0] == head  # folded from where it was, before deciding
+    assert loads == []  # not by a refold after a stale head
+    assert env.svc.state.available(rid) == 100_000 + 1000 - 3 * 709
+    check_all(env.svc.state)
