@@ -8,8 +8,7 @@ through one queue; a single loop takes a bounded batch, decides each command aga
 batch with `append_atomic(expected_head=<the state's seq>)`, the read models written by the tx
 hook in the same transaction. Callers get their answer only once the batch is durable. Before
 each batch it folds what other processes appended meanwhile (on a shared PostgreSQL log, in
-the log's turn, so no other node appends in between; on SQLite only when the store's
-synchronous `head_seq_now` says the log moved); if a batch still fails because the log
+the log's turn, so no other node appends in between); if a batch still fails because the log
 moved, the state is folded again from the log and each command of the batch is decided again
 on its own, once; after a store fault its callers get the StoreError. Between batches it
 writes a snapshot when one is due (dcp_app.snapshots). An empty log first gets its genesis
@@ -462,23 +461,8 @@ class CommandLoop:
         decision sees their events and our append does not fail on a stale head."""
         # read_all until a short read, not head() first: one round trip per batch where the
         # log is shared, whether or not another process appended (store_batches stops at a
-        # short read). A store that can tell its head without a round trip (SQLite:
-        # head_seq_now, one indexed read on this thread) is read only when it moved: a batch
-        # then waits for no reader thread and for no extra turn of the event loop, which
-        # under load runs every connection's callbacks before the batch resumes.
-        peek = self._head_now
-        if peek is not None and peek() == self.state.seq:
-            return
+        # short read).
         await self._fold_log(self.state, self._versions)
-
-    @property
-    def _head_now(self) -> Callable[[], int] | None:
-        """The store's synchronous head read, where it has one and the log is not shared
-        (a shared log's catch-up is one round trip either way)."""
-        if self._shared:
-            return None
-        peek: Callable[[], int] | None = getattr(self.store, "head_seq_now", None)
-        return peek
 
     async def catch_up(self) -> None:
         """Fold what other processes appended, through the command loop (so it never runs

@@ -88,18 +88,10 @@ def apply_schema(conn: sqlite3.Connection) -> None:
 class SqliteEventStore(AppendsOne):
     """The embedded event store. Open with `await SqliteEventStore.open(path)`."""
 
-    def __init__(
-        self,
-        path: Path,
-        writer: sqlite3.Connection,
-        reader: aiosqlite.Connection,
-        peek: sqlite3.Connection,
-    ):
+    def __init__(self, path: Path, writer: sqlite3.Connection, reader: aiosqlite.Connection):
         self.path = path
         self._writer = writer
         self._reader = reader
-        # For `head_seq_now`: one indexed read on the caller's thread, no thread hop.
-        self._peek = peek
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         # Stream versions this writer has committed, valid while the log's head is the one it
@@ -124,12 +116,9 @@ class SqliteEventStore(AppendsOne):
             reader = await aiosqlite.connect(str(p))
             await reader.execute("PRAGMA busy_timeout=10000")
             await reader.execute("PRAGMA query_only=ON")
-            peek = sqlite3.connect(str(p), isolation_level=None, check_same_thread=False)
-            peek.execute("PRAGMA busy_timeout=10000")
-            peek.execute("PRAGMA query_only=ON")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open event log {p}: {e}") from e
-        return cls(p, writer, reader, peek)
+        return cls(p, writer, reader)
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -336,18 +325,6 @@ class SqliteEventStore(AppendsOne):
             row = await cur.fetchone()
         return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
-    def head_seq_now(self) -> int:
-        """The log's last sequence as committed now, by any process (0 for an empty log),
-        read synchronously: one lookup of the primary key's last entry (microseconds, and a
-        WAL reader never waits for the writer), without the thread hop of `head()`. For the
-        command loop, which asks before every batch whether another process appended.
-        Raises StoreError if the file cannot be read."""
-        try:
-            row = self._peek.execute("SELECT max(seq) FROM events").fetchone()
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot read the event log's head: {e}") from e
-        return int(row[0] or 0)
-
     async def tail(
         self, after_seq: int = 0, batch_size: int = 500, poll_s: float = 0.5
     ) -> AsyncIterator[list[RecordedEvent]]:
@@ -374,7 +351,6 @@ class SqliteEventStore(AppendsOne):
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._writer.close()
-        self._peek.close()
         await self._reader.close()
 
     async def __aenter__(self) -> SqliteEventStore:

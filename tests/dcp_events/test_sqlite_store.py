@@ -70,18 +70,3 @@ async def test_two_writers_on_one_file_still_clash(tmp_path):
     assert third.prev_hash == (await b.read_all(1, 1))[0].hash  # one chain across both
     await a.close()
     await b.close()
-
-
-async def test_head_seq_now_sees_every_writers_commits(tmp_path):
-    """`head_seq_now` (the command loop's synchronous question "did the log move?") is the
-    committed head, whoever appended: this store, or a second one on the file (as another
-    process would be)."""
-    a = await SqliteEventStore.open(tmp_path / "log.db")
-    b = await SqliteEventStore.open(tmp_path / "log.db")
-    assert a.head_seq_now() == 0
-    await a.append("s", 0, [ev(1), ev(2)])
-    assert a.head_seq_now() == 2 == (await a.head())[0]
-    await b.append("t", 0, [ev(3)])
-    assert a.head_seq_now() == 3 == b.head_seq_now()
-    await a.close()
-    await b.close()
