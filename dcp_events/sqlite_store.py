@@ -233,13 +233,8 @@ class SqliteEventStore(AppendsOne):
                 conn.execute("ROLLBACK")
             err = StoreError(f"event log write failed: {e}")
             outcomes = [err] * len(group)
-        # One wake-up of the event loop per group, not one per caller.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-        for unit, outcome in zip(group, outcomes, strict=True):
-            by_loop.setdefault(unit.loop, []).append((unit.future, outcome))
-        for loop, pairs in by_loop.items():
-            loop.call_soon_threadsafe(resolve_all, pairs)
-        self._loop.call_soon_threadsafe(self._notify_commit)
+        # The observer first: an append that has returned has been observed (its commit is in
+        # the metrics), however soon its caller looks.
         observer = self.on_commit
         if observer is not None:
             stats = GroupCommit(
@@ -247,6 +242,13 @@ class SqliteEventStore(AppendsOne):
             )
             with contextlib.suppress(Exception):
                 observer(stats)
+        # One wake-up of the event loop per group, not one per caller.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for unit, outcome in zip(group, outcomes, strict=True):
+            by_loop.setdefault(unit.loop, []).append((unit.future, outcome))
+        for loop, pairs in by_loop.items():
+            loop.call_soon_threadsafe(resolve_all, pairs)
+        self._loop.call_soon_threadsafe(self._notify_commit)
 
     @staticmethod
     def _check_unit(

@@ -12,6 +12,7 @@ import datetime
 import logging
 import re
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
@@ -39,7 +40,11 @@ def _marked(text: str) -> bool:
     for a marker's letter lower-cases to that letter (the Kelvin sign to `k` too), so
     nothing such a search finds is missed (a test checks it)."""
     low = text.lower()
-    return any(word in low for word in _MARKER_WORDS)
+    # A loop, not any() over a generator: half the time (~1 us less), twice per access line.
+    for word in _MARKER_WORDS:  # noqa: SIM110
+        if word in low:
+            return True
+    return False
 
 
 def _json(obj: Any, **_: Any) -> str:
@@ -56,8 +61,14 @@ class Redactor:
         if secret:
             self._secrets.add(secret)
 
+    def _holds_secret(self, text: str) -> bool:
+        for secret in self._secrets:  # noqa: SIM110  (a loop, as in _marked)
+            if secret in text:
+                return True
+        return False
+
     def scrub(self, text: str) -> str:
-        if not _marked(text) and not any(x in text for x in self._secrets):
+        if not _marked(text) and not self._holds_secret(text):
             return text
         for secret in self._secrets:
             if secret in text:
@@ -87,7 +98,7 @@ class Redactor:
                 break
         else:
             joined = "\x00".join(texts)
-            if not _marked(joined) and not any(x in joined for x in self._secrets):
+            if not _marked(joined) and not self._holds_secret(joined):
                 return event
         return {k: self._value(v) for k, v in event.items()}
 
@@ -124,14 +135,27 @@ class AccessWriter:
             if name.startswith(_STRUCTLOG_PREFIX) and value is not Ellipsis:
                 fields.setdefault(name[len(_STRUCTLOG_PREFIX) :], value)
         fields["level"] = "info"
-        fields["timestamp"] = _utc_now().isoformat().replace("+00:00", "Z")
+        fields["timestamp"] = _timestamp()
         line = _json(redactor(None, "info", fields)) + "\n"
         self.stream.write(line)
         self.stream.flush()
 
 
-def _utc_now() -> datetime.datetime:
-    return datetime.datetime.now(tz=datetime.UTC)
+# (a Unix second, its "YYYY-MM-DDTHH:MM:SS" in UTC), replaced whole: one read sees one pair.
+_second: tuple[int, str] = (-1, "")
+
+
+def _timestamp() -> str:
+    """Now in UTC as `datetime.now(UTC).isoformat()` with `Z` for `+00:00` (structlog's
+    TimeStamper(fmt="iso", utc=True): `2026-12-02T13:04:19.123456Z`, no fraction at a whole
+    second), the date and time of day formatted once a second instead of once a line."""
+    global _second
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    cached = _second
+    if cached[0] != second:
+        moment = datetime.datetime.fromtimestamp(second, tz=datetime.UTC)
+        cached = _second = (second, moment.strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{micro:06d}Z" if micro else f"{cached[1]}Z"
 
 
 # Set by configure_logging; None where structlog was configured otherwise (the access line

@@ -116,8 +116,12 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-request-id", rid.encode()))
                 headers.append(_NOSNIFF)
-                if private and not any(k.lower() == b"cache-control" for k, _ in headers):
-                    headers.append(_NO_STORE)
+                if private:  # a loop, not any() over a generator: once per reply
+                    for k, _ in headers:
+                        if k.lower() == b"cache-control":
+                            break
+                    else:
+                        headers.append(_NO_STORE)
                 message = {**message, "headers": headers}
             await send(message)
 

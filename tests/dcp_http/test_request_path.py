@@ -171,3 +171,18 @@ def test_marker_check_misses_nothing_the_regex_finds():
                 assert c.lower() == letter, hex(cp)
     for text in ("x-\u212aey=1", "Authorization: BEARER t", "dcp-RENTER-1", "plain/path", ""):
         assert _marked(text) == (markers.search(text) is not None), text
+
+
+def test_access_line_timestamp_is_isoformats(monkeypatch):
+    """The access line's timestamp, formatted once a second, is `isoformat()` with Z for each
+    microsecond of a second (a whole second without a fraction, as isoformat writes it) and
+    follows the clock into the next second."""
+    import datetime
+    import time
+
+    for ns in (1_796_000_000 * 10**9, 1_796_000_000 * 10**9 + 5_000, 1_796_000_000_999_999_000,
+               1_796_000_001 * 10**9 + 123_456_000, 1_796_086_400 * 10**9 + 1_000):  # fmt: skip
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
+        expected = datetime.datetime.fromtimestamp(ns // 1000 / 1e6, datetime.UTC)
+        expected = expected.replace(microsecond=ns // 1000 % 1_000_000)
+        assert logs._timestamp() == expected.isoformat().replace("+00:00", "Z"), ns
