@@ -157,6 +157,50 @@ def all_rows(state: State) -> dict[str, list[Row]]:
     return out
 
 
+def _tuple_builder(table: tables.Table) -> Callable[[Any], tuple[Any, ...]]:
+    """A function from one entity to its row as a tuple in column order: the row builder's
+    values without the dict around them (what a rebuild binds). Compiled from the spec once,
+    as `collections.namedtuple` compiles its class, so that a plain column costs one
+    attribute load rather than a call through a getter."""
+    getters: dict[str, Any] = {}
+    parts = []
+    for i, c in enumerate(table.columns):
+        if not c.name.isidentifier():
+            raise ValueError(f"{table.name}.{c.name}: not a column name")
+        if c.get is None:
+            parts.append(f"e.{c.name}")
+        else:
+            getters[f"_g{i}"] = c.get
+            parts.append(f"_g{i}(e)")
+    built: Callable[[Any], tuple[Any, ...]] = eval(f"lambda e: ({', '.join(parts)},)", getters)
+    return built
+
+
+_T = {t.name: _tuple_builder(t) for t in tables.ROW_TABLES}
+
+
+def all_tuples(state: State) -> dict[str, list[tuple[Any, ...]]]:
+    """`all_rows(state)` as tuples in column order (the values of each row's dict), built
+    without the dicts: the same rows, at a third of the cost (a rebuild writes them)."""
+    t = _T
+    job, output = t["jobs"], t["job_outputs"]
+    image, deposit, account = t["image_allowlist"], t["deposits"], t["accounts"]
+    balances, account_seq = state.balances, state.account_seq
+    return {
+        "credentials": list(map(t["credentials"], state.credentials.values())),
+        "renters": list(map(t["renters"], state.renters.values())),
+        "providers": list(map(t["providers"], state.providers.values())),
+        "jobs": list(map(job, state.jobs.values())),
+        "job_outputs": [output(j) for j in state.jobs.values() if j.output is not None],
+        "accounts": [account((a, b, account_seq.get(a, 0))) for a, b in balances.items()],
+        "withdrawals": list(map(t["withdrawals"], state.withdrawals.values())),
+        "pricing": list(map(t["pricing"], state.pricing.values())),
+        "image_allowlist": [image(item) for item in state.images.items()],
+        "topups": list(map(t["topups"], state.topups.values())),
+        "deposits": [deposit(item) for item in state.deposit_refs.items()],
+    }
+
+
 def posting_rows(
     seq: int, event: Event, recorded_at_us: int
 ) -> Iterable[tuple[int, int, str, int, str, str | None, int]]:
