@@ -61,7 +61,18 @@ def insert_postings(conn: sqlite3.Connection, events: str, until_seq: int, codec
     money, with_job = _money_types(codec)
     if not money:
         return 0
-    current = " OR ".join("(type = ? AND schema_version = ?)" for _ in money)
+    # The codec decodes an event at its type's current version or a newer one (a newer
+    # release's: unknown fields ignored) as it stands, and upcasts an older one. Per current
+    # version: (version >= ? AND type IN (...)), an integer comparison and a look-up in a
+    # short list for each of the log's events.
+    by_version: dict[int, list[str]] = {}
+    for t, v in money.items():
+        by_version.setdefault(v, []).append(t)
+    current = " OR ".join(
+        f"(schema_version >= ? AND type IN ({', '.join('?' * len(ts))}))"
+        for ts in by_version.values()
+    )
+    current_params = [x for v, ts in by_version.items() for x in (v, *ts)]
     jobs = ", ".join("?" * len(with_job)) or "NULL"
     # The payloads are parsed once each (the CTE is materialised), their postings arrays
     # walked by json_each.
@@ -75,15 +86,23 @@ def insert_postings(conn: sqlite3.Connection, events: str, until_seq: int, codec
         " json_extract(j.value, '$.amount_halala'), e.type, e.job, e.recorded_at_us"
         " FROM e, json_each(e.p) AS j"
     )
-    params = [*with_job, until_seq, *(x for tv in money.items() for x in tv)]
+    params = [*with_job, until_seq, *current_params]
     n = conn.execute(sql, params).rowcount
-    # Events of an older schema version: upcast by the codec, their rows built in Python.
-    older = " OR ".join("(type = ? AND schema_version <> ?)" for _ in money)
-    rows = conn.execute(
-        "SELECT seq, type, schema_version, CAST(payload AS BLOB), recorded_at_us"
-        f" FROM {events} WHERE seq <= ? AND ({older}) ORDER BY seq",
-        [until_seq, *(x for tv in money.items() for x in tv)],
-    ).fetchall()
+    # Events of an older schema version, upcast by the codec: their rows built in Python.
+    # Only a type past its first version can have them (a second pass over the log then).
+    older = {v: ts for v, ts in by_version.items() if v > 1}
+    rows = []
+    if older:
+        rows = conn.execute(
+            "SELECT seq, type, schema_version, CAST(payload AS BLOB), recorded_at_us"
+            f" FROM {events} WHERE seq <= ? AND ("
+            + " OR ".join(
+                f"(schema_version < ? AND type IN ({', '.join('?' * len(ts))}))"
+                for ts in older.values()
+            )
+            + ") ORDER BY seq",
+            [until_seq, *(x for v, ts in older.items() for x in (v, *ts))],
+        ).fetchall()
     built: list[tuple[Any, ...]] = []
     for seq, type_, version, payload, at_us in rows:
         built.extend(posting_rows(seq, codec.decode_payload(type_, version, payload), at_us))
