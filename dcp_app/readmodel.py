@@ -8,8 +8,9 @@ batch's postings and `projection_state`, inside the same transaction as the even
 models and log commit or roll back together.
 
 Rebuild: `rebuild(db_path, until_seq=None, into=None)` folds the log from an empty state and
-writes every table from scratch, in one transaction. `compare(a, b)` tells whether two
-databases hold the same read models (a rebuild must equal the live tables).
+writes every table from scratch, in one transaction; a new `into` file is built whole beside
+it and renamed into place (dcp_app.bulkload). `compare(a, b)` tells whether two databases hold
+the same read models (a rebuild must equal the live tables).
 
 Catch-up: the read models are current only when `projection_state` says they include the log's
 last event and were written for today's tables (`tables_fingerprint`). `catch_up(db_path)`,
