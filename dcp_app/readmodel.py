@@ -233,7 +233,7 @@ def _rebuild(
             dst.execute(_SET_SEQ, (SCHEMA_ROW, tables_fingerprint()))
             dst.execute("COMMIT")
         except BaseException:
-            with contextlib.suppress(sqlite3.OperationalError):  # none open after an interrupt
+            with contextlib.suppress(sqlite3.Error):  # none open after an interrupt
                 dst.execute("ROLLBACK")
             raise
     finally:

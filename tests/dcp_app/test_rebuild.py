@@ -106,20 +106,25 @@ def test_a_failed_rebuild_leaves_no_file(live: Path, tmp_path: Path, monkeypatch
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", ["fold", "tables"])
 def test_a_failed_rebuild_keeps_the_read_models_it_would_replace(
-    live: Path, tmp_path: Path, monkeypatch
+    live: Path, tmp_path: Path, monkeypatch, where: str
 ):
-    """Into an existing file the rebuild is one transaction: a failure after the tables were
-    emptied and the postings copied rolls all of it back."""
+    """Into an existing file, or in place, the rebuild is one transaction: a failure at the
+    end of the fold (the postings copy stopped) or while the tables are written (after the
+    tables were emptied and the postings copied) rolls all of it back."""
     into = tmp_path / "rebuilt.db"
     readmodel.rebuild(live, into=into)
 
     def broken(state: object) -> None:
-        raise RuntimeError("interrupted while writing the tables")
+        raise RuntimeError(f"interrupted in the {where}")
 
-    monkeypatch.setattr(readmodel, "all_tuples", broken)
+    monkeypatch.setattr(readmodel, "check_all" if where == "fold" else "all_tuples", broken)
     with pytest.raises(RuntimeError):
         readmodel.rebuild(live, into=into)
+    assert readmodel.compare(live, into) == []
+    with pytest.raises(RuntimeError):
+        readmodel.rebuild(into)  # in place: the log is empty, the tables are not
     assert readmodel.compare(live, into) == []
 
 
