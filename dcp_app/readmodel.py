@@ -160,11 +160,10 @@ def rebuild(
                 finally:
                     dst.close()
         else:
+            other = into is not None and Path(into).resolve() != Path(db_path).resolve()
             dst = open_connection(into if into is not None else db_path)
             try:
-                state, n_rows = _rebuild(
-                    db_path, until_seq, dst, str(db_path) if into is not None else None
-                )
+                state, n_rows = _rebuild(db_path, until_seq, dst, str(db_path) if other else None)
             finally:
                 dst.close()
     return RebuildReport(

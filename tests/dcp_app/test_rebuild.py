@@ -69,7 +69,7 @@ def test_a_rebuild_into_a_new_file_equals_the_live_read_models(live: Path, tmp_p
 
 def test_every_way_of_rebuilding_gives_the_same_tables(live: Path, tmp_path: Path):
     """Into a new file, again into that (now existing) file in one transaction, and in place
-    in the ledger itself: the same read models each time."""
+    in the ledger itself (also when it is named as `into`): the same read models each time."""
     into = tmp_path / "rebuilt.db"
     readmodel.rebuild(live, into=into)
     readmodel.rebuild(live, into=into)  # exists now: rewritten in one transaction
@@ -77,6 +77,8 @@ def test_every_way_of_rebuilding_gives_the_same_tables(live: Path, tmp_path: Pat
     in_place = tmp_path / "in_place.db"
     shutil.copyfile(live, in_place)
     readmodel.rebuild(in_place)
+    assert readmodel.compare(in_place, live) == []
+    readmodel.rebuild(in_place, into=in_place)  # the ledger named twice: in place too
     assert readmodel.compare(in_place, live) == []
 
 
