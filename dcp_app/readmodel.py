@@ -186,9 +186,9 @@ def _rebuild(
         apply_schema(dst)
         if attach is not None:
             dst.execute("ATTACH DATABASE ? AS src", (Path(attach).resolve().as_uri() + "?mode=ro",))
-        last = until_seq if until_seq is not None else _head(src)
         dst.execute("BEGIN IMMEDIATE")
         try:
+            last = until_seq if until_seq is not None else _head(src)  # under the write lock
             for table in ALL_TABLES:
                 dst.execute(f"DELETE FROM main.{table}")
             # Secondary indexes are built once at the end (a sort), not row by row.

@@ -55,13 +55,24 @@ def _postings(db: Path) -> int:
         conn.close()
 
 
+def _indexes(db: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
 def test_a_rebuild_into_a_new_file_equals_the_live_read_models(live: Path, tmp_path: Path):
     """Built in a scratch file and renamed: the same tables as the service's, postings
-    included, and nothing left beside it."""
+    included, every index built again, and nothing left beside it."""
     into = tmp_path / "out" / "rebuilt.db"
     into.parent.mkdir()
     report = readmodel.rebuild(live, into=into)
     assert readmodel.compare(live, into) == []
+    assert _indexes(into) == _indexes(live)
     assert sorted(p.name for p in into.parent.iterdir()) == ["rebuilt.db"]
     assert _postings(into) == _postings(live) > 0
     assert report.events == report.last_seq > 1000
