@@ -10,6 +10,7 @@ Rows depend only on the events folded (never on a clock), so a rebuild yields id
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -159,21 +160,33 @@ def all_rows(state: State) -> dict[str, list[Row]]:
 
 def _tuple_builder(table: tables.Table) -> Callable[[Any], tuple[Any, ...]]:
     """A function from one entity to its row as a tuple in column order: the row builder's
-    values without the dict around them (what a rebuild binds). Compiled from the spec once,
-    as `collections.namedtuple` compiles its class, so that a plain column costs one
-    attribute load rather than a call through a getter."""
-    getters: dict[str, Any] = {}
-    parts = []
-    for i, c in enumerate(table.columns):
-        if not c.name.isidentifier():
-            raise ValueError(f"{table.name}.{c.name}: not a column name")
+    values without the dict around them (what a rebuild binds). The plain columns are read
+    by one `attrgetter` call, the others by their getters, and `itemgetter` puts the values
+    in column order: C calls but for the getters."""
+    plain = [c.name for c in table.columns if c.get is None]
+    getters = [c.get for c in table.columns if c.get is not None]
+    order, n_plain, n_got = [], 0, len(plain)
+    for c in table.columns:  # where each column's value is in (plain..., got...)
         if c.get is None:
-            parts.append(f"e.{c.name}")
+            order.append(n_plain)
+            n_plain += 1
         else:
-            getters[f"_g{i}"] = c.get
-            parts.append(f"_g{i}(e)")
-    built: Callable[[Any], tuple[Any, ...]] = eval(f"lambda e: ({', '.join(parts)},)", getters)
-    return built
+            order.append(n_got)
+            n_got += 1
+    read = attrgetter(*plain) if len(plain) > 1 else None
+    if not getters and read is not None:
+        return read  # every column a plain attribute, in column order
+    arrange = itemgetter(*order)
+
+    def row(entity: Any) -> tuple[Any, ...]:
+        if read is not None:
+            values = read(entity)
+        else:
+            values = tuple(getattr(entity, name) for name in plain)
+        got: tuple[Any, ...] = tuple([get(entity) for get in getters])
+        return arrange(values + got)  # type: ignore[no-any-return]
+
+    return row
 
 
 _T = {t.name: _tuple_builder(t) for t in tables.ROW_TABLES}
