@@ -6,9 +6,9 @@ Postings. Every posting row is a field of its event (`dcp_projections.rows.posti
 seq, index in the event's `postings`, account, amount, the event's type, its `job_id`, its
 recording time. For events at their type's current schema version or a newer one (all of
 them, until a money event's schema changes) one `INSERT ... SELECT` over `json_each` writes
-them, in SQLite's C code: no Python object per row, and the statement runs with the GIL released, so a thread
-runs it while the main thread folds (the fold validates every event it copies: a payload that
-does not decode fails the rebuild, and nothing is kept). An event at an older version is
+them, in SQLite's C code: no Python object per row, and the statement runs with the GIL
+released, so a thread runs it while the main thread folds (the fold validates every event it
+copies: a payload that does not decode fails the rebuild, and nothing is kept). An event at an older version is
 upcast and taken through `posting_rows` here, in Python. Measured: the copy costs about 2.3
 CPU s on the 1M-event log (587k postings), in its own thread; on the 100k log callgrind counts
 1.3% more instructions for the whole rebuild than collecting the rows in the fold and binding
