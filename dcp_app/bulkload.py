@@ -8,12 +8,13 @@ recording time. For events at their type's current schema version or a newer one
 them, until a money event's schema changes) one `INSERT ... SELECT` over `json_each` writes
 them, in SQLite's C code: no Python object per row, and the statement runs with the GIL
 released, so a thread runs it while the main thread folds (the fold validates every event it
-copies: a payload that does not decode fails the rebuild, and nothing is kept). An event at an older version is
-upcast and taken through `posting_rows` here, in Python. Measured: the copy costs about 2.3
-CPU s on the 1M-event log (587k postings), in its own thread; on the 100k log callgrind counts
-1.3% more instructions for the whole rebuild than collecting the rows in the fold and binding
-them one by one (the copy scans every event for the money ones), but they are off the fold's
-thread, which is the rebuild's critical path when a core is free.
+copies: a payload that does not decode fails the rebuild, and nothing is kept). An event at
+an older version is upcast and taken through `posting_rows` here, in Python. Measured: the
+copy costs about 2.3 CPU s on the 1M-event log (587k postings), in its own thread; on the
+100k log callgrind counts 1.3% more instructions for the whole rebuild than collecting the
+rows in the fold and binding them one by one (the copy scans every event for the money
+ones), but they are off the fold's thread, which is the rebuild's critical path when a core
+is free.
 
 A fresh file. `fresh_file(into)` builds the read models in a scratch file beside `into` with
 the settings of a bulk load (no rollback journal, no fsync per transaction: nobody reads the
