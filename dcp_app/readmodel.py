@@ -180,12 +180,14 @@ def _rebuild(
 ) -> tuple[State, int]:
     """Fold the log of `db_path` and write every read model through `dst`, in one
     transaction; the state and the rows written. `attach`: the log's file when `dst` is
-    another database (attached read-only as `src` for the postings' copy)."""
+    another database (attached as `src` for the postings' copy)."""
     src = open_connection(db_path)
     try:
         apply_schema(dst)
         if attach is not None:
-            dst.execute("ATTACH DATABASE ? AS src", (Path(attach).resolve().as_uri() + "?mode=ro",))
+            # By its path, not a read-only URI: SQLite reads URIs in ATTACH only where it was
+            # built or opened to. Only read through (the postings' copy).
+            dst.execute("ATTACH DATABASE ? AS src", (str(Path(attach).resolve()),))
         dst.execute("BEGIN IMMEDIATE")
         try:
             last = until_seq if until_seq is not None else _head(src)  # under the write lock
