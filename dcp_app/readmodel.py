@@ -8,8 +8,9 @@ batch's postings and `projection_state`, inside the same transaction as the even
 models and log commit or roll back together.
 
 Rebuild: `rebuild(db_path, until_seq=None, into=None)` folds the log from an empty state and
-writes every table from scratch, in one transaction. `compare(a, b)` tells whether two
-databases hold the same read models (a rebuild must equal the live tables).
+writes every table from scratch, in one transaction; a new `into` file is built whole beside
+it and renamed into place (dcp_app.bulkload). `compare(a, b)` tells whether two databases hold
+the same read models (a rebuild must equal the live tables).
 
 Catch-up: the read models are current only when `projection_state` says they include the log's
 last event and were written for today's tables (`tables_fingerprint`). `catch_up(db_path)`,
@@ -22,6 +23,7 @@ are not (the next start then catches up).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +33,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from dcp_app import foldlog
+from dcp_app import bulkload, foldlog
 from dcp_app.readside import (
     ALL_TABLES,
     INSERT,
@@ -55,7 +57,7 @@ from dcp_events.sqlite_store import apply_schema, open_connection
 from dcp_events.store import TxHook
 from dcp_projections import tables
 from dcp_projections.fold import check_all
-from dcp_projections.rows import RowChanges, all_rows, posting_rows
+from dcp_projections.rows import RowChanges, all_tuples, posting_rows
 from dcp_projections.state import State
 
 READ_BATCH = 10_000  # events per read while rebuilding
@@ -134,74 +136,36 @@ def rebuild(
 ) -> RebuildReport:
     """Rebuild every read model from the log of `db_path` as of `until_seq` (default: all).
 
-    Writes into `into` (another SQLite file, created if needed) or, by default, into
-    `db_path`'s own tables, replacing them: do that only while no service writes to it.
-    Everything is written in one transaction. Raises InvariantError if the log breaks a money
-    rule, DecodeError if an event does not decode; nothing is changed then.
+    Writes into `into` (another SQLite file) or, by default, into `db_path`'s own tables,
+    replacing them: do that only while no service writes to it. Raises InvariantError if the
+    log breaks a money rule, DecodeError if an event does not decode; nothing is changed then.
 
-    The postings of each batch are written as the fold goes (a second writer thread was
-    measured slower: binding parameters needs the GIL), and secondary indexes are built once
-    at the end rather than row by row.
+    An `into` that does not exist yet is built whole in a scratch file beside it, with the
+    settings of a bulk load, and renamed into place once complete (dcp_app.bulkload): a
+    failed or interrupted rebuild leaves no `into`, never a half-built one. Otherwise
+    everything is written in one transaction. Either way the postings are copied out of the
+    log by SQLite in a second thread while the fold runs (dcp_app.bulkload.insert_postings),
+    the tables are written once each from the final state, and the secondary indexes are built
+    once at the end rather than row by row.
     """
     t0, cpu0 = time.perf_counter(), time.process_time()
     if into is None:  # (a new `into` file gets today's tables from the DDL)
         add_missing_columns(db_path)  # before any row names them
     with foldlog.no_gc():  # millions of objects that live to the end (dcp_app.foldlog)
-        return _rebuild(db_path, until_seq, into, t0, cpu0)
-
-
-def _rebuild(
-    db_path: str | Path,
-    until_seq: int | None,
-    into: str | Path | None,
-    t0: float,
-    cpu0: float,
-) -> RebuildReport:
-    src = open_connection(db_path)
-    dst = open_connection(into if into is not None else db_path)
-    try:
-        apply_schema(dst)
-        dst.execute("BEGIN IMMEDIATE")
-        try:
-            for table in ALL_TABLES:
-                dst.execute(f"DELETE FROM {table}")
-            # Secondary indexes are built once at the end (a sort), not row by row.
-            indexes = dst.execute(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-                f" AND tbl_name IN ({', '.join('?' * len(ALL_TABLES))})",
-                ALL_TABLES,
-            ).fetchall()
-            for name, _ in indexes:
-                dst.execute(f'DROP INDEX "{name}"')
-            n_postings = 0
-
-            def sink(batch: PostingRows) -> None:
-                nonlocal n_postings
-                n_postings += len(batch)
-                dst.executemany(_INSERT_POSTING, batch)
-
-            last = until_seq if until_seq is not None else _head(src)
-            # A second process reads a big log while this one folds and writes.
-            piped = str(db_path) if last >= foldlog.PIPE_MIN_EVENTS else None
-            state = fold_log(src, last, sink=sink, path=piped)
-            check_all(state)
-            rows = all_rows(state)
-            for table, table_rows in rows.items():
-                if table_rows:  # the tables were emptied above: plain inserts
-                    dst.executemany(_INSERT[table], _tuples(table_rows))
-            for _, sql in indexes:
-                dst.execute(sql)
-            dst.execute("DELETE FROM projection_state")
-            dst.execute(_SET_SEQ, (PROJECTION, state.seq))
-            dst.execute(_SET_SEQ, (SCHEMA_ROW, tables_fingerprint()))
-            dst.execute("COMMIT")
-        except BaseException:
-            dst.execute("ROLLBACK")
-            raise
-    finally:
-        src.close()
-        dst.close()
-    n_rows = sum(len(r) for r in rows.values()) + n_postings
+        if into is not None and bulkload.is_fresh(into):
+            with bulkload.fresh_file(into) as scratch:
+                dst = bulkload.open_scratch(scratch)
+                try:
+                    state, n_rows = _rebuild(db_path, until_seq, dst, str(db_path))
+                finally:
+                    dst.close()
+        else:
+            other = into is not None and Path(into).resolve() != Path(db_path).resolve()
+            dst = open_connection(into if into is not None else db_path)
+            try:
+                state, n_rows = _rebuild(db_path, until_seq, dst, str(db_path) if other else None)
+            finally:
+                dst.close()
     return RebuildReport(
         events=state.seq,
         last_seq=state.seq,
@@ -209,6 +173,73 @@ def _rebuild(
         seconds=time.perf_counter() - t0,
         cpu_seconds=time.process_time() - cpu0,
     )
+
+
+def _rebuild(
+    db_path: str | Path, until_seq: int | None, dst: sqlite3.Connection, attach: str | None
+) -> tuple[State, int]:
+    """Fold the log of `db_path` and write every read model through `dst`, in one
+    transaction; the state and the rows written. `attach`: the log's file when `dst` is
+    another database (attached as `src` for the postings' copy)."""
+    src = open_connection(db_path)
+    try:
+        apply_schema(dst)
+        if attach is not None:
+            # By its path, not a read-only URI: SQLite reads URIs in ATTACH only where it was
+            # built or opened to. Only read through (the postings' copy).
+            dst.execute("ATTACH DATABASE ? AS src", (str(Path(attach).resolve()),))
+        dst.execute("BEGIN IMMEDIATE")
+        try:
+            last = until_seq if until_seq is not None else _head(src)  # under the write lock
+            for table in ALL_TABLES:
+                dst.execute(f"DELETE FROM main.{table}")
+            # Secondary indexes are built once at the end (a sort), not row by row.
+            indexes = dst.execute(
+                "SELECT name, sql, tbl_name FROM main.sqlite_master WHERE type = 'index'"
+                f" AND sql IS NOT NULL AND tbl_name IN ({', '.join('?' * len(ALL_TABLES))})",
+                ALL_TABLES,
+            ).fetchall()
+            for name, _, _ in indexes:
+                dst.execute(f'DROP INDEX main."{name}"')
+            events = "src.events" if attach is not None else "main.events"
+            codec = default_codec()
+
+            def copy_postings() -> int:
+                n = bulkload.insert_postings(dst, events, last, codec)
+                for _, sql, table in indexes:
+                    if table == "postings":
+                        dst.execute(sql)
+                return n
+
+            postings = bulkload.Beside(copy_postings)
+            try:
+                # A second process reads a big log while this one folds.
+                piped = str(db_path) if last >= foldlog.PIPE_MIN_EVENTS else None
+                state = fold_log(src, last, codec, path=piped)
+                check_all(state)
+            except BaseException:
+                dst.interrupt()  # the copy is for nothing now: stop it, then roll back
+                postings.join()
+                raise
+            n_postings = postings.result()
+            rows = all_tuples(state)
+            for table, table_rows in rows.items():
+                if table_rows:  # the tables were emptied above: plain inserts
+                    dst.executemany(_INSERT[table], table_rows)
+            for _, sql, table in indexes:
+                if table != "postings":
+                    dst.execute(sql)
+            dst.execute("DELETE FROM projection_state")
+            dst.execute(_SET_SEQ, (PROJECTION, state.seq))
+            dst.execute(_SET_SEQ, (SCHEMA_ROW, tables_fingerprint()))
+            dst.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # none open after an interrupt
+                dst.execute("ROLLBACK")
+            raise
+    finally:
+        src.close()
+    return state, sum(len(r) for r in rows.values()) + n_postings
 
 
 def behind(db_path: str | Path) -> str | None:

@@ -38,13 +38,14 @@ import msgspec
 from dcp_app.foldlog import (
     ROW_COLUMNS,
     FoldFault,
+    OnMoney,
     fold_batches,
     no_gc,
     piped_batches,
     sqlite_batches,
 )
 from dcp_app.readmodel import PROJECTION
-from dcp_audit._beside import beside
+from dcp_audit._beside import Beside, beside
 from dcp_audit._log import file_of, head, open_readonly, seq_as_of
 from dcp_audit.errors import AuditFault
 from dcp_audit.verify import PARALLEL_MIN_EVENTS
@@ -52,7 +53,7 @@ from dcp_events.codec import Codec, default_codec
 from dcp_events.errors import DecodeError
 from dcp_projections.errors import InvariantError
 from dcp_projections.fold import check_all
-from dcp_projections.rows import POSTING_COLUMNS, TABLES, all_rows, posting_rows
+from dcp_projections.rows import POSTING_COLUMNS, TABLES, all_tuples, posting_rows
 from dcp_projections.state import State
 
 BATCH_SIZE = 20_000
@@ -161,6 +162,8 @@ def replay(
     if parallel is None:
         parallel = path is not None and seq >= PARALLEL_MIN_EVENTS
     state = State()
+    stored_side: Beside[tuple[dict[int, str], dict[str, str] | None]] | None = None
+    rebuilt_postings: PostingDigests | None = None
     with no_gc(), contextlib.ExitStack() as stack:
         if parallel:
             if path is None:
@@ -173,14 +176,22 @@ def replay(
                     seq,
                     batch_size,
                     at_head,
-                    inline=lambda: (compare_postings(conn, seq, codec, batch_size), None),
+                    inline=lambda: _stored_side(conn, seq, batch_size, at_head),
                 )
             )
+            rebuilt_postings = PostingDigests(batch_size)
         else:
-            stored_side = None
             _merge_postings(report, compare_postings(conn, seq, codec, batch_size))
         try:
-            _fold(conn, state, seq, codec, batch_size, path if parallel else None)
+            _fold(
+                conn,
+                state,
+                seq,
+                codec,
+                batch_size,
+                path if parallel else None,
+                rebuilt_postings.add if rebuilt_postings is not None else None,
+            )
             check_all(state)
         except AuditFault as f:
             report.fault = f
@@ -189,9 +200,13 @@ def replay(
         report.events = state.seq
         report.balances = dict(state.balances)
         digests = None
-        if stored_side is not None:
-            postings, digests = stored_side.result()
-            _merge_postings(report, postings)
+        if stored_side is not None and rebuilt_postings is not None:
+            stored_postings, digests = stored_side.result()
+            folded = state.seq if report.fault is not None else seq
+            _merge_postings(
+                report,
+                rebuilt_postings.compare(conn, stored_postings, seq, folded, codec, batch_size),
+            )
         if report.fault is None:
             _compare_tables(conn, state, report, digests)
             if also is not None:  # a further comparison with the fold (a snapshot's)
@@ -217,17 +232,18 @@ def _fold(
     codec: Codec,
     batch_size: int,
     path: str | None = None,
+    on_money: OnMoney | None = None,
 ) -> None:
     """Fold events 1..seq into `state` (dcp_app.foldlog's loop); raises AuditFault naming the
     event that fails. With `path` (the file behind `conn`) another process reads the events
-    (dcp_app.foldlog.piped_batches)."""
+    (dcp_app.foldlog.piped_batches). `on_money` sees each event that carries postings."""
     batches = (
         piped_batches(conn, path, seq, batch_size=batch_size)
         if path is not None
         else sqlite_batches(conn, seq, batch_size=batch_size)
     )
     try:
-        fold_batches(state, batches, codec)
+        fold_batches(state, batches, codec, on_money)
     except FoldFault as f:
         raise AuditFault(f.seq, f.check, f.detail) from None
     finally:
@@ -249,10 +265,11 @@ def compare_postings(
     until_seq: int,
     codec: Codec | None = None,
     batch_size: int = BATCH_SIZE,
+    after_seq: int = 0,
 ) -> PostingsResult:
-    """Compare the stored `postings` rows of events 1..until_seq with the rows the events
-    carry, batch by batch. An event that does not decode is skipped here: the fold reports it.
-    """
+    """Compare the stored `postings` rows of events after_seq+1..until_seq with the rows the
+    events carry, batch by batch. An event that does not decode is skipped here: the fold
+    reports it."""
     codec = codec or default_codec()
     decode = codec.decode_payload
     collector = Report(head_seq=until_seq, seq=until_seq, as_of_us=None, stored_seq=None)
@@ -265,7 +282,7 @@ def compare_postings(
         f"SELECT {ROW_COLUMNS} FROM events WHERE seq > ? AND seq <= ?"
         f" AND type IN ({', '.join('?' * len(money))}) ORDER BY seq LIMIT ?"
     )
-    after = 0
+    after = after_seq
     while True:
         rows = conn.execute(query, (after, until_seq, *money, batch_size)).fetchall()
         last = rows[-1][0] if rows else until_seq
@@ -289,9 +306,9 @@ def compare_postings(
 
 def _stored_side_of_file(
     path: str, until_seq: int, batch_size: int, digests: bool
-) -> tuple[PostingsResult, dict[str, str] | None]:
+) -> tuple[dict[int, str], dict[str, str] | None]:
     """The work that needs only the stored side, in a process of its own on its own
-    read-only connection: the postings comparison and (at the head) the table digests.
+    read-only connection: the digests of the stored postings and (at the head) of the tables.
 
     Postings are written with their event and never change, so this snapshot agrees with the
     caller's up to `until_seq`. The tables can move on if the service writes meanwhile; a
@@ -301,10 +318,79 @@ def _stored_side_of_file(
     conn = open_readonly(path)
     try:
         with no_gc():
-            postings = compare_postings(conn, until_seq, None, batch_size)
-            return postings, stored_table_digests(conn) if digests else None
+            return _stored_side(conn, until_seq, batch_size, digests)
     finally:
         conn.close()
+
+
+def _stored_side(
+    conn: sqlite3.Connection, until_seq: int, batch_size: int, digests: bool
+) -> tuple[dict[int, str], dict[str, str] | None]:
+    postings = stored_posting_digests(conn, until_seq, batch_size)
+    return postings, stored_table_digests(conn) if digests else None
+
+
+def stored_posting_digests(conn: sqlite3.Connection, until_seq: int, span: int) -> dict[int, str]:
+    """The digest (`_digest`) of the stored postings of each span of events: span k holds
+    the events k*span+1 .. (k+1)*span (up to `until_seq`), in (seq, idx) order; a span
+    without postings has none."""
+    out = {}
+    for lo in range(0, until_seq, span):
+        rows = conn.execute(_POSTINGS_SQL, (lo + 1, min(lo + span, until_seq))).fetchall()
+        if rows:
+            out[lo // span] = _digest(rows)
+    return out
+
+
+class PostingDigests:
+    """The posting rows of the events folded (`dcp_projections.rows.posting_rows`, as the
+    fold shows each money event), digested span by span as `stored_posting_digests` digests
+    the stored ones: the fold's process keeps one span's rows at a time, and only a span whose
+    digests differ is compared row by row (`compare_postings`, which names each difference)."""
+
+    def __init__(self, span: int) -> None:
+        self.span = span
+        self.rows = 0
+        self.digests: dict[int, str] = {}
+        self._k = 0
+        self._open: list[tuple[Any, ...]] = []
+
+    def add(self, seq: int, event: Any, recorded_at_us: int) -> None:
+        k = (seq - 1) // self.span
+        if k != self._k:
+            self._close()
+            self._k = k
+        self._open.extend(posting_rows(seq, event, recorded_at_us))
+
+    def _close(self) -> None:
+        if self._open:
+            self.digests[self._k] = _digest(self._open)
+            self.rows += len(self._open)
+            self._open = []
+
+    def compare(
+        self,
+        conn: sqlite3.Connection,
+        stored: dict[int, str],
+        until_seq: int,
+        folded_seq: int,
+        codec: Codec,
+        batch_size: int,
+    ) -> PostingsResult:
+        """The comparison with the stored digests, up to `until_seq`; spans past
+        `folded_seq` (a fold that stopped at a fault) are compared row by row."""
+        self._close()
+        differences: list[Difference] = []
+        total = 0
+        for lo in range(0, until_seq, self.span):
+            k, hi = lo // self.span, min(lo + self.span, until_seq)
+            if hi <= folded_seq and self.digests.get(k) == stored.get(k):
+                continue
+            found = compare_postings(conn, hi, codec, batch_size, after_seq=lo)
+            room = MAX_DIFFERENCES - len(differences)
+            differences.extend(found.differences[: max(room, 0)])
+            total += found.total
+        return PostingsResult(self.rows, until_seq, differences, total)
 
 
 def _merge_postings(report: Report, result: PostingsResult) -> None:
@@ -346,9 +432,11 @@ def _sorted_rows(rows: list[tuple[Any, ...]], key_i: int) -> list[tuple[Any, ...
     return rows
 
 
-def _digest(rows: list[dict[str, Any]]) -> str:
-    """A fingerprint of a table: its rows as column -> value maps in the table's column order,
-    sorted by key. Equal rows give equal digests."""
+def _digest(rows: list[tuple[Any, ...]]) -> str:
+    """A fingerprint of a table: its rows as tuples in the table's column order, sorted by
+    key (`_sorted_rows`), msgpack-encoded. Equal rows give equal digests; a digest that differs
+    only sends the table to the row-by-row comparison (where 1 == True), so an encoding
+    difference can cost time, never hide a difference."""
     return sha256(msgspec.msgpack.encode(rows)).hexdigest()
 
 
@@ -357,9 +445,7 @@ def stored_table_digests(conn: sqlite3.Connection) -> dict[str, str]:
     out = {}
     for table, (key_col, columns) in TABLES.items():
         rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
-        maps = [dict(zip(columns, r, strict=True)) for r in rows]
-        maps.sort(key=itemgetter(key_col))
-        out[table] = _digest(maps)
+        out[table] = _digest(_sorted_rows(rows, columns.index(key_col)))
     return out
 
 
@@ -373,16 +459,15 @@ def _compare_tables(
     (computed beside the fold, in the second process) matches is equal as a whole; only a
     table that differs is read here row by row to name its differences."""
     at_head = report.seq == report.head_seq
-    rebuilt_tables = all_rows(state)
+    # The rows as tuples in column order: the values of the domain's row dicts
+    # (dcp_projections.rows.all_tuples), what the stored tables give back.
+    rebuilt_tables = all_tuples(state)
     for table, (key_col, columns) in TABLES.items():
         key_i = columns.index(key_col)
-        if at_head and stored_digests is not None:
-            # The rows are the domain's dicts, in column order (dcp_projections.rows).
-            maps = sorted(rebuilt_tables[table], key=itemgetter(key_col))
-            if stored_digests[table] == _digest(maps):
-                report.compared.append(f"{table}: {len(maps)} rows, all compared")
-                continue
-        rows = _sorted_rows([tuple(r.values()) for r in rebuilt_tables[table]], key_i)
+        rows = _sorted_rows(rebuilt_tables[table], key_i)
+        if at_head and stored_digests is not None and stored_digests[table] == _digest(rows):
+            report.compared.append(f"{table}: {len(rows)} rows, all compared")
+            continue
         stored_rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
         if at_head and _sorted_rows(stored_rows, key_i) == rows:
             report.compared.append(f"{table}: {len(rows)} rows, all compared")
