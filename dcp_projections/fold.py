@@ -143,9 +143,15 @@ def _heartbeat(state: State, seq: int, e: ev.ProviderHeartbeat) -> None:
     touched = state.touched
     touched.add(("provider", provider_id))
     p.last_heartbeat_us = e.at_us
-    p.gpus = e.gpus
-    p.accepting_jobs = e.accepting_jobs
-    p.daemon_version = e.daemon_version
+    # A heartbeat mostly repeats what the last one said, and CPython 3.11 does not specialise
+    # a store into a msgspec Struct (its own tp_setattro) as it does a load: store only what
+    # changed (an equal value left in place is the same state).
+    if p.gpus != e.gpus:
+        p.gpus = e.gpus
+    if p.accepting_jobs is not e.accepting_jobs:
+        p.accepting_jobs = e.accepting_jobs
+    if p.daemon_version != e.daemon_version:
+        p.daemon_version = e.daemon_version
     jobs = state.jobs
     for r in e.renewals:
         job = jobs.get(r.job_id)
@@ -194,12 +200,16 @@ def _job(state: State, seq: int, job_id: str, renter_id: str) -> Job:
 
 def _release_lease(state: State, job: Job) -> None:
     """The job no longer occupies its provider's GPUs."""
-    if job.provider_id is None:
+    provider_id = job.provider_id
+    if provider_id is None:
         return
-    p = state.providers.get(job.provider_id)
-    if p is not None and job.job_id in p.leased:
-        p.leased.discard(job.job_id)
-        p.leased_gpus -= job.gpu_requirements.gpu_count
+    p = state.providers.get(provider_id)
+    if p is not None:
+        leased = p.leased
+        job_id = job.job_id
+        if job_id in leased:
+            leased.remove(job_id)
+            p.leased_gpus -= job.gpu_requirements.gpu_count
     job.lease_expires_us = None
 
 
@@ -298,11 +308,13 @@ def _settle(
     """End `job` as `status`, settling its open hold exactly once."""
     if not job.hold_open:
         raise InvariantError(f"seq {seq}: job {job.job_id} settled twice")
-    if job.status in ENDED:
-        raise InvariantError(f"seq {seq}: job {job.job_id} already ended as {job.status}")
-    if not settlement_is_consistent(job.cost_halala, settlement):
+    was = job.status
+    if was in ENDED:
+        raise InvariantError(f"seq {seq}: job {job.job_id} already ended as {was}")
+    cost = job.cost_halala
+    if not settlement_is_consistent(cost, settlement):
         raise InvariantError(f"seq {seq}: inconsistent settlement {settlement}")
-    if job.status == "queued":
+    if was == "queued":
         state.dequeue(job)
     else:
         _release_lease(state, job)
@@ -310,9 +322,10 @@ def _settle(
     job.status = status
     job.settlement = settlement
     job.ended_at_us = at_us
-    state.renters[job.renter_id].held_reserves_halala -= job.cost_halala
+    renter_id = job.renter_id
+    state.renters[renter_id].held_reserves_halala -= cost
     state.job_ended(job)
-    money.post_settle(state, seq, postings, job.renter_id, provider_id, job.cost_halala, settlement)
+    money.post_settle(state, seq, postings, renter_id, provider_id, cost, settlement)
 
 
 def _check_lease(seq: int, job: Job, attempt: int, provider_id: str | None) -> None:

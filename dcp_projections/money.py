@@ -149,8 +149,6 @@ def _post_renter(state: State, seq: int, got: Legs, renter_id: str, reserve: int
     balances = state.balances
     account_seq = state.account_seq
     touched = state.touched
-    held = ledger.renter_held(renter_id) if reserve else None
-    held_bal: int | None = None
     negative = False
     for p in got:
         account = p.account
@@ -162,10 +160,9 @@ def _post_renter(state: State, seq: int, got: Legs, renter_id: str, reserve: int
         touched.add(("account", account))
         if bal < 0:
             negative = True
-        if account == held:
-            held_bal = bal
     if total != 0:
         raise InvariantError(f"seq {seq}: postings sum to {total}, not 0")
+    held = ledger.renter_held(renter_id) if reserve else None
     if negative:  # `post`'s checks, leg by leg in its order, to raise what it raises
         for p in got:
             account = p.account
@@ -174,8 +171,12 @@ def _post_renter(state: State, seq: int, got: Legs, renter_id: str, reserve: int
                 raise InvariantError(f"seq {seq}: {account} would be {bal}")
             if account == held:
                 _check_held(state, seq, account, bal, renter_id)
-    elif held is not None and held_bal is not None:
-        _check_held(state, seq, held, held_bal, renter_id)
+    elif held is not None:
+        bal = balances[held]
+        renter = state.renters.get(renter_id)
+        reserves = renter.held_reserves_halala if renter else 0
+        if bal != reserves:
+            raise InvariantError(f"seq {seq}: {held} is {bal}, unsettled reserves are {reserves}")
 
 
 def _add_legs(state: State, seq: int, got: Legs) -> None:
