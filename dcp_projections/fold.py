@@ -278,7 +278,8 @@ def _job_claimed(state: State, seq: int, e: ev.JobClaimed) -> None:
     job.provider_id = e.provider_id
     job.lease_expires_us = e.lease_expires_us
     job.assigned_at_us = e.at_us
-    job.started_at_us = None
+    if job.started_at_us is not None:  # None while queued; a Struct store costs (_heartbeat)
+        job.started_at_us = None
     job.leases[e.attempt] = e.provider_id
     p.leased.add(job.job_id)
     p.leased_gpus += job.gpu_requirements.gpu_count

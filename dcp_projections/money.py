@@ -119,7 +119,8 @@ def post_hold(state: State, seq: int, got: Legs, renter_id: str, reserve: int) -
     want = hold(renter_id, reserve)
     if got != want:
         _same_legs(seq, got, want)
-    _post_renter(state, seq, got, renter_id, reserve)
+    # hold's legs: (available, -reserve), (held, reserve); none for a reserve of 0.
+    _post_renter(state, seq, got, renter_id, want[1].account if reserve else None)
 
 
 def post_settle(
@@ -136,15 +137,16 @@ def post_settle(
     want = settle(renter_id, provider_id, reserve, s)
     if got != want:
         _same_legs(seq, got, want)
-    _post_renter(state, seq, got, renter_id, reserve)
+    # settle's legs begin with (held, -reserve), unless the reserve is 0.
+    _post_renter(state, seq, got, renter_id, want[0].account if reserve else None)
 
 
-def _post_renter(state: State, seq: int, got: Legs, renter_id: str, reserve: int) -> None:
+def _post_renter(state: State, seq: int, got: Legs, renter_id: str, held: str | None) -> None:
     """`post`'s work, with its checks and errors, once `got` is known to hold the legs of a hold
-    or a settlement of `renter_id`'s `reserve` (zero legs aside). Their accounts are then
+    or a settlement of one of `renter_id`'s reserves (zero legs aside). Their accounts are then
     distinct, so each leg's new balance is already its account's final one and one pass does
-    what `post`'s two do; and the one held account among them is this renter's (only when the
-    reserve is not 0), so no leg's name is taken apart to find it."""
+    what `post`'s two do; and the one held account among them is `held`, this renter's (None
+    when the reserve is 0: no held leg), so no leg's name is taken apart to find it."""
     total = 0
     balances = state.balances
     account_seq = state.account_seq
@@ -162,7 +164,6 @@ def _post_renter(state: State, seq: int, got: Legs, renter_id: str, reserve: int
             negative = True
     if total != 0:
         raise InvariantError(f"seq {seq}: postings sum to {total}, not 0")
-    held = ledger.renter_held(renter_id) if reserve else None
     if negative:  # `post`'s checks, leg by leg in its order, to raise what it raises
         for p in got:
             account = p.account
