@@ -258,8 +258,20 @@ def _job_submitted(state: State, seq: int, e: ev.JobSubmitted) -> None:
 
 
 def _job_claimed(state: State, seq: int, e: ev.JobClaimed) -> None:
-    job = _job(state, seq, e.job_id, e.renter_id)
-    p = _provider(state, seq, e.provider_id)
+    # _job and _provider inline, in their order (a tenth of the events each, as for starts).
+    job_id = e.job_id
+    job = state.jobs.get(job_id)
+    if job is None or job.renter_id != e.renter_id:
+        raise InvariantError(f"seq {seq}: unknown job {job_id} of renter {e.renter_id}")
+    job.last_seq = seq
+    touched = state.touched
+    touched.add(("job", job_id))
+    provider_id = e.provider_id
+    p = state.providers.get(provider_id)
+    if p is None:
+        raise InvariantError(f"seq {seq}: unknown provider {provider_id}")
+    p.last_seq = seq
+    touched.add(("provider", provider_id))
     if job.status != "queued" or e.attempt != job.attempt:
         raise InvariantError(f"seq {seq}: claim of {job.job_id} ({job.status}, {job.attempt})")
     # None: a v1 claim, from before the rule.
@@ -275,18 +287,23 @@ def _job_claimed(state: State, seq: int, e: ev.JobClaimed) -> None:
             )
     state.dequeue(job)
     job.status = "assigned"
-    job.provider_id = e.provider_id
+    job.provider_id = provider_id
     job.lease_expires_us = e.lease_expires_us
     job.assigned_at_us = e.at_us
     if job.started_at_us is not None:  # None while queued; a Struct store costs (_heartbeat)
         job.started_at_us = None
-    job.leases[e.attempt] = e.provider_id
-    p.leased.add(job.job_id)
+    job.leases[e.attempt] = provider_id
+    p.leased.add(job_id)
     p.leased_gpus += job.gpu_requirements.gpu_count
 
 
 def _job_started(state: State, seq: int, e: ev.JobStarted) -> None:
-    job = _job(state, seq, e.job_id, e.renter_id)
+    job_id = e.job_id  # _job inline
+    job = state.jobs.get(job_id)
+    if job is None or job.renter_id != e.renter_id:
+        raise InvariantError(f"seq {seq}: unknown job {job_id} of renter {e.renter_id}")
+    job.last_seq = seq
+    state.touched.add(("job", job_id))
     if job.status != "assigned" or e.attempt != job.attempt or e.provider_id != job.provider_id:
         raise InvariantError(f"seq {seq}: start of {job.job_id} ({job.status}, {job.attempt})")
     job.status = "running"
@@ -342,8 +359,14 @@ def _record_result(job: Job, attempt: int, fingerprint: str) -> None:
 
 
 def _job_completed(state: State, seq: int, e: ev.JobCompleted) -> None:
-    job = _job(state, seq, e.job_id, e.renter_id)
-    _record_result(job, e.attempt, e.result_fingerprint)
+    job_id = e.job_id  # _job and _record_result inline
+    job = state.jobs.get(job_id)
+    if job is None or job.renter_id != e.renter_id:
+        raise InvariantError(f"seq {seq}: unknown job {job_id} of renter {e.renter_id}")
+    job.last_seq = seq
+    state.touched.add(("job", job_id))
+    if e.result_fingerprint:
+        job.results[e.attempt] = e.result_fingerprint
     _check_lease(seq, job, e.attempt, e.provider_id)
     _settle(state, seq, job, "completed", e.settlement, e.provider_id, e.postings, e.at_us)
     job.output = e.output

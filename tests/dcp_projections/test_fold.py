@@ -144,3 +144,53 @@ def test_a_heartbeat_of_an_unknown_provider_is_refused():
     """A heartbeat names a registered provider."""
     with pytest.raises(InvariantError, match="unknown provider q"):
         apply(_world(), 10, ev.ProviderHeartbeat(provider_id="q", at_us=AT))
+
+
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        (
+            ev.JobClaimed(
+                job_id="nope", renter_id="r", provider_id="p", attempt=1, lease_expires_us=AT,
+                at_us=AT,
+            ),
+            "unknown job nope of renter r",
+        ),
+        (
+            ev.JobClaimed(
+                job_id="j1", renter_id="r", provider_id="q", attempt=1, lease_expires_us=AT,
+                at_us=AT,
+            ),
+            "unknown provider q",
+        ),
+        (
+            ev.JobClaimed(
+                job_id="j1", renter_id="r", provider_id="p", attempt=2, lease_expires_us=AT,
+                at_us=AT,
+            ),
+            r"claim of j1 \(queued, 1\)",
+        ),
+        (
+            ev.JobStarted(job_id="j1", renter_id="r2", provider_id="p", attempt=1, at_us=AT),
+            "unknown job j1 of renter r2",
+        ),
+        (
+            ev.JobStarted(job_id="j1", renter_id="r", provider_id="p", attempt=1, at_us=AT),
+            r"start of j1 \(queued, 1\)",
+        ),
+        (
+            ev.JobCompleted(
+                job_id="j1", renter_id="r2", provider_id="p", attempt=1,
+                reported_runtime_seconds=1, measured_runtime_seconds=1, output=ev.JobOutput(),
+                settlement=ev.Settlement(refunded_halala=213), at_us=AT, postings=(),
+            ),
+            "unknown job j1 of renter r2",
+        ),
+    ],
+)  # fmt: skip
+def test_a_job_event_that_does_not_fit_its_job_is_refused(event, error):
+    """Claims, starts and completions name a known job of their renter in the right state."""
+    state = _world()
+    apply(state, 10, _submitted())
+    with pytest.raises(InvariantError, match=error):
+        apply(state, 11, event)
