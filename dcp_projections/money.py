@@ -103,6 +103,85 @@ def post(state: State, seq: int, got: Legs, want: Legs) -> None:
     """
     if got != want:  # the decisions write the legs in this order: the common, cheap case
         _same_legs(seq, got, want)
+    _add_legs(state, seq, got)
+    for p in got:
+        account = p.account
+        bal = state.balances[account]
+        if bal < 0 and ledger.must_not_go_negative(account):
+            raise InvariantError(f"seq {seq}: {account} would be {bal}")
+        if account.endswith(":held") and account.startswith("renter:"):
+            _check_held(state, seq, account, bal, account[7:-5])
+
+
+def post_hold(state: State, seq: int, got: Legs, renter_id: str, reserve: int) -> None:
+    """`post(state, seq, got, hold(renter_id, reserve))`, the same checks and errors, for the
+    fold's most frequent money event (a submission; an admin requeue)."""
+    want = hold(renter_id, reserve)
+    if got != want:
+        _same_legs(seq, got, want)
+    # hold's legs: (available, -reserve), (held, reserve); none for a reserve of 0.
+    _post_renter(state, seq, got, renter_id, want[1].account if reserve else None)
+
+
+def post_settle(
+    state: State,
+    seq: int,
+    got: Legs,
+    renter_id: str,
+    provider_id: str | None,
+    reserve: int,
+    s: Settlement,
+) -> None:
+    """`post(state, seq, got, settle(renter_id, provider_id, reserve, s))`, the same checks
+    and errors, for every job's ending."""
+    want = settle(renter_id, provider_id, reserve, s)
+    if got != want:
+        _same_legs(seq, got, want)
+    # settle's legs begin with (held, -reserve), unless the reserve is 0.
+    _post_renter(state, seq, got, renter_id, want[0].account if reserve else None)
+
+
+def _post_renter(state: State, seq: int, got: Legs, renter_id: str, held: str | None) -> None:
+    """`post`'s work, with its checks and errors, once `got` is known to hold the legs of a hold
+    or a settlement of one of `renter_id`'s reserves (zero legs aside). Their accounts are then
+    distinct, so each leg's new balance is already its account's final one and one pass does
+    what `post`'s two do; and the one held account among them is `held`, this renter's (None
+    when the reserve is 0: no held leg), so no leg's name is taken apart to find it."""
+    total = 0
+    balances = state.balances
+    account_seq = state.account_seq
+    touched = state.touched
+    negative = False
+    for p in got:
+        account = p.account
+        amount = p.amount_halala
+        total += amount
+        bal = balances.get(account, 0) + amount
+        balances[account] = bal
+        account_seq[account] = seq
+        touched.add(("account", account))
+        if bal < 0:
+            negative = True
+    if total != 0:
+        raise InvariantError(f"seq {seq}: postings sum to {total}, not 0")
+    if negative:  # `post`'s checks, leg by leg in its order, to raise what it raises
+        for p in got:
+            account = p.account
+            bal = balances[account]
+            if bal < 0 and ledger.must_not_go_negative(account):
+                raise InvariantError(f"seq {seq}: {account} would be {bal}")
+            if account == held:
+                _check_held(state, seq, account, bal, renter_id)
+    elif held is not None:
+        bal = balances[held]
+        renter = state.renters.get(renter_id)
+        reserves = renter.held_reserves_halala if renter else 0
+        if bal != reserves:
+            raise InvariantError(f"seq {seq}: {held} is {bal}, unsettled reserves are {reserves}")
+
+
+def _add_legs(state: State, seq: int, got: Legs) -> None:
+    """Add each leg to its account's balance; raises InvariantError unless they sum to 0."""
     total = 0
     balances = state.balances
     account_seq = state.account_seq
@@ -116,18 +195,14 @@ def post(state: State, seq: int, got: Legs, want: Legs) -> None:
         touched.add(("account", account))
     if total != 0:
         raise InvariantError(f"seq {seq}: postings sum to {total}, not 0")
-    for p in got:
-        account = p.account
-        bal = balances[account]
-        if bal < 0 and ledger.must_not_go_negative(account):
-            raise InvariantError(f"seq {seq}: {account} would be {bal}")
-        if account.endswith(":held") and account.startswith("renter:"):
-            renter = state.renters.get(account[7:-5])
-            reserves = renter.held_reserves_halala if renter else 0
-            if bal != reserves:
-                raise InvariantError(
-                    f"seq {seq}: {account} is {bal}, unsettled reserves are {reserves}"
-                )
+
+
+def _check_held(state: State, seq: int, account: str, bal: int, renter_id: str) -> None:
+    """A renter's held balance `bal` must equal the reserves of its unsettled jobs."""
+    renter = state.renters.get(renter_id)
+    reserves = renter.held_reserves_halala if renter else 0
+    if bal != reserves:
+        raise InvariantError(f"seq {seq}: {account} is {bal}, unsettled reserves are {reserves}")
 
 
 def _same_legs(seq: int, got: Legs, want: Legs) -> None:

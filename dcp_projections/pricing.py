@@ -14,9 +14,12 @@ records.
 
 from __future__ import annotations
 
+import functools
+
 from dcp_projections.state import ANY_GPU, State, gpu_key
 
 
+@functools.lru_cache(maxsize=1024)  # once per submission folded: a few GPU types recur
 def job_gpu_key(gpu_type: str) -> str:
     """The model a job asks for, as `gpu_key` compares them; "" for a job for any GPU."""
     return "" if gpu_type.lower() in ANY_GPU else gpu_key(gpu_type)

@@ -109,10 +109,13 @@ def settle_ending(
 def settlement_is_consistent(reserve: int, s: Settlement) -> bool:
     """The identities every settlement obeys: charge <= reserve, refund + charge = reserve,
     provider + fee = charge, provider = floor(75%), nothing negative."""
+    actual = s.actual_cost_halala
+    provider = s.provider_earned_halala
+    fee = s.platform_fee_halala
     return (
-        0 <= s.actual_cost_halala <= reserve
-        and s.refunded_halala + s.actual_cost_halala == reserve
-        and s.provider_earned_halala + s.platform_fee_halala == s.actual_cost_halala
-        and (s.provider_earned_halala, s.platform_fee_halala) == split(s.actual_cost_halala)
+        0 <= actual <= reserve
+        and s.refunded_halala + actual == reserve
+        and provider + fee == actual
+        and (provider, fee) == split(actual)
         and s.billable_seconds >= 0
     )

@@ -108,7 +108,9 @@ class Provider(msgspec.Struct, kw_only=True, gc=False):
     leased_gpus: int = 0
 
 
-class Job(msgspec.Struct, kw_only=True, gc=False):
+# Not kw_only (unlike the other entities): the fold of a submission, the most frequent new
+# entity, builds it positionally, four times cheaper than by 19 keywords.
+class Job(msgspec.Struct, gc=False):
     job_id: str
     renter_id: str
     status: JobStatus
