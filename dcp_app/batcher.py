@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -318,16 +318,7 @@ class CommandLoop:
             renter_id = await self.job_owner(job_id)
             if renter_id is None:
                 return
-        stream = renter_stream(renter_id)
-        events: list[tuple[int, Event]] = []
-        version = 1
-        while True:
-            records = await self.store.read_stream(stream, version, READ_CHUNK)
-            events.extend((r.seq, self.codec.decode(r)) for r in records if r.seq <= state.seq)
-            if len(records) < READ_CHUNK or records[-1].seq > state.seq:
-                break
-            version = records[-1].stream_version + 1
-        job = job_from_stream(events, job_id)
+        job = job_from_stream(await self._renter_events(state, renter_id), job_id)
         if job is not None:
             state.recall(job)
 
@@ -335,22 +326,29 @@ class CommandLoop:
         """Fold top-up `topup_id` back from its renter's stream up to `state.seq` and put it in
         memory (for the fold of its next event: the read model may already hold that event's
         change, the stream up to `state.seq` holds exactly what the state lacks)."""
+        events = await self._renter_events(state, renter_id, TOPUP_TAGS)
+        t = topup_from_stream(events, renter_id, topup_id)
+        if t is not None:
+            state.recall_topup(t)
+
+    async def _renter_events(
+        self, state: State, renter_id: str, types: Collection[str] | None = None
+    ) -> list[tuple[int, Event]]:
+        """`(seq, event)` of renter `renter_id`'s stream up to `state.seq`, decoded, in bounded
+        reads (only the event types in `types`, when given): what a recall folds back."""
+        stream = renter_stream(renter_id)
         events: list[tuple[int, Event]] = []
         version = 1
-        stream = renter_stream(renter_id)
         while True:
             records = await self.store.read_stream(stream, version, READ_CHUNK)
             events.extend(
                 (r.seq, self.codec.decode(r))
                 for r in records
-                if r.seq <= state.seq and r.type in TOPUP_TAGS
+                if r.seq <= state.seq and (types is None or r.type in types)
             )
             if len(records) < READ_CHUNK or records[-1].seq > state.seq:
-                break
+                return events
             version = records[-1].stream_version + 1
-        t = topup_from_stream(events, renter_id, topup_id)
-        if t is not None:
-            state.recall_topup(t)
 
     async def _recall_row(self, state: State, kind: str, key: str) -> None:
         """Read the deposit reference or withdrawal `key` back from the read models into
