@@ -34,6 +34,15 @@ class Ledger:
     def __init__(self, db: str, store: Any, svc: LedgerService, queries: Queries, clock: Clock):
         self.db, self.store, self.svc, self.queries, self.clock = db, store, svc, queries, clock
 
+    async def restart(self, cap: int, snapshot_dir: Path | None = None) -> None:
+        """Close the service and open it again on the same store and read models, keeping
+        `cap` of history in memory, as a restart of `dcp serve` does."""
+        await self.svc.close()
+        self.svc = await LedgerService.open(
+            self.store, SETTINGS, clock=self.clock, snapshot_dir=snapshot_dir,
+            history=self.queries, history_in_memory=cap,
+        )  # fmt: skip
+
     async def close(self) -> None:
         await self.svc.close()
         await self.queries.close()
@@ -214,11 +223,7 @@ async def test_old_references_answer_as_before_after_a_restart_from_a_snapshot(t
         written = await led.svc.snapshot_now()
         assert written is not None
         before = led.svc.state
-        await led.svc.close()
-        led.svc = await LedgerService.open(
-            led.store, SETTINGS, clock=led.clock, snapshot_dir=snap, history=led.queries,
-            history_in_memory=2,
-        )  # fmt: skip
+        await led.restart(2, snap)
         assert led.svc.loaded_from == written
         state = led.svc.state
         assert (
@@ -242,11 +247,7 @@ async def test_a_snapshot_of_the_old_version_is_ignored_and_the_log_folded(tmp_p
         with monkeypatch.context() as m:
             m.setattr(snapshots, "VERSION", snapshots.VERSION - 1)
             assert await led.svc.snapshot_now() is not None
-        await led.svc.close()
-        led.svc = await LedgerService.open(
-            led.store, SETTINGS, clock=led.clock, snapshot_dir=snap, history=led.queries,
-            history_in_memory=2,
-        )  # fmt: skip
+        await led.restart(2, snap)
         assert led.svc.loaded_from is None  # ignored: folded from the log
         state = led.svc.state
         assert state.balances == before.balances and state.deposits_halala == before.deposits_halala

@@ -209,11 +209,7 @@ async def test_old_topups_answer_as_before_after_a_restart_from_a_snapshot(tmp_p
         for ledger in (led, full):
             await TopUps(ledger.svc).refund(ids["paid"])  # after the snapshot, in the tail
         before = led.svc.state
-        await led.svc.close()
-        led.svc = await LedgerService.open(
-            led.store, SETTINGS, clock=led.clock, snapshot_dir=snap, history=led.queries,
-            history_in_memory=1,
-        )  # fmt: skip
+        await led.restart(1, snap)
         assert led.svc.loaded_from == written
         state = led.svc.state
         assert state.topups[ids["paid"]] == full.svc.state.topups[ids["paid"]]  # refunding
@@ -236,11 +232,8 @@ async def test_a_fold_from_the_log_recalls_top_ups_it_let_go_of(tmp_path, monkey
         await TopUps(led.svc).observe(observe(ids["expired"], "pay-late", 6000))
         await TopUps(led.svc).refund(ids["paid"])
         before = led.svc.state
-        await led.svc.close()
         monkeypatch.setattr(batcher, "READ_CHUNK", 3)
-        led.svc = await LedgerService.open(
-            led.store, SETTINGS, clock=led.clock, history=led.queries, history_in_memory=1
-        )
+        await led.restart(1)
         state = led.svc.state
         assert state.seq == before.seq and state.balances == before.balances
         assert state.topups_credited_halala == before.topups_credited_halala
