@@ -161,6 +161,7 @@ def main() -> int:
     ap.add_argument("--server-log-level", default="info")
     ap.add_argument("--before", type=Path, help="also measure `dcp serve` from this checkout")
     ap.add_argument("--trivial", action="store_true", help="also the bare Starlette endpoint")
+    ap.add_argument("--keep", type=Path, help="copy the callgrind files here (callgrind_annotate)")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -176,6 +177,10 @@ def main() -> int:
             result["before_threads"] = before["threads"]
         if args.trivial:
             result["trivial_ir"] = measure(None, args, "trivial", tmp)["ir"]
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for f in glob.glob(f"{tmp}/cg-*"):
+                shutil.copy(f, args.keep)
     result["requests"] = ours["requests"]
     print(json.dumps(result))
     return 0
