@@ -39,19 +39,23 @@ def main() -> int:
     conn = sqlite3.connect(f"{a.db.resolve().as_uri()}?mode=ro", uri=True)
     until = a.until or conn.execute("SELECT max(seq) FROM events").fetchone()[0]
     print(f"load average {os.getloadavg()[0]:.2f}; {until} events, window {a.window}")
-    mark = {"n": 0, "next": a.window, "cpu": time.process_time(), "wall": time.perf_counter()}
+    mark = {"n": 0, "at": 0, "next": a.window}
+    mark.update(cpu=time.process_time(), wall=time.perf_counter())
 
     def after(rows: Sequence[Any]) -> bool:
         mark["n"] += len(rows)
         if mark["n"] >= mark["next"]:
             cpu, wall = time.process_time(), time.perf_counter()
             rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            # The events since the last line: a window ends at a batch boundary, not exactly
+            # `--window` events on.
+            n = mark["n"] - mark["at"]
             print(
-                f"{mark['n']:>10} cpu_eps {a.window / (cpu - mark['cpu']):>9.0f}"
-                f"  wall_eps {a.window / (wall - mark['wall']):>9.0f}  peak_rss_mb {rss_mb}",
+                f"{mark['n']:>10} cpu_eps {n / (cpu - mark['cpu']):>9.0f}"
+                f"  wall_eps {n / (wall - mark['wall']):>9.0f}  peak_rss_mb {rss_mb}",
                 flush=True,
             )
-            mark.update(next=mark["next"] + a.window, cpu=cpu, wall=wall)
+            mark.update(at=mark["n"], next=mark["next"] + a.window, cpu=cpu, wall=wall)
         return False
 
     with foldlog.no_gc():
